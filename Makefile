@@ -1,0 +1,41 @@
+# supportbot — set-up, checks and benchmarks. `make demo` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export TEST_DATABASE_URL
+
+.PHONY: install run test pytest lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed  ## create the virtualenv and install supportbot with its test tools
+
+run: install  ## run the service with the settings in .env / the environment
+	$(VENV)/bin/supportbot run
+
+test: lint pytest  ## everything CI checks: ruff, mypy, and the whole suite on SQLite and PostgreSQL
+
+pytest: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQL
+	$(PY) bench/sla.py
+	$(PY) bench/queue.py
+	$(PY) bench/intake.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
