@@ -1,0 +1,237 @@
+"""The `supportbot` command: run the service, migrate, look at tickets, manage agents."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, NoReturn
+
+from supportbot import app, db
+from supportbot.settings import Settings, SettingsError, load_settings
+from supportbot.templates import when
+from tickets import queue
+from tickets.agents import add_agent, remove_agent
+from tickets.errors import SupportbotError
+from tickets.model import QueueEntry, Role, TicketView
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One clear line instead of argparse's usage block.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="supportbot", description="A support desk that lives in Telegram.")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="settings file read before the environment (default: ./.env)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("run", help="run the configured channels and the outbox worker")
+
+    database = commands.add_parser("db", help="database schema")
+    database_commands = database.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    database_commands.add_parser("upgrade", help="apply pending migrations")
+    database_commands.add_parser("current", help="show the schema revision")
+
+    tickets = commands.add_parser("tickets", help="look at tickets")
+    ticket_commands = tickets.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = ticket_commands.add_parser("list", help="list tickets")
+    listing.add_argument(
+        "--status",
+        choices=["open", "waiting", "closed", "all"],
+        default="open",
+        help="open (default), waiting on us in queue order, closed, or all",
+    )
+    listing.add_argument("--limit", type=_positive, default=100)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    show = ticket_commands.add_parser("show", help="one ticket with its messages")
+    show.add_argument("number", type=_ticket_number)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    agents = commands.add_parser("agents", help="who may work the queue")
+    agent_commands = agents.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    add = agent_commands.add_parser("add", help="allow a Telegram user to act as an agent")
+    add.add_argument("telegram_id", type=_telegram_id)
+    add.add_argument("--role", choices=[r.value for r in Role], default=Role.AGENT.value)
+    add.add_argument("--name", default="", help="shown to other agents")
+    listing = agent_commands.add_parser("list", help="list agents")
+    listing.add_argument("--json", action="store_true")
+    remove = agent_commands.add_parser("remove", help="take a user off the allowlist")
+    remove.add_argument("telegram_id", type=_telegram_id)
+    return parser
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {raw!r}")
+    return value
+
+
+def _ticket_number(raw: str) -> int:
+    try:
+        return _positive(raw.removeprefix("#"))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a ticket number such as 42, got {raw!r}"
+        ) from None
+
+
+def _telegram_id(raw: str) -> int:
+    try:
+        return _positive(raw)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a numeric Telegram user id, got {raw!r}"
+        ) from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_jsonable(value), indent=2, ensure_ascii=False))
+
+
+def _print_entries(entries: Sequence[QueueEntry]) -> None:
+    if not entries:
+        print("no tickets")
+        return
+    print(
+        f"{'#':>6}  {'state':<11} {'plan':<5} {'channel':<8} {'due':<26} {'assignee':<12} customer"
+    )
+    for e in entries:
+        due = when(e.due_at) if e.due_at else "—"
+        print(
+            f"{e.ticket:>6}  {e.urgency.value:<11} {e.plan.value:<5} {e.channel.value:<8} "
+            f"{due:<26} {(e.assignee or '—')[:12]:<12} {e.customer}"
+            + (f" · {e.subject}" if e.subject else "")
+        )
+
+
+def _print_ticket(view: TicketView) -> None:
+    print(
+        f"#{view.number} · {view.status.value} · {view.plan.value} · {view.channel.value} · "
+        f"{view.customer}" + (f" · {view.subject}" if view.subject else "")
+    )
+    print(
+        f"opened {when(view.opened_at)}; assignee {view.assignee or '—'}; "
+        f"SLA {view.urgency.value}" + (f", due {when(view.due_at)}" if view.due_at else "")
+    )
+    for m in view.messages:
+        label = {"in": "customer", "out": "agent", "note": "note"}[m.direction.value]
+        delivery = f" [{m.delivery.value}]" if m.delivery else ""
+        print(f"\n— {when(m.created_at)} · {label} · {m.author}{delivery}")
+        print(m.text)
+        for a in m.attachments:
+            print(f"  📎 {a.filename or a.kind} ({a.mime_type or 'file'})")
+
+
+async def _with_service(settings: Settings, job: Callable[[app.Service], Awaitable[None]]) -> None:
+    async with app.build(settings) as service:
+        await job(service)
+
+
+async def _command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "run":
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await app.run(settings, stop)
+        return 0
+    if args.command == "db":
+        async with db.open_engine(settings.database_url) as engine:
+            if args.action == "upgrade":
+                await db.upgrade(engine)
+            current, head = await db.revisions(engine)
+            print(f"schema revision {current or 'none'} (newest {head})")
+        return 0
+
+    async def job(service: app.Service) -> None:
+        now = service.clock()
+        async with service.sessions.begin() as session:
+            if args.command == "tickets" and args.action == "list":
+                entries = await queue.ticket_list(
+                    session, service.policy, now, status=args.status, limit=args.limit
+                )
+                _print_json([asdict(e) for e in entries]) if args.json else _print_entries(entries)
+            elif args.command == "tickets":
+                view = await queue.ticket_view(session, service.policy, args.number, now)
+                _print_json(asdict(view)) if args.json else _print_ticket(view)
+            elif args.action == "add":
+                created = await add_agent(
+                    session, args.telegram_id, Role(args.role), args.name, at=now, actor="cli"
+                )
+                print(f"{'added' if created else 'updated'} {args.telegram_id} as {args.role}")
+            elif args.action == "list":
+                agents = await queue.agent_list(session)
+                if args.json:
+                    _print_json([asdict(a) for a in agents])
+                for a in agents if not args.json else ():
+                    print(f"{a.telegram_id:>14}  {a.role.value:<6} {a.name}")
+                if not agents and not args.json:
+                    print("no agents yet: add one with `supportbot agents add TELEGRAM_ID`")
+            else:
+                await remove_agent(session, args.telegram_id, at=now, actor="cli")
+                print(f"removed {args.telegram_id}")
+
+    await _with_service(settings, job)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `supportbot` command; errors are one line and exit status 2."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(env_file=args.env_file)
+    except SettingsError as error:
+        print(f"supportbot: configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines contain the bot token
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(_command(args, settings))
+    except SupportbotError as error:
+        print(f"supportbot: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"supportbot: cannot reach the database: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Settings from the environment and an optional `.env` file; every key is in `.env.example`."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tickets.errors import SupportbotError
+from tickets.sla import BusinessCalendar
+
+DEFAULT_DATABASE_URL = "sqlite:///supportbot.db"
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+_EMAIL = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
+
+
+class SettingsError(SupportbotError):
+    """A setting is missing or malformed; the message names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+class Tls(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    token: str = field(repr=False)
+    api_url: str
+    agent_chat_id: int
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    tls: Tls
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    tls: Tls
+
+
+@dataclass(frozen=True)
+class SlaSettings:
+    calendar: BusinessCalendar
+    response_hours: float = 24.0
+    target_hours: float = 6.0
+    risk_hours: float = 4.0
+    reopen_days: int = 7
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    sla: SlaSettings
+    telegram: TelegramSettings | None = None
+    imap: ImapSettings | None = None
+    smtp: SmtpSettings | None = None
+    support_address: str | None = None
+    log_level: str = "INFO"
+
+    def channels(self) -> list[str]:
+        """The customer channels this configuration can run."""
+        found = []
+        if self.telegram is not None:
+            found.append("telegram")
+        if self.imap is not None:
+            found.append("email")
+        return found
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (comments, `export`, single or double quotes) without evaluating."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise SettingsError(f"{path.name} line {number}", "expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+class _Reader:
+    def __init__(self, source: Mapping[str, str]) -> None:
+        self.source = source
+
+    def text(self, key: str, default: str = "") -> str:
+        return self.source.get(key, "").strip() or default
+
+    def required(self, key: str, why: str) -> str:
+        value = self.text(key)
+        if not value:
+            raise SettingsError(key, f"missing; it is needed {why}")
+        return value
+
+    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
+        raw = self.text(key)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(key, f"expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(key, f"expected a number from {low} to {high}, got {value}")
+        return value
+
+    def hours(self, key: str, default: float) -> float:
+        raw = self.text(key)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(key, f"expected a number of hours, got {raw!r}") from None
+        if not 0 < value <= 10_000:
+            raise SettingsError(key, f"expected a positive number of hours, got {raw!r}")
+        return value
+
+    def tls(self, key: str, default: Tls) -> Tls:
+        raw = self.text(key).lower()
+        if not raw:
+            return default
+        aliases = {"ssl": "tls", "true": "tls", "false": "none", "off": "none", "plain": "none"}
+        try:
+            return Tls(aliases.get(raw, raw))
+        except ValueError:
+            raise SettingsError(key, f"expected tls, starttls or none, got {raw!r}") from None
+
+
+def _calendar(read: _Reader) -> BusinessCalendar:
+    parts = {
+        "workdays": ("SLA_WORKDAYS", "mon-fri"),
+        "hours": ("SLA_HOURS", "00:00-24:00"),
+        "holidays": ("SLA_HOLIDAYS", ""),
+        "timezone": ("SLA_TIMEZONE", "UTC"),
+    }
+    values = {name: read.text(key, default) for name, (key, default) in parts.items()}
+    for name, (key, _default) in parts.items():
+        try:
+            BusinessCalendar.from_strings(**{name: values[name]})
+        except ValueError as error:
+            raise SettingsError(key, str(error).removeprefix(f"{name}: ")) from None
+    try:
+        return BusinessCalendar.from_strings(**values)
+    except ValueError as error:
+        raise SettingsError("SLA_HOURS", str(error)) from None
+
+
+def _telegram(read: _Reader) -> TelegramSettings | None:
+    token = read.text("TELEGRAM_TOKEN")
+    if not token:
+        return None
+    if not re.fullmatch(r"\d+:[A-Za-z0-9_-]{20,}", token):
+        raise SettingsError("TELEGRAM_TOKEN", "does not look like a bot token (digits:secret)")
+    api_url = read.text("TELEGRAM_API_URL", DEFAULT_TELEGRAM_API_URL).rstrip("/")
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError("TELEGRAM_API_URL", f"expected an http(s) URL, got {api_url!r}")
+    chat = read.required("AGENT_CHAT_ID", "to know the agents' group (TELEGRAM_TOKEN is set)")
+    try:
+        chat_id = int(chat)
+    except ValueError:
+        raise SettingsError(
+            "AGENT_CHAT_ID", f"expected a numeric chat id such as -1001234567890, got {chat!r}"
+        ) from None
+    return TelegramSettings(token=token, api_url=api_url, agent_chat_id=chat_id)
+
+
+def _imap(read: _Reader) -> ImapSettings | None:
+    host = read.text("IMAP_HOST")
+    if not host:
+        return None
+    why = "to read the support mailbox (IMAP_HOST is set)"
+    tls = read.tls("IMAP_TLS", Tls.TLS)
+    return ImapSettings(
+        host=host,
+        port=read.integer("IMAP_PORT", 993 if tls is Tls.TLS else 143, low=1, high=65535),
+        user=read.required("IMAP_USER", why),
+        password=read.required("IMAP_PASSWORD", why),
+        tls=tls,
+        mailbox=read.text("IMAP_MAILBOX", "INBOX"),
+    )
+
+
+def _smtp(read: _Reader, needed: bool) -> SmtpSettings | None:
+    host = read.text("SMTP_HOST")
+    if not host:
+        if needed:
+            raise SettingsError("SMTP_HOST", "missing; answers to email leave by SMTP")
+        return None
+    tls = read.tls("SMTP_TLS", Tls.STARTTLS)
+    default_port = {Tls.TLS: 465, Tls.STARTTLS: 587, Tls.NONE: 25}[tls]
+    return SmtpSettings(
+        host=host,
+        port=read.integer("SMTP_PORT", default_port, low=1, high=65535),
+        user=read.text("SMTP_USER"),
+        password=read.text("SMTP_PASSWORD"),
+        tls=tls,
+    )
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+) -> Settings:
+    """Read and check every setting; the process environment wins over the `.env` file."""
+    source: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        source.update(read_env_file(env_file))
+    source.update(os.environ if environ is None else environ)
+    read = _Reader(source)
+
+    database_url = read.text("DATABASE_URL", DEFAULT_DATABASE_URL)
+    scheme = database_url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres") or "://" not in database_url:
+        raise SettingsError(
+            "DATABASE_URL", "expected sqlite:///path/to/file.db or postgresql://user@host/db"
+        )
+    support_address = read.text("SUPPORT_ADDRESS") or None
+    if support_address is not None and not _EMAIL.match(support_address):
+        raise SettingsError("SUPPORT_ADDRESS", f"not an email address: {support_address!r}")
+    imap = _imap(read)
+    if imap is not None and support_address is None:
+        raise SettingsError("SUPPORT_ADDRESS", "missing; answers by email are sent from it")
+    log_level = read.text("LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {log_level}")
+    sla = SlaSettings(
+        calendar=_calendar(read),
+        response_hours=read.hours("SLA_RESPONSE_HOURS", 24.0),
+        target_hours=read.hours("SLA_TARGET_HOURS", 6.0),
+        risk_hours=read.hours("SLA_RISK_HOURS", 4.0),
+        reopen_days=read.integer("REOPEN_DAYS", 7, low=0, high=3650),
+    )
+    return Settings(
+        database_url=database_url,
+        sla=sla,
+        telegram=_telegram(read),
+        imap=imap,
+        smtp=_smtp(read, needed=imap is not None),
+        support_address=support_address,
+        log_level=log_level,
+    )

@@ -1,0 +1,611 @@
+"""The operations channels call. Each one is a single transaction that also writes its outbox rows
+and its audit entry, so a change and the messages it causes are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tickets import audit
+from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
+from tickets.model import (
+    Attachment,
+    Channel,
+    CustomerRef,
+    DeliveryState,
+    Direction,
+    IncomingMessage,
+    Intake,
+    OutboxKind,
+    Plan,
+    Role,
+    Route,
+    TicketStatus,
+    storable_text,
+)
+from tickets.outbox import enqueue
+from tickets.policy import SlaPolicy
+from tickets.ports import Clock, Renderer, utcnow
+from tickets.tables import (
+    Agent,
+    Customer,
+    CustomerEmail,
+    InboundKey,
+    Message,
+    OutboxRow,
+    Response,
+    Ticket,
+)
+
+EXCERPT = 500
+ID_LIMIT = 500
+NAME_LIMIT = 200
+
+
+class Desk:
+    """The support desk's write side: customer messages, agent actions, delivery outcomes."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: SlaPolicy,
+        templates: Renderer,
+        *,
+        clock: Clock = utcnow,
+        wakeup: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self.policy = policy
+        self._templates = templates
+        self._clock = clock
+        self._wakeup = wakeup or (lambda: None)
+
+    # -- customers -------------------------------------------------------------------------
+
+    async def receive(self, incoming: IncomingMessage) -> Intake:
+        """Store a customer message: open, join or reopen a ticket, start the SLA wait, notify."""
+        now = self._clock()
+        at = incoming.received_at or now
+        async with self._sessions.begin() as session:
+            key: InboundKey | None = None
+            if incoming.dedup_key is not None:
+                dedup = (incoming.dedup_key[0], _bounded_id(incoming.dedup_key[1]))
+                key = await _claim_key(session, dedup, at)
+                if key is None:
+                    return await _earlier_intake(session, dedup)
+            customer = await self._customer(session, incoming.customer, at)
+            ticket, opened, reopened = await self._ticket_for(session, customer, incoming, at)
+            message = Message(
+                ticket_id=ticket.id,
+                direction=Direction.IN.value,
+                channel=incoming.channel.value,
+                text=storable_text(incoming.text),
+                attachments=[a.to_json() for a in incoming.attachments],
+                external_id=_bounded_id(incoming.external_id) if incoming.external_id else None,
+                reply_address=(incoming.reply_address or _default_address(incoming.customer))[:320],
+                counts_for_sla=not incoming.automated,
+                created_at=at,
+            )
+            session.add(message)
+            await session.flush()
+            if key is not None:
+                key.message_id = message.id
+            if not incoming.automated and ticket.waiting_since is None:
+                ticket.waiting_since = at
+                ticket.due_at = self.policy.due_at(at)
+            ticket.updated_at = now
+            receipt = (opened or reopened) and not incoming.automated
+            if receipt:
+                self._receipt(session, ticket, message, reopened=reopened, at=now)
+            event = "opened" if opened else "reopened" if reopened else "message"
+            self._notify_agents(
+                session,
+                event,
+                ticket,
+                at=now,
+                customer=customer.name,
+                text=storable_text(incoming.text[:EXCERPT]),
+                truncated=len(incoming.text) > EXCERPT,
+                attachments=len(incoming.attachments),
+                automated=incoming.automated,
+                message_id=message.id,
+            )
+            intake = Intake(
+                ticket=ticket.id,
+                message_id=message.id,
+                opened=opened,
+                reopened=reopened,
+                receipt=receipt,
+            )
+        self._wakeup()
+        return intake
+
+    async def set_plan(self, customer_id: int, plan: Plan) -> None:
+        """Change a customer's plan; their open tickets move to the matching queue tier."""
+        async with self._sessions.begin() as session:
+            customer = await session.get(Customer, customer_id, with_for_update=True)
+            if customer is None:
+                raise InvalidAction(f"there is no customer {customer_id}")
+            customer.plan = plan.value
+            await session.execute(
+                update(Ticket)
+                .where(Ticket.customer_id == customer_id, Ticket.status == TicketStatus.OPEN.value)
+                .values(plan=plan.value)
+            )
+
+    async def _customer(self, session: AsyncSession, ref: CustomerRef, at: datetime) -> Customer:
+        name = storable_text(ref.name)[:NAME_LIMIT]
+        if ref.telegram_id is not None:
+            await _insert_ignore(
+                session,
+                Customer,
+                {"telegram_id": ref.telegram_id, "name": name, "plan": "basic", "created_at": at},
+            )
+            customer = (
+                await session.scalars(
+                    select(Customer)
+                    .where(Customer.telegram_id == ref.telegram_id)
+                    .with_for_update()
+                )
+            ).one()
+        else:
+            assert ref.email is not None
+            address = ref.email.strip().lower()
+            customer_id = await session.scalar(
+                select(CustomerEmail.customer_id).where(CustomerEmail.address == address)
+            )
+            if customer_id is None:
+                fresh = Customer(name=name, plan="basic", created_at=at)
+                session.add(fresh)
+                await session.flush()
+                won = await _insert_ignore(
+                    session, CustomerEmail, {"customer_id": fresh.id, "address": address}
+                )
+                if not won:  # another transaction registered the address first
+                    await session.delete(fresh)
+                customer_id = await session.scalar(
+                    select(CustomerEmail.customer_id).where(CustomerEmail.address == address)
+                )
+            customer = (
+                await session.scalars(
+                    select(Customer).where(Customer.id == customer_id).with_for_update()
+                )
+            ).one()
+        if name and customer.name != name:
+            customer.name = name
+        return customer
+
+    async def _ticket_for(
+        self, session: AsyncSession, customer: Customer, incoming: IncomingMessage, at: datetime
+    ) -> tuple[Ticket, bool, bool]:
+        ticket: Ticket | None = None
+        if incoming.ticket is not None:
+            ticket = await session.get(Ticket, incoming.ticket, with_for_update=True)
+        elif not incoming.new_ticket:
+            ticket = (
+                await session.scalars(
+                    select(Ticket)
+                    .where(Ticket.customer_id == customer.id)
+                    .order_by((Ticket.status == TicketStatus.OPEN.value).desc(), Ticket.id.desc())
+                    .limit(1)
+                    .with_for_update()
+                )
+            ).first()
+        if ticket is not None and ticket.status == TicketStatus.OPEN.value:
+            return ticket, False, False
+        if ticket is not None and self.policy.reopens(ticket.closed_at, at):
+            ticket.status = TicketStatus.OPEN.value
+            ticket.closed_at = None
+            ticket.plan = customer.plan
+            audit.record(
+                session,
+                at=at,
+                action="reopen",
+                actor="customer",
+                ticket_id=ticket.id,
+                reason="customer wrote within the reopen window",
+            )
+            return ticket, False, True
+        ticket = Ticket(
+            customer_id=customer.id,
+            channel=incoming.channel.value,
+            subject=storable_text(incoming.subject[:300]),
+            status=TicketStatus.OPEN.value,
+            plan=customer.plan,
+            opened_at=at,
+            updated_at=at,
+        )
+        session.add(ticket)
+        await session.flush()
+        return ticket, True, False
+
+    def _receipt(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        message: Message,
+        *,
+        reopened: bool,
+        at: datetime,
+    ) -> None:
+        text = self._templates.render(
+            "receipt",
+            ticket=ticket.id,
+            due_at=ticket.due_at,
+            reopened=reopened,
+            response_hours=self.policy.response_hours,
+        )
+        route = Route(message.channel or Channel.TELEGRAM.value)
+        enqueue(
+            session,
+            route=route,
+            recipient=message.reply_address or "",
+            kind=OutboxKind.RECEIPT,
+            payload={
+                "text": text,
+                "ticket": ticket.id,
+                "subject": ticket.subject,
+                "in_reply_to": message.external_id,
+                "automatic": True,
+            },
+            at=at,
+            ticket_id=ticket.id,
+        )
+
+    def _notify_agents(
+        self, session: AsyncSession, event: str, ticket: Ticket, *, at: datetime, **facts: Any
+    ) -> None:
+        payload: dict[str, Any] = {
+            "event": event,
+            "ticket": ticket.id,
+            "plan": ticket.plan,
+            "channel": ticket.channel,
+            "subject": ticket.subject,
+            "due_at": ticket.due_at.isoformat() if ticket.due_at else None,
+            **facts,
+        }
+        payload["text"] = self._templates.render(f"agents/{event}", **payload)
+        enqueue(
+            session,
+            route=Route.AGENTS,
+            recipient="agents",
+            kind=OutboxKind.AGENT_NOTICE,
+            payload=payload,
+            at=at,
+            ticket_id=ticket.id,
+        )
+
+    # -- agents ----------------------------------------------------------------------------
+
+    async def reply(
+        self, number: int, agent_id: int, text: str, attachments: Sequence[Attachment] = ()
+    ) -> int:
+        """Queue an agent's answer to the customer over the channel they last wrote from."""
+        if not text.strip() and not attachments:
+            raise InvalidAction("an empty reply cannot be sent")
+        text = storable_text(text)
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            ticket = await _ticket(session, number)
+            if ticket.status == TicketStatus.CLOSED.value:
+                raise InvalidAction(f"#{number} is closed; reopen it to answer")
+            last_in = (
+                await session.scalars(
+                    select(Message)
+                    .where(Message.ticket_id == ticket.id, Message.direction == Direction.IN.value)
+                    .order_by(Message.id.desc())
+                    .limit(1)
+                )
+            ).first()
+            if last_in is None or not last_in.reply_address or last_in.channel is None:
+                raise InvalidAction(f"#{number} has no customer address to answer")
+            message = Message(
+                ticket_id=ticket.id,
+                direction=Direction.OUT.value,
+                channel=last_in.channel,
+                author_agent_id=agent.id,
+                text=text,
+                attachments=[a.to_json() for a in attachments],
+                reply_address=last_in.reply_address,
+                counts_for_sla=False,
+                created_at=now,
+                delivery=DeliveryState.PENDING.value,
+            )
+            session.add(message)
+            await session.flush()
+            enqueue(
+                session,
+                route=Route(last_in.channel),
+                recipient=last_in.reply_address,
+                kind=OutboxKind.REPLY,
+                payload={
+                    "text": text,
+                    "attachments": [a.to_json() for a in attachments],
+                    "ticket": ticket.id,
+                    "subject": ticket.subject,
+                    "in_reply_to": last_in.external_id,
+                    "agent": agent.name,
+                },
+                at=now,
+                ticket_id=ticket.id,
+                message_id=message.id,
+            )
+            ticket.updated_at = now
+            audit.record(
+                session,
+                at=now,
+                action="reply",
+                agent=agent,
+                ticket_id=ticket.id,
+                message_id=message.id,
+                channel=last_in.channel,
+            )
+            message_id = message.id
+        self._wakeup()
+        return message_id
+
+    async def note(self, number: int, agent_id: int, text: str) -> int:
+        """Add an internal note: kept on the ticket, never sent to the customer."""
+        if not text.strip():
+            raise InvalidAction("an empty note says nothing")
+        text = storable_text(text)
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            ticket = await _ticket(session, number)
+            message = Message(
+                ticket_id=ticket.id,
+                direction=Direction.NOTE.value,
+                channel=None,
+                author_agent_id=agent.id,
+                text=text,
+                attachments=[],
+                counts_for_sla=False,
+                created_at=now,
+            )
+            session.add(message)
+            await session.flush()
+            audit.record(
+                session,
+                at=now,
+                action="note",
+                agent=agent,
+                ticket_id=ticket.id,
+                message_id=message.id,
+            )
+            return message.id
+
+    async def claim(self, number: int, agent_id: int) -> None:
+        """Take a ticket so others know it is handled; claiming does not stop the clock."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            ticket = await _ticket(session, number)
+            if ticket.status == TicketStatus.CLOSED.value:
+                raise InvalidAction(f"#{number} is closed")
+            if ticket.assignee_id == agent.id:
+                raise InvalidAction(f"you have already claimed #{number}")
+            if ticket.assignee_id is not None:
+                holder = await session.get(Agent, ticket.assignee_id)
+                name = holder.name if holder else "another agent"
+                raise InvalidAction(f"#{number} is already claimed by {name}")
+            ticket.assignee_id = agent.id
+            ticket.updated_at = now
+            audit.record(session, at=now, action="claim", agent=agent, ticket_id=ticket.id)
+
+    async def release(self, number: int, agent_id: int) -> None:
+        """Give a claimed ticket back to the queue (the claimer, or an admin)."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            ticket = await _ticket(session, number)
+            if ticket.assignee_id is None:
+                raise InvalidAction(f"#{number} is not claimed")
+            if ticket.assignee_id != agent.id and agent.role != Role.ADMIN.value:
+                raise NotAllowed(
+                    f"#{number} is claimed by someone else; only they or an admin can release it"
+                )
+            audit.record(
+                session,
+                at=now,
+                action="release",
+                agent=agent,
+                ticket_id=ticket.id,
+                previous_assignee=ticket.assignee_id,
+            )
+            ticket.assignee_id = None
+            ticket.updated_at = now
+
+    async def close(self, number: int, agent_id: int) -> None:
+        """Close a ticket; a running wait ends unanswered and is not counted as a response."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            ticket = await _ticket(session, number)
+            if ticket.status == TicketStatus.CLOSED.value:
+                raise InvalidAction(f"#{number} is already closed")
+            audit.record(
+                session,
+                at=now,
+                action="close",
+                agent=agent,
+                ticket_id=ticket.id,
+                was_waiting=ticket.waiting_since is not None,
+            )
+            ticket.status = TicketStatus.CLOSED.value
+            ticket.closed_at = now
+            ticket.waiting_since = None
+            ticket.due_at = None
+            ticket.updated_at = now
+
+    async def reopen(self, number: int, agent_id: int) -> None:
+        """Reopen a closed ticket; the SLA clock starts again only when the customer writes."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            ticket = await _ticket(session, number)
+            if ticket.status == TicketStatus.OPEN.value:
+                raise InvalidAction(f"#{number} is already open")
+            ticket.status = TicketStatus.OPEN.value
+            ticket.closed_at = None
+            ticket.updated_at = now
+            audit.record(session, at=now, action="reopen", agent=agent, ticket_id=ticket.id)
+
+    # -- delivery outcomes (the outbox worker calls these) ---------------------------------
+
+    async def delivered(
+        self, session: AsyncSession, row: OutboxRow, at: datetime, external_id: str | None
+    ) -> None:
+        """A reply reached the customer: this, and only this, stops the SLA clock."""
+        if row.message_id is None or row.kind != OutboxKind.REPLY.value:
+            return
+        message = await session.get(Message, row.message_id)
+        if message is None:
+            return
+        message.delivery = DeliveryState.DELIVERED.value
+        message.delivered_at = at
+        if external_id and message.external_id is None:
+            message.external_id = external_id
+        ticket = await session.get(Ticket, message.ticket_id, with_for_update=True)
+        if ticket is None:
+            return
+        if ticket.waiting_since is not None and ticket.waiting_since <= message.created_at:
+            session.add(
+                Response(
+                    ticket_id=ticket.id,
+                    message_id=message.id,
+                    agent_id=message.author_agent_id,
+                    plan=ticket.plan,
+                    channel=message.channel or ticket.channel,
+                    waiting_since=ticket.waiting_since,
+                    answered_at=at,
+                    business_hours=self.policy.calendar.hours_between(ticket.waiting_since, at),
+                )
+            )
+            # Customer messages written after the answer was composed start the next wait.
+            later = await session.scalar(
+                select(func.min(Message.created_at)).where(
+                    Message.ticket_id == ticket.id,
+                    Message.direction == Direction.IN.value,
+                    Message.counts_for_sla.is_(True),
+                    Message.created_at > message.created_at,
+                )
+            )
+            ticket.waiting_since = later
+            ticket.due_at = self.policy.due_at(later) if later is not None else None
+        self._notify_agents(
+            session,
+            "delivered",
+            ticket,
+            at=at,
+            message_id=message.id,
+            address=row.recipient,
+            route=row.route,
+        )
+
+    async def failed(self, session: AsyncSession, row: OutboxRow, at: datetime, error: str) -> None:
+        """A row could not be delivered for good: the agents are told, the ticket shows it."""
+        if row.message_id is not None:
+            message = await session.get(Message, row.message_id)
+            if message is not None:
+                message.delivery = DeliveryState.FAILED.value
+        audit.record(
+            session,
+            at=at,
+            action="delivery_failed",
+            ticket_id=row.ticket_id,
+            outbox_id=row.id,
+            kind=row.kind,
+            route=row.route,
+            error=error[:500],
+        )
+        if row.route == Route.AGENTS.value or row.ticket_id is None:
+            return  # the agents' group itself is unreachable; the log and audit entry remain
+        ticket = await session.get(Ticket, row.ticket_id)
+        if ticket is not None:
+            self._notify_agents(
+                session,
+                "delivery_failed",
+                ticket,
+                at=at,
+                kind=row.kind,
+                address=row.recipient,
+                route=row.route,
+                error=error[:500],
+            )
+
+
+async def _agent(session: AsyncSession, telegram_id: int) -> Agent:
+    agent = (
+        await session.scalars(
+            select(Agent).where(Agent.telegram_id == telegram_id, Agent.removed_at.is_(None))
+        )
+    ).first()
+    if agent is None:
+        raise AgentNotFound(telegram_id)
+    return agent
+
+
+async def _ticket(session: AsyncSession, number: int) -> Ticket:
+    ticket = await session.get(Ticket, number, with_for_update=True)
+    if ticket is None:
+        raise TicketNotFound(number)
+    return ticket
+
+
+def _bounded_id(value: str) -> str:
+    """External ids fit their column; an absurdly long one is kept as its SHA-256, still unique."""
+    if len(value) <= ID_LIMIT:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _default_address(ref: CustomerRef) -> str:
+    return str(ref.telegram_id) if ref.telegram_id is not None else (ref.email or "").lower()
+
+
+async def _insert_ignore(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING on either database; True if the row was inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = await session.execute(
+        insert(model).values(**values).on_conflict_do_nothing().returning(model.id)
+    )
+    return result.first() is not None
+
+
+async def _claim_key(
+    session: AsyncSession, key: tuple[str, str], at: datetime
+) -> InboundKey | None:
+    source, value = key
+    if not await _insert_ignore(
+        session, InboundKey, {"source": source, "key": value, "received_at": at}
+    ):
+        return None
+    return (
+        await session.scalars(
+            select(InboundKey).where(InboundKey.source == source, InboundKey.key == value)
+        )
+    ).one()
+
+
+async def _earlier_intake(session: AsyncSession, key: tuple[str, str]) -> Intake:
+    source, value = key
+    row = (
+        await session.execute(
+            select(Message.ticket_id, Message.id)
+            .join(InboundKey, InboundKey.message_id == Message.id)
+            .where(InboundKey.source == source, InboundKey.key == value)
+        )
+    ).first()
+    if row is None:
+        return Intake(ticket=0, message_id=0, duplicate=True)
+    return Intake(ticket=row.ticket_id, message_id=row.id, duplicate=True)

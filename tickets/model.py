@@ -1,0 +1,214 @@
+"""Values and states of the support domain, shared by the core and the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Channel(StrEnum):
+    """How a customer reached us; answers go back the same way."""
+
+    TELEGRAM = "telegram"
+    EMAIL = "email"
+
+
+class Plan(StrEnum):
+    BASIC = "basic"
+    PRO = "pro"
+
+
+class TicketStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Direction(StrEnum):
+    """`IN` from the customer, `OUT` an agent's answer, `NOTE` internal and never sent."""
+
+    IN = "in"
+    OUT = "out"
+    NOTE = "note"
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    ADMIN = "admin"
+
+
+class Route(StrEnum):
+    """Where an outbox row goes: a customer's channel, or the agents' group."""
+
+    TELEGRAM = "telegram"
+    EMAIL = "email"
+    AGENTS = "agents"
+
+
+class OutboxKind(StrEnum):
+    RECEIPT = "receipt"
+    REPLY = "reply"
+    AGENT_NOTICE = "agent_notice"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class Urgency(StrEnum):
+    """Where a ticket stands against its SLA; the queue's first key."""
+
+    BREACHED = "breached"
+    AT_RISK = "at_risk"
+    ON_TRACK = "on_track"
+    NOT_WAITING = "not_waiting"
+
+
+def storable_text(text: str) -> str:
+    """Text as every database can keep it: NUL, which PostgreSQL refuses, becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file that came with a message; `ref` is the channel's handle (Telegram file_id, …)."""
+
+    kind: str
+    ref: str
+    filename: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "ref": self.ref,
+            "filename": self.filename,
+            "mime_type": self.mime_type,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Attachment:
+        return cls(
+            kind=str(data["kind"]),
+            ref=str(data["ref"]),
+            filename=data.get("filename"),
+            mime_type=data.get("mime_type"),
+            size=data.get("size"),
+        )
+
+
+@dataclass(frozen=True)
+class CustomerRef:
+    """Who wrote: a Telegram user, or an email address (exactly one of the two)."""
+
+    name: str = ""
+    telegram_id: int | None = None
+    email: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.telegram_id is None) == (self.email is None):
+            raise ValueError("a customer is named by exactly one of telegram_id or email")
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A customer message as an adapter hands it to the core.
+
+    `dedup_key` (source, key) makes redelivery harmless: the same key is stored once. `ticket` names
+    the ticket an email threads into; `new_ticket` asks for a separate ticket (`/new`, unthreaded
+    mail). `automated` marks machine-generated mail: it is kept and shown, but gets no receipt and
+    neither starts nor extends an SLA wait.
+    """
+
+    customer: CustomerRef
+    channel: Channel
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    external_id: str | None = None
+    dedup_key: tuple[str, str] | None = None
+    reply_address: str | None = None
+    subject: str = ""
+    ticket: int | None = None
+    new_ticket: bool = False
+    automated: bool = False
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What became of an incoming message."""
+
+    ticket: int
+    message_id: int
+    opened: bool = False
+    reopened: bool = False
+    duplicate: bool = False
+    receipt: bool = False
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One line of the queue, as agents see it."""
+
+    ticket: int
+    customer: str
+    plan: Plan
+    channel: Channel
+    subject: str
+    assignee: str | None
+    waiting_since: datetime | None
+    due_at: datetime | None
+    urgency: Urgency
+    hours_left: float | None
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    direction: Direction
+    channel: Channel | None
+    author: str
+    text: str
+    attachments: tuple[Attachment, ...]
+    created_at: datetime
+    delivery: DeliveryState | None
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """A ticket with its history, for `tickets show` and the agents' views."""
+
+    number: int
+    status: TicketStatus
+    channel: Channel
+    plan: Plan
+    subject: str
+    customer: str
+    customer_id: int
+    assignee: str | None
+    opened_at: datetime
+    closed_at: datetime | None
+    waiting_since: datetime | None
+    due_at: datetime | None
+    urgency: Urgency
+    messages: tuple[MessageView, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class AgentView:
+    telegram_id: int
+    name: str
+    role: Role
+    added_at: datetime

@@ -1,0 +1,350 @@
+"""The outbox: rows written with the change that caused them, delivered by a worker that retries.
+
+A row is claimed with a lease (`lease_owner`, `lease_until`), so rows of a crashed worker are
+picked up again once the lease runs out. Rows for one recipient go out in the order they were
+written: a row is not claimed while an earlier row for the same recipient is waiting out a
+backoff or is leased by another worker. On PostgreSQL claims take a transaction-scoped advisory
+lock, so concurrent workers see each other's fresh leases, and lock rows `FOR UPDATE SKIP LOCKED`
+against outcome updates; SQLite, which has one writer at a time, ignores that clause and claims
+inside its IMMEDIATE transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from tickets.model import OutboxKind, OutboxStatus, Route
+from tickets.ports import Clock
+from tickets.tables import OutboxRow
+
+log = logging.getLogger(__name__)
+
+CLAIM_LOCK = 0x5B0_0B0C  # advisory lock id serialising outbox claims on PostgreSQL
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One claimed row, as a sender sees it."""
+
+    id: int
+    route: Route
+    recipient: str
+    kind: OutboxKind
+    payload: Mapping[str, Any]
+    ticket_id: int | None
+    message_id: int | None
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Delivered:
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    error: str
+    after: float | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: str
+
+
+Outcome = Delivered | RetryLater | Failed
+
+
+class Sender(Protocol):
+    """Delivers rows of one recipient, in order.
+
+    It returns one outcome per row it tried, in order, and may stop early (after a failure, or
+    after a batch it merged into one message); rows it did not try go back to the queue as they
+    were.
+    """
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]: ...
+
+
+class DeliveryListener(Protocol):
+    """The core's reaction to a delivery, run in the transaction that records it."""
+
+    async def delivered(
+        self, session: AsyncSession, row: OutboxRow, at: datetime, external_id: str | None
+    ) -> None: ...
+
+    async def failed(
+        self, session: AsyncSession, row: OutboxRow, at: datetime, error: str
+    ) -> None: ...
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: dict[str, Any],
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow:
+    """Write a row in the caller's transaction; it is sent only if that transaction commits."""
+    row = OutboxRow(
+        route=route.value,
+        recipient=recipient,
+        kind=kind.value,
+        payload=payload,
+        ticket_id=ticket_id,
+        message_id=message_id,
+        status=OutboxStatus.PENDING.value,
+        attempts=0,
+        available_at=at,
+        created_at=at,
+    )
+    session.add(row)
+    return row
+
+
+class Wakeup:
+    """Lets writers tell the worker there is something to send, so it need not wait a poll."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+        self._event.clear()
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter; after `max_attempts` failures a row has failed for good."""
+
+    base_delay: float = 2.0
+    max_delay: float = 600.0
+    max_attempts: int = 12
+    jitter: float = 0.2
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempts: int, hint: float | None = None) -> float:
+        if hint is not None:
+            return max(hint, 0.0)
+        raw = min(self.base_delay * 2.0 ** max(attempts - 1, 0), self.max_delay)
+        return raw * (1 + self.jitter * (2 * self.rng.random() - 1))
+
+
+class OutboxWorker:
+    """Claims due rows, hands each recipient's rows to its route's sender, records the outcome."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        senders: Mapping[Route, Sender],
+        listener: DeliveryListener,
+        *,
+        clock: Clock,
+        retry: RetryPolicy | None = None,
+        lease: timedelta = timedelta(minutes=2),
+        batch_size: int = 100,
+        concurrency: int = 8,
+        worker_id: str | None = None,
+        wakeup: Wakeup | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._senders = dict(senders)
+        self._listener = listener
+        self._clock = clock
+        self._retry = retry or RetryPolicy()
+        self._lease = lease
+        self._batch_size = batch_size
+        self._limit = asyncio.Semaphore(concurrency)
+        self.worker_id = worker_id or f"outbox-{uuid.uuid4().hex[:12]}"
+        self.wakeup = wakeup or Wakeup()
+
+    async def run(self, stop: asyncio.Event, *, poll: float = 1.0) -> None:
+        """Deliver until `stop` is set; a failing database is logged and retried, never fatal."""
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:
+                log.exception("outbox: delivery round failed; trying again shortly")
+                handled = 0
+            if not handled:
+                await self.wakeup.wait(poll)
+
+    async def run_once(self) -> int:
+        """Claim one batch and deliver it; returns how many rows were claimed."""
+        items = await self._claim()
+        if not items:
+            return 0
+        groups: dict[tuple[Route, str], list[OutboxItem]] = {}
+        for item in items:
+            groups.setdefault((item.route, item.recipient), []).append(item)
+        await asyncio.gather(*(self._deliver_group(group) for group in groups.values()))
+        return len(items)
+
+    async def _claim(self) -> list[OutboxItem]:
+        now = self._clock()
+        routes = [route.value for route in self._senders]
+        if not routes:
+            return []
+        earlier = aliased(OutboxRow)
+        blocked = exists().where(
+            earlier.route == OutboxRow.route,
+            earlier.recipient == OutboxRow.recipient,
+            earlier.status == OutboxStatus.PENDING.value,
+            earlier.id < OutboxRow.id,
+            or_(
+                earlier.available_at > now,
+                and_(earlier.lease_until.is_not(None), earlier.lease_until > now),
+            ),
+        )
+        candidates = (
+            select(OutboxRow.id)
+            .where(
+                OutboxRow.status == OutboxStatus.PENDING.value,
+                OutboxRow.route.in_(routes),
+                OutboxRow.available_at <= now,
+                or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until <= now),
+                ~blocked,
+            )
+            .order_by(OutboxRow.id)
+            .limit(self._batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        async with self._sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # Claims are short; taking them one worker at a time means a worker sees the
+                # leases another has just taken, which per-recipient order depends on.
+                await session.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK}
+                )
+            ids = list((await session.scalars(candidates)).all())
+            if not ids:
+                return []
+            rows = (
+                await session.scalars(
+                    update(OutboxRow)
+                    .where(OutboxRow.id.in_(ids))
+                    .values(lease_owner=self.worker_id, lease_until=now + self._lease)
+                    .returning(OutboxRow)
+                )
+            ).all()
+            return sorted((_item(row) for row in rows), key=lambda item: item.id)
+
+    async def _deliver_group(self, items: list[OutboxItem]) -> None:
+        sender = self._senders[items[0].route]
+        async with self._limit:
+            try:
+                outcomes: Sequence[Outcome] = await sender.deliver(items)
+            except Exception as error:  # a sender bug must not lose the rows
+                log.exception("outbox: sender for %s raised", items[0].route.value)
+                outcomes = [RetryLater(f"{type(error).__name__}: {error}")]
+        if len(outcomes) > len(items):
+            raise RuntimeError("a sender returned more outcomes than rows")
+        for item, outcome in zip(items, outcomes, strict=False):
+            await self._record(item, outcome)
+        if len(outcomes) < len(items):
+            await self._release([item.id for item in items[len(outcomes) :]])
+
+    async def _record(self, item: OutboxItem, outcome: Outcome) -> None:
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            row = await session.get(OutboxRow, item.id, with_for_update=True)
+            if row is None or row.status != OutboxStatus.PENDING.value:
+                return
+            if row.lease_owner != self.worker_id:
+                log.warning("outbox: lease on row %s was lost before its outcome was saved", row.id)
+            row.lease_owner = None
+            row.lease_until = None
+            if isinstance(outcome, Delivered):
+                row.status = OutboxStatus.DELIVERED.value
+                row.delivered_at = now
+                row.external_id = outcome.external_id
+                row.last_error = None
+                await self._listener.delivered(session, row, now, outcome.external_id)
+                return
+            row.attempts += 1
+            row.last_error = outcome.error[:2000]
+            if isinstance(outcome, Failed) or row.attempts >= self._retry.max_attempts:
+                row.status = OutboxStatus.FAILED.value
+                log.error(
+                    "outbox: row %s (%s to %s) failed for good after %d attempts: %s",
+                    row.id,
+                    row.kind,
+                    row.route,
+                    row.attempts,
+                    outcome.error,
+                )
+                await self._listener.failed(session, row, now, outcome.error)
+                return
+            delay = self._retry.delay(row.attempts, outcome.after)
+            row.available_at = now + timedelta(seconds=delay)
+            log.warning(
+                "outbox: row %s (%s to %s) will be retried in %.1fs: %s",
+                row.id,
+                row.kind,
+                row.route,
+                delay,
+                outcome.error,
+            )
+
+    async def _release(self, ids: list[int]) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id.in_(ids), OutboxRow.lease_owner == self.worker_id)
+                .values(lease_owner=None, lease_until=None)
+            )
+        self.wakeup()
+
+
+def _item(row: OutboxRow) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        route=Route(row.route),
+        recipient=row.recipient,
+        kind=OutboxKind(row.kind),
+        payload=dict(row.payload),
+        ticket_id=row.ticket_id,
+        message_id=row.message_id,
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
+
+
+DeliverFunction = Callable[[OutboxItem], Awaitable[Outcome]]
+
+
+class OneByOne:
+    """A Sender built from a function that delivers a single row; stops at the first failure."""
+
+    def __init__(self, deliver_one: DeliverFunction) -> None:
+        self._deliver_one = deliver_one
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+        outcomes: list[Outcome] = []
+        for item in items:
+            outcome = await self._deliver_one(item)
+            outcomes.append(outcome)
+            if not isinstance(outcome, Delivered):
+                break
+        return outcomes
