@@ -1,0 +1,310 @@
+"""The operations as the channels use them, checked against what the database holds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests import helpers
+from tests.conftest import Clock, Database
+from tests.helpers import email, telegram
+from tickets.agents import add_agent, remove_agent
+from tickets.desk import Desk
+from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
+from tickets.model import Attachment, OutboxKind, Role, Route
+from tickets.tables import Message, OutboxRow
+
+ANN = 1001
+ADMIN = 9001
+AGENT = 9002
+OTHER_AGENT = 9003
+
+
+async def add_agents(database: Database, clock: Clock) -> None:
+    async with database.sessions.begin() as session:
+        await add_agent(session, ADMIN, Role.ADMIN, "Ada", at=clock(), actor="test")
+        await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock(), actor="test")
+        await add_agent(session, OTHER_AGENT, Role.AGENT, "Kim", at=clock(), actor="test")
+
+
+async def test_first_message_opens_a_ticket_with_receipt_and_agent_notice(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    intake = await desk.receive(telegram(ANN, "My payment is missing"))
+
+    assert intake.opened and intake.receipt and not intake.duplicate
+    [ticket] = await helpers.tickets(database)
+    assert ticket.id == intake.ticket
+    assert ticket.status == "open" and ticket.channel == "telegram" and ticket.plan == "basic"
+    assert ticket.waiting_since == clock.now
+    assert ticket.due_at == clock.now + timedelta(hours=24)  # Tuesday 09:00 → Wednesday 09:00
+    receipt, notice = await helpers.outbox(database)
+    assert (receipt.route, receipt.recipient, receipt.kind) == ("telegram", str(ANN), "receipt")
+    assert f"#{ticket.id}" in receipt.payload["text"]
+    assert "Wed 25 Nov 2026, 09:00 UTC" in receipt.payload["text"]
+    assert (notice.route, notice.kind) == ("agents", "agent_notice")
+    assert notice.payload["event"] == "opened"
+    assert "My payment is missing" in notice.payload["text"]
+
+
+async def test_follow_up_joins_the_ticket_without_receipt_and_keeps_the_wait(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    first = await desk.receive(telegram(ANN, "one"))
+    started = clock.now
+    clock.advance(hours=2)
+    second = await desk.receive(telegram(ANN, "two"))
+
+    assert second.ticket == first.ticket and not second.opened and not second.receipt
+    ticket = await helpers.ticket(database, first.ticket)
+    assert ticket.waiting_since == started
+    kinds = [row.kind for row in await helpers.outbox(database)]
+    assert kinds == ["receipt", "agent_notice", "agent_notice"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "due"),
+    [
+        # The design's worked examples.
+        (datetime(2026, 11, 28, 10, 0, tzinfo=UTC), datetime(2026, 12, 1, 0, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 27, 20, 0, tzinfo=UTC), datetime(2026, 11, 30, 20, 0, tzinfo=UTC)),
+    ],
+    ids=["saturday-counts-from-monday", "friday-evening-due-monday"],
+)
+async def test_due_time_follows_business_hours(
+    desk: Desk, database: Database, clock: Clock, sent: datetime, due: datetime
+) -> None:
+    clock.now = sent
+    intake = await desk.receive(telegram(ANN))
+    ticket = await helpers.ticket(database, intake.ticket)
+    assert ticket.waiting_since == sent
+    assert ticket.due_at == due
+
+
+async def test_redelivered_event_is_stored_once(desk: Desk, database: Database) -> None:
+    first = await desk.receive(telegram(ANN, "hi", dedup_key=("telegram", "update:77")))
+    again = await desk.receive(telegram(ANN, "hi", dedup_key=("telegram", "update:77")))
+
+    assert again.duplicate and again.ticket == first.ticket and again.message_id == first.message_id
+    assert len(await helpers.messages(database, first.ticket)) == 1
+    assert len(await helpers.outbox(database)) == 2  # one receipt, one notice: nothing twice
+
+
+async def test_concurrent_redelivery_is_stored_once(desk: Desk, database: Database) -> None:
+    results = await asyncio.gather(
+        *(desk.receive(telegram(ANN, "hi", dedup_key=("imap", "1:5"))) for _ in range(8))
+    )
+    assert sum(not r.duplicate for r in results) == 1
+    assert len(await helpers.rows(database, Message)) == 1
+
+
+async def test_concurrent_first_messages_make_one_customer_and_one_ticket(
+    desk: Desk, database: Database
+) -> None:
+    results = await asyncio.gather(*(desk.receive(telegram(ANN, f"m{i}")) for i in range(12)))
+    assert len({r.ticket for r in results}) == 1
+    assert sum(r.opened for r in results) == 1
+    assert len(await helpers.messages(database, results[0].ticket)) == 12
+
+
+async def test_new_starts_a_separate_ticket_and_later_messages_join_it(desk: Desk) -> None:
+    first = await desk.receive(telegram(ANN, "billing"))
+    second = await desk.receive(telegram(ANN, "other topic", new_ticket=True))
+    third = await desk.receive(telegram(ANN, "more on the other topic"))
+    assert second.opened and second.ticket != first.ticket
+    assert third.ticket == second.ticket
+
+
+async def test_automated_mail_is_kept_but_starts_no_wait_and_gets_no_receipt(
+    desk: Desk, database: Database
+) -> None:
+    intake = await desk.receive(email("bounce@example.com", "Out of office", automated=True))
+    ticket = await helpers.ticket(database, intake.ticket)
+    assert ticket.waiting_since is None and ticket.due_at is None
+    assert [row.kind for row in await helpers.outbox(database)] == ["agent_notice"]
+    [message] = await helpers.messages(database, intake.ticket)
+    assert message.text == "Out of office" and not message.counts_for_sla
+
+
+async def test_email_customer_is_found_by_address_whatever_its_case(desk: Desk) -> None:
+    first = await desk.receive(email("Bob@Example.COM", "hi"))
+    second = await desk.receive(email("bob@example.com", "again"))
+    assert second.ticket == first.ticket
+
+
+async def test_reply_goes_back_over_the_customers_channel_and_stops_the_clock_when_delivered(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    intake = await desk.receive(
+        email("bob@example.com", "Where is my refund?", external_id="<m1@x>")
+    )
+    clock.advance(hours=3)
+    message_id = await desk.reply(intake.ticket, AGENT, "It is on its way.")
+
+    ticket = await helpers.ticket(database, intake.ticket)
+    assert ticket.waiting_since is not None, "queued is not delivered: the clock still runs"
+    [row] = await helpers.outbox(database, OutboxRow.kind == "reply")
+    assert (row.route, row.recipient, row.message_id) == ("email", "bob@example.com", message_id)
+    assert row.payload["text"] == "It is on its way."
+    assert row.payload["in_reply_to"] == "<m1@x>"
+
+    clock.advance(minutes=1)
+    async with database.sessions.begin() as session:
+        stored = await session.get(OutboxRow, row.id)
+        assert stored is not None
+        await desk.delivered(session, stored, clock.now, "<reply-1@support>")
+
+    ticket = await helpers.ticket(database, intake.ticket)
+    assert ticket.waiting_since is None and ticket.due_at is None
+    [response] = await helpers.responses(database)
+    assert response.business_hours == pytest.approx(3 + 1 / 60)
+    assert response.channel == "email" and response.plan == "basic"
+    notices = await helpers.outbox(database, OutboxRow.kind == "agent_notice")
+    assert "sent by email to bob@example.com" in notices[-1].payload["text"]
+
+
+async def test_message_written_after_the_reply_starts_the_next_wait(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    intake = await desk.receive(telegram(ANN, "q1"))
+    clock.advance(hours=1)
+    await desk.reply(intake.ticket, AGENT, "a1")
+    [row] = await helpers.outbox(database, OutboxRow.kind == "reply")
+    clock.advance(minutes=5)
+    later = clock.now
+    await desk.receive(telegram(ANN, "q2, before a1 arrived"))
+    clock.advance(minutes=5)
+    async with database.sessions.begin() as session:
+        stored = await session.get(OutboxRow, row.id)
+        assert stored is not None
+        await desk.delivered(session, stored, clock.now, None)
+
+    ticket = await helpers.ticket(database, intake.ticket)
+    assert ticket.waiting_since == later
+    assert ticket.due_at == later + timedelta(hours=24)
+    assert len(await helpers.responses(database)) == 1
+
+
+async def test_note_stays_internal(desk: Desk, database: Database, clock: Clock) -> None:
+    await add_agents(database, clock)
+    intake = await desk.receive(telegram(ANN))
+    before = len(await helpers.outbox(database))
+    await desk.note(intake.ticket, AGENT, "customer is on the old plan")
+    assert len(await helpers.outbox(database)) == before
+    note = (await helpers.messages(database, intake.ticket))[-1]
+    assert (note.direction, note.text) == ("note", "customer is on the old plan")
+    assert (await helpers.ticket(database, intake.ticket)).waiting_since is not None
+
+
+async def test_claim_release_close_reopen_are_checked_and_audited(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    n = (await desk.receive(telegram(ANN))).ticket
+    await desk.claim(n, AGENT)
+    with pytest.raises(InvalidAction, match="already claimed by Sam"):
+        await desk.claim(n, OTHER_AGENT)
+    with pytest.raises(NotAllowed):
+        await desk.release(n, OTHER_AGENT)
+    assert (await helpers.ticket(database, n)).waiting_since is not None, "claiming stops no clock"
+    await desk.release(n, ADMIN)
+    with pytest.raises(InvalidAction, match="not claimed"):
+        await desk.release(n, AGENT)
+    await desk.close(n, AGENT)
+    with pytest.raises(InvalidAction, match="already closed"):
+        await desk.close(n, AGENT)
+    with pytest.raises(InvalidAction, match="closed"):
+        await desk.reply(n, AGENT, "late")
+    await desk.reopen(n, OTHER_AGENT)
+    ticket = await helpers.ticket(database, n)
+    assert ticket.status == "open" and ticket.waiting_since is None
+
+    actions = [(e.action, e.actor) for e in await helpers.audit(database) if e.ticket_id == n]
+    assert actions == [
+        ("claim", f"agent:{AGENT}"),
+        ("release", f"agent:{ADMIN}"),
+        ("close", f"agent:{AGENT}"),
+        ("reopen", f"agent:{OTHER_AGENT}"),
+    ]
+
+
+async def test_strangers_and_removed_agents_cannot_act(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    n = (await desk.receive(telegram(ANN))).ticket
+    with pytest.raises(AgentNotFound):
+        await desk.reply(n, 424242, "hi")
+    async with database.sessions.begin() as session:
+        await remove_agent(session, AGENT, at=clock.now, actor="test")
+    with pytest.raises(AgentNotFound):
+        await desk.claim(n, AGENT)
+    with pytest.raises(TicketNotFound, match="#999"):
+        await desk.claim(999, ADMIN)
+    with pytest.raises(InvalidAction, match="empty"):
+        await desk.reply(n, ADMIN, "   ")
+    kinds = {row.kind for row in await helpers.outbox(database)}
+    assert "reply" not in kinds
+
+
+async def test_customer_message_reopens_a_recently_closed_ticket(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    n = (await desk.receive(telegram(ANN, "q"))).ticket
+    await desk.close(n, AGENT)
+    clock.advance(days=6, hours=23)
+    again = await desk.receive(telegram(ANN, "it happened again"))
+    assert again.ticket == n and again.reopened and again.receipt
+    ticket = await helpers.ticket(database, n)
+    assert ticket.status == "open" and ticket.waiting_since == clock.now
+    receipts = await helpers.outbox(database, OutboxRow.kind == OutboxKind.RECEIPT.value)
+    assert "reopened" in receipts[-1].payload["text"]
+
+
+async def test_customer_message_after_the_reopen_window_opens_a_new_ticket(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    n = (await desk.receive(telegram(ANN, "q"))).ticket
+    await desk.close(n, AGENT)
+    clock.advance(days=7)
+    again = await desk.receive(telegram(ANN, "new problem"))
+    assert again.opened and again.ticket != n
+    assert (await helpers.ticket(database, n)).status == "closed"
+
+
+async def test_threaded_email_joins_the_named_ticket(desk: Desk, database: Database) -> None:
+    n = (await desk.receive(email("bob@example.com", "first"))).ticket
+    other = await desk.receive(email("bob@example.com", "unthreaded", new_ticket=True))
+    threaded = await desk.receive(email("carol@example.com", "cc'd colleague answers", ticket=n))
+    assert other.ticket != n and threaded.ticket == n and not threaded.opened
+
+
+async def test_attachments_and_long_text_are_kept_whole(desk: Desk, database: Database) -> None:
+    text = "x" * 50_000 + "\u202e\x00end"
+    photo = Attachment(kind="photo", ref="file-1", filename=None, mime_type="image/jpeg", size=3)
+    intake = await desk.receive(telegram(ANN, text, attachments=(photo,)))
+    [message] = await helpers.messages(database, intake.ticket)
+    assert message.text == "x" * 50_000 + "\u202e\ufffdend"  # NUL kept visibly, never dropped
+    assert message.attachments == [photo.to_json()]
+    notice = (await helpers.outbox(database, OutboxRow.route == Route.AGENTS.value))[0]
+    assert notice.payload["truncated"] is True and "1 attachment" in notice.payload["text"]
+
+
+async def test_odd_identities_are_stored_without_failing(desk: Desk, database: Database) -> None:
+    huge_id = "<" + "a" * 2000 + "@example.com>"
+    name = "N\x00" * 300
+    first = await desk.receive(
+        email("odd@example.com", "hi", name=name, external_id=huge_id, dedup_key=("mid", huge_id))
+    )
+    again = await desk.receive(
+        email("odd@example.com", "hi", external_id=huge_id, dedup_key=("mid", huge_id))
+    )
+    assert again.duplicate and again.message_id == first.message_id
+    [message] = await helpers.messages(database, first.ticket)
+    assert message.external_id is not None and message.external_id.startswith("sha256:")

@@ -1,0 +1,297 @@
+"""The outbox worker against an in-memory sender: retries, leases, order, permanent failures."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from tests import helpers
+from tests.conftest import Clock, Database
+from tests.helpers import telegram
+from tickets.agents import add_agent
+from tickets.desk import Desk
+from tickets.model import OutboxKind, Role, Route
+from tickets.outbox import (
+    Delivered,
+    Failed,
+    OutboxItem,
+    OutboxWorker,
+    Outcome,
+    RetryLater,
+    RetryPolicy,
+    enqueue,
+)
+from tickets.tables import OutboxRow
+
+AGENT = 9002
+
+
+class MemorySender:
+    """Records what it delivered; tests script failures per recipient."""
+
+    def __init__(self) -> None:
+        self.delivered: list[OutboxItem] = []
+        self.script: dict[str, deque[Outcome | Exception]] = defaultdict(deque)
+        self.calls = 0
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+        self.calls += 1
+        outcomes: list[Outcome] = []
+        for item in items:
+            await asyncio.sleep(0)
+            planned = self.script[item.recipient].popleft() if self.script[item.recipient] else None
+            if isinstance(planned, Exception):
+                raise planned
+            outcome = planned or Delivered(external_id=f"ext-{item.id}")
+            if isinstance(outcome, Delivered):
+                self.delivered.append(item)
+            outcomes.append(outcome)
+            if not isinstance(outcome, Delivered):
+                break
+        return outcomes
+
+    def texts(self, recipient: str | None = None) -> list[str]:
+        return [str(i.payload["text"]) for i in self.delivered if recipient in (None, i.recipient)]
+
+
+def worker(
+    database: Database, desk: Desk, clock: Clock, sender: MemorySender, **options: object
+) -> OutboxWorker:
+    senders = {Route.TELEGRAM: sender, Route.EMAIL: sender, Route.AGENTS: sender}
+    retry = RetryPolicy(
+        base_delay=10, max_delay=600, max_attempts=4, jitter=0, rng=random.Random(1)
+    )
+    return OutboxWorker(database.sessions, senders, desk, clock=clock, retry=retry, **options)  # type: ignore[arg-type]
+
+
+async def put(database: Database, clock: Clock, recipient: str, text: str) -> int:
+    async with database.sessions.begin() as session:
+        row = enqueue(
+            session,
+            route=Route.TELEGRAM,
+            recipient=recipient,
+            kind=OutboxKind.RECEIPT,
+            payload={"text": text},
+            at=clock.now,
+        )
+        await session.flush()
+        return row.id
+
+
+async def test_delivers_pending_rows_once_and_records_them(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    ids = [await put(database, clock, "7", f"m{i}") for i in range(5)]
+    w = worker(database, desk, clock, sender)
+    assert await w.run_once() == 5
+    assert await w.run_once() == 0
+    assert sender.texts() == [f"m{i}" for i in range(5)]
+    rows = await helpers.outbox(database)
+    assert [(r.id, r.status, r.external_id, r.lease_owner) for r in rows] == [
+        (i, "delivered", f"ext-{i}", None) for i in ids
+    ]
+
+
+async def test_temporary_failure_backs_off_exponentially_then_succeeds(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    sender.script["7"].extend([RetryLater("timeout"), RetryLater("timeout")])
+    row_id = await put(database, clock, "7", "hello")
+    w = worker(database, desk, clock, sender)
+
+    await w.run_once()
+    [row] = await helpers.outbox(database)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "timeout")
+    assert row.available_at == clock.now + timedelta(seconds=10)
+    clock.advance(seconds=9)
+    assert await w.run_once() == 0, "not before the backoff is over"
+    clock.advance(seconds=1)
+    await w.run_once()
+    [row] = await helpers.outbox(database)
+    assert row.attempts == 2 and row.available_at == clock.now + timedelta(seconds=20)
+    clock.advance(seconds=20)
+    await w.run_once()
+    [row] = await helpers.outbox(database)
+    assert (row.id, row.status, row.attempts) == (row_id, "delivered", 2)
+    assert sender.texts() == ["hello"]
+
+
+async def test_retry_after_hint_from_the_peer_is_obeyed(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    sender.script["7"].append(RetryLater("429 Too Many Requests", after=37))
+    await put(database, clock, "7", "hello")
+    await worker(database, desk, clock, sender).run_once()
+    [row] = await helpers.outbox(database)
+    assert row.available_at == clock.now + timedelta(seconds=37)
+
+
+async def test_rows_for_one_recipient_keep_their_order_behind_a_failure(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    sender.script["7"].append(RetryLater("down"))
+    for text in ("a1", "a2", "a3"):
+        await put(database, clock, "7", text)
+    await put(database, clock, "8", "b1")
+    w = worker(database, desk, clock, sender)
+    await w.run_once()
+    assert sender.texts() == ["b1"], "the other chat is not held up"
+    assert await w.run_once() == 0, "a2 and a3 wait behind a1"
+    clock.advance(seconds=10)
+    await w.run_once()
+    assert sender.texts("7") == ["a1", "a2", "a3"]
+
+
+async def test_permanent_failure_is_reported_to_agents_not_retried(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    async with database.sessions.begin() as session:
+        await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock.now, actor="test")
+    ticket = (await desk.receive(telegram(1001, "help"))).ticket
+    message_id = await desk.reply(ticket, AGENT, "answer")
+    sender = MemorySender()
+    sender.script["1001"].extend(
+        [Delivered(), Failed("403 Forbidden: bot was blocked by the user")]
+    )
+    w = worker(database, desk, clock, sender)
+    await w.run_once()  # receipt delivered, reply refused for good; agent notices go out too
+
+    [reply] = await helpers.outbox(database, OutboxRow.kind == "reply")
+    assert (reply.status, reply.attempts) == ("failed", 1)
+    assert "blocked" in (reply.last_error or "")
+    [message] = [m for m in await helpers.messages(database, ticket) if m.id == message_id]
+    assert message.delivery == "failed"
+    assert (await helpers.ticket(database, ticket)).waiting_since is not None
+    await w.run_once()
+    agent_texts = sender.texts("agents")
+    assert any("could not be delivered" in t and "blocked" in t for t in agent_texts)
+    assert any(e.action == "delivery_failed" for e in await helpers.audit(database))
+    clock.advance(days=1)
+    assert await w.run_once() == 0, "a failed row is never retried"
+
+
+async def test_attempts_run_out_into_the_failed_state(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    sender.script["7"].extend([RetryLater("down")] * 10)
+    await put(database, clock, "7", "hello")
+    w = worker(database, desk, clock, sender)
+    for _ in range(6):
+        await w.run_once()
+        clock.advance(seconds=600)
+    [row] = await helpers.outbox(database)
+    assert (row.status, row.attempts) == ("failed", 4)
+    assert sender.delivered == []
+
+
+async def test_a_sender_that_raises_loses_nothing(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    sender.script["7"].append(RuntimeError("bug in a sender"))
+    await put(database, clock, "7", "hello")
+    w = worker(database, desk, clock, sender)
+    await w.run_once()
+    [row] = await helpers.outbox(database)
+    assert (
+        row.status == "pending"
+        and row.attempts == 1
+        and "bug in a sender" in (row.last_error or "")
+    )
+    clock.advance(seconds=10)
+    await w.run_once()
+    assert sender.texts() == ["hello"]
+
+
+async def test_rows_of_a_crashed_worker_are_picked_up_after_its_lease(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await put(database, clock, "7", "hello")
+    async with database.sessions.begin() as session:  # a worker claimed it, then died
+        await session.execute(
+            update(OutboxRow).values(
+                lease_owner="dead", lease_until=clock.now + timedelta(minutes=2)
+            )
+        )
+    sender = MemorySender()
+    w = worker(database, desk, clock, sender)
+    assert await w.run_once() == 0
+    clock.advance(minutes=2)
+    assert await w.run_once() == 1
+    assert sender.texts() == ["hello"]
+
+
+async def test_two_workers_deliver_every_row_exactly_once(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    async with database.sessions.begin() as session:
+        for i in range(300):
+            enqueue(
+                session,
+                route=Route.TELEGRAM,
+                recipient=str(i % 40),
+                kind=OutboxKind.RECEIPT,
+                payload={"text": f"m{i}"},
+                at=clock.now,
+            )
+    sender = MemorySender()
+    workers = [worker(database, desk, clock, sender, batch_size=25) for _ in range(2)]
+
+    async def drain(w: OutboxWorker) -> None:
+        while await w.run_once():
+            pass
+
+    await asyncio.gather(*(drain(w) for w in workers))
+    texts = sender.texts()
+    assert sorted(texts) == sorted(f"m{i}" for i in range(300))
+    for recipient in range(40):
+        got = [int(t[1:]) for t in sender.texts(str(recipient))]
+        assert got == sorted(got), "per-recipient order holds across workers"
+
+
+async def test_reply_delivered_by_the_worker_stops_the_sla_clock(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    async with database.sessions.begin() as session:
+        await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock.now, actor="test")
+    ticket = (await desk.receive(telegram(1001, "help"))).ticket
+    clock.advance(hours=2)
+    await desk.reply(ticket, AGENT, "here you go")
+    sender = MemorySender()
+    await worker(database, desk, clock, sender).run_once()
+    assert sender.texts("1001")[-1] == "here you go"
+    stored = await helpers.ticket(database, ticket)
+    assert stored.waiting_since is None
+    [response] = await helpers.responses(database)
+    assert response.business_hours == pytest.approx(2.0)
+
+
+async def test_run_loop_wakes_up_on_new_work_and_stops_cleanly(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    w = worker(database, desk, clock, sender)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop, poll=30))
+    await asyncio.sleep(0.05)
+    await put(database, clock, "7", "hello")
+    w.wakeup()
+    for _ in range(200):
+        if sender.delivered:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    w.wakeup()
+    await asyncio.wait_for(task, 5)
+    assert sender.texts() == ["hello"]
