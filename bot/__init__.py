@@ -1,0 +1,1 @@
+"""Telegram-side tooling for supportbot, including a local Bot API server for tests and demos."""
