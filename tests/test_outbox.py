@@ -18,6 +18,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import OutboxKind, Role, Route
 from tickets.outbox import (
+    Deferred,
     Delivered,
     Failed,
     OutboxItem,
@@ -295,3 +296,24 @@ async def test_run_loop_wakes_up_on_new_work_and_stops_cleanly(
     w.wakeup()
     await asyncio.wait_for(task, 5)
     assert sender.texts() == ["hello"]
+
+
+async def test_deferred_rows_wait_without_using_attempts(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    sender = MemorySender()
+    sender.script["7"].extend([Deferred(after=3), Deferred(after=3)])
+    await put(database, clock, "7", "first")
+    await put(database, clock, "7", "second")
+    w = worker(database, desk, clock, sender)
+    await w.run_once()
+    first, second = await helpers.outbox(database)
+    assert (first.status, first.attempts, first.last_error) == ("pending", 0, None)
+    assert first.available_at == clock.now + timedelta(seconds=3)
+    assert second.lease_owner is None and second.status == "pending"
+    clock.advance(seconds=3)
+    await w.run_once()
+    clock.advance(seconds=3)
+    await w.run_once()
+    assert sender.texts() == ["first", "second"]
+    assert [r.attempts for r in await helpers.outbox(database)] == [0, 0]

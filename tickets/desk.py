@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +40,9 @@ from tickets.tables import (
     CustomerEmail,
     InboundKey,
     Message,
+    MessageEdit,
     OutboxRow,
+    Quarantined,
     Response,
     Ticket,
 )
@@ -81,6 +84,14 @@ class Desk:
                 if key is None:
                     return await _earlier_intake(session, dedup)
             customer = await self._customer(session, incoming.customer, at)
+            if customer.banned_at is not None:
+                if key is not None:
+                    await session.delete(key)
+                return Intake(ticket=0, message_id=0, ignored=True)
+            customer.unreachable_at = None
+            if customer.wants_new_ticket:
+                customer.wants_new_ticket = False
+                incoming = replace(incoming, new_ticket=True, ticket=None)
             ticket, opened, reopened = await self._ticket_for(session, customer, incoming, at)
             message = Message(
                 ticket_id=ticket.id,
@@ -282,7 +293,131 @@ class Desk:
             ticket_id=ticket.id,
         )
 
+    async def request_new_ticket(self, ref: CustomerRef) -> None:
+        """Remember a customer's `/new`: their next message opens a separate ticket."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            customer = await self._customer(session, ref, now)
+            customer.wants_new_ticket = True
+
+    async def record_edit(
+        self, channel: Channel, external_id: str, text: str, at: datetime | None = None
+    ) -> int | None:
+        """Keep the new text of an edited customer message and show agents the edit.
+
+        Returns the ticket number, or None when the original message is unknown (then there is
+        nothing to attach the edit to, and the caller treats the text as a new message).
+        """
+        now = self._clock()
+        text = storable_text(text)
+        async with self._sessions.begin() as session:
+            message = (
+                await session.scalars(
+                    select(Message).where(
+                        Message.channel == channel.value,
+                        Message.external_id == _bounded_id(external_id),
+                        Message.direction == Direction.IN.value,
+                    )
+                )
+            ).first()
+            if message is None:
+                return None
+            ticket = await session.get(Ticket, message.ticket_id)
+            assert ticket is not None
+            if message.text == text:
+                return ticket.id
+            session.add(MessageEdit(message_id=message.id, text=message.text, edited_at=at or now))
+            message.text = text
+            customer = await session.get(Customer, ticket.customer_id)
+            self._notify_agents(
+                session,
+                "edited",
+                ticket,
+                at=now,
+                customer=customer.name if customer else "",
+                text=text[:EXCERPT],
+                truncated=len(text) > EXCERPT,
+                message_id=message.id,
+            )
+        self._wakeup()
+        return ticket.id
+
+    async def mark_unreachable(self, telegram_id: int) -> None:
+        """Telegram refused delivery to this customer (they blocked the bot)."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Customer)
+                .where(Customer.telegram_id == telegram_id, Customer.unreachable_at.is_(None))
+                .values(unreachable_at=now)
+            )
+
+    async def quarantine(self, source: str, reference: str, raw: bytes, error: str) -> int:
+        """Keep an event that could not be processed, and tell the agents about it."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            row = Quarantined(
+                source=source,
+                reference=reference[:200],
+                raw=raw,
+                error=error[:4000],
+                received_at=now,
+                retries=0,
+            )
+            session.add(row)
+            await session.flush()
+            payload: dict[str, Any] = {
+                "event": "quarantined",
+                "ticket": None,
+                "quarantine_id": row.id,
+                "source": source,
+                "reference": reference[:200],
+                "error": error[:300],
+            }
+            payload["text"] = self._templates.render("agents/quarantined", **payload)
+            enqueue(
+                session,
+                route=Route.AGENTS,
+                recipient="agents",
+                kind=OutboxKind.AGENT_NOTICE,
+                payload=payload,
+                at=now,
+            )
+            quarantine_id = row.id
+        self._wakeup()
+        return quarantine_id
+
     # -- agents ----------------------------------------------------------------------------
+
+    async def agent_role(self, telegram_id: int) -> Role | None:
+        """The role of an allowlisted agent, or None for anyone else."""
+        async with self._sessions() as session:
+            role = await session.scalar(
+                select(Agent.role).where(
+                    Agent.telegram_id == telegram_id, Agent.removed_at.is_(None)
+                )
+            )
+        return Role(role) if role else None
+
+    async def ban(self, number: int, agent_id: int, *, banned: bool = True) -> None:
+        """An admin bans (or unbans) the customer of a ticket: a banned customer gets nothing."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            if agent.role != Role.ADMIN.value:
+                raise NotAllowed("only an admin can ban or unban a customer")
+            ticket = await _ticket(session, number)
+            customer = await session.get(Customer, ticket.customer_id, with_for_update=True)
+            assert customer is not None
+            customer.banned_at = now if banned else None
+            audit.record(
+                session,
+                at=now,
+                action="ban" if banned else "unban",
+                agent=agent,
+                ticket_id=ticket.id,
+                customer_id=customer.id,
+            )
 
     async def reply(
         self, number: int, agent_id: int, text: str, attachments: Sequence[Attachment] = ()

@@ -155,6 +155,8 @@ class Intake:
     reopened: bool = False
     duplicate: bool = False
     receipt: bool = False
+    # The customer is banned: nothing was stored and nobody is told.
+    ignored: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,3 +214,14 @@ class AgentView:
     name: str
     role: Role
     added_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The live state of the desk, for `/stats`."""
+
+    open: int
+    waiting: int
+    at_risk: int
+    breached: int
+    oldest_wait: datetime | None

@@ -65,7 +65,17 @@ class Failed:
     error: str
 
 
-Outcome = Delivered | RetryLater | Failed
+@dataclass(frozen=True)
+class Deferred:
+    """Not sent, on purpose (a rate budget is spent): try again after `after` seconds.
+
+    Unlike RetryLater it is no failure, so it uses up none of the row's attempts.
+    """
+
+    after: float
+
+
+Outcome = Delivered | RetryLater | Failed | Deferred
 
 
 class Sender(Protocol):
@@ -178,6 +188,7 @@ class OutboxWorker:
         self._limit = asyncio.Semaphore(concurrency)
         self.worker_id = worker_id or f"outbox-{uuid.uuid4().hex[:12]}"
         self.wakeup = wakeup or Wakeup()
+        self._soonest: datetime | None = None
 
     async def run(self, stop: asyncio.Event, *, poll: float = 1.0) -> None:
         """Deliver until `stop` is set; a failing database is logged and retried, never fatal."""
@@ -188,7 +199,14 @@ class OutboxWorker:
                 log.exception("outbox: delivery round failed; trying again shortly")
                 handled = 0
             if not handled:
-                await self.wakeup.wait(poll)
+                await self.wakeup.wait(self._pause(poll))
+
+    def _pause(self, poll: float) -> float:
+        """Sleep until the next poll, or sooner when a postponed row comes due before it."""
+        soonest, self._soonest = self._soonest, None
+        if soonest is None:
+            return poll
+        return min(poll, max((soonest - self._clock()).total_seconds(), 0.01))
 
     async def run_once(self) -> int:
         """Claim one batch and deliver it; returns how many rows were claimed."""
@@ -282,6 +300,10 @@ class OutboxWorker:
                 row.last_error = None
                 await self._listener.delivered(session, row, now, outcome.external_id)
                 return
+            if isinstance(outcome, Deferred):
+                row.available_at = now + timedelta(seconds=max(outcome.after, 0.0))
+                self._note_due(row.available_at)
+                return
             row.attempts += 1
             row.last_error = outcome.error[:2000]
             if isinstance(outcome, Failed) or row.attempts >= self._retry.max_attempts:
@@ -298,6 +320,7 @@ class OutboxWorker:
                 return
             delay = self._retry.delay(row.attempts, outcome.after)
             row.available_at = now + timedelta(seconds=delay)
+            self._note_due(row.available_at)
             log.warning(
                 "outbox: row %s (%s to %s) will be retried in %.1fs: %s",
                 row.id,
@@ -306,6 +329,10 @@ class OutboxWorker:
                 delay,
                 outcome.error,
             )
+
+    def _note_due(self, at: datetime) -> None:
+        if self._soonest is None or at < self._soonest:
+            self._soonest = at
 
     async def _release(self, ids: list[int]) -> None:
         async with self._sessions.begin() as session:

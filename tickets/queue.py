@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -26,6 +26,7 @@ from tickets.model import (
     MessageView,
     Plan,
     QueueEntry,
+    QueueStats,
     Role,
     TicketStatus,
     TicketView,
@@ -148,6 +149,45 @@ async def ticket_list(
     elif status != "all":
         raise ValueError(f"unknown status {status!r}: use open, waiting, closed or all")
     rows = await session.execute(query)
+    return [_entry(policy, now, ticket, customer, assignee) for ticket, customer, assignee in rows]
+
+
+async def stats(session: AsyncSession, policy: SlaPolicy, now: datetime) -> QueueStats:
+    """Open, waiting, at-risk and breached counts, from the same indexes as the queue."""
+    waiting = Ticket.due_at.is_not(None)
+    open_count = await session.scalar(
+        select(func.count()).select_from(Ticket).where(Ticket.status == TicketStatus.OPEN.value)
+    )
+    row = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count().filter(Ticket.due_at <= policy.risk_cutoff(now)),
+                func.count().filter(Ticket.due_at <= now),
+                func.min(Ticket.waiting_since),
+            ).where(waiting)
+        )
+    ).one()
+    waiting_count, risky, breached, oldest = row
+    return QueueStats(
+        open=int(open_count or 0),
+        waiting=int(waiting_count),
+        at_risk=int(risky) - int(breached),
+        breached=int(breached),
+        oldest_wait=oldest,
+    )
+
+
+async def customer_tickets(
+    session: AsyncSession, policy: SlaPolicy, telegram_id: int, now: datetime
+) -> list[QueueEntry]:
+    """A Telegram customer's open tickets, newest first (what `/status` shows them)."""
+    rows = await session.execute(
+        _queue_select()
+        .where(Customer.telegram_id == telegram_id, Ticket.status == TicketStatus.OPEN.value)
+        .order_by(Ticket.id.desc())
+        .limit(20)
+    )
     return [_entry(policy, now, ticket, customer, assignee) for ticket, customer, assignee in rows]
 
 

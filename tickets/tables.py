@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -75,6 +76,14 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     plan: Mapped[str] = mapped_column(String(16), default="basic")
     created_at: Mapped[datetime]
+    # An admin banned the customer: their messages are dropped and they get no answer.
+    banned_at: Mapped[datetime | None]
+    # Telegram refused delivery (the customer blocked the bot); cleared when they write again.
+    unreachable_at: Mapped[datetime | None]
+    # The customer sent /new: their next message opens a separate ticket.
+    wants_new_ticket: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
 
 
 class CustomerEmail(Base):
@@ -237,3 +246,52 @@ class InboundKey(Base):
     key: Mapped[str] = mapped_column(String(512))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     received_at: Mapped[datetime]
+
+
+class MessageEdit(Base):
+    """An earlier or later text of a customer message that was edited after it was sent."""
+
+    __tablename__ = "message_edits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    edited_at: Mapped[datetime]
+
+
+class AgentPost(Base):
+    """Where a ticket lives in the agents' group: its forum topic, its card, and every post.
+
+    A reply to any post of a ticket (or a message in its topic) is a reply to that ticket.
+    """
+
+    __tablename__ = "agent_posts"
+    __table_args__ = (
+        UniqueConstraint("chat_id", "message_id"),
+        Index("ix_agent_posts_chat_thread", "chat_id", "thread_id"),
+        Index("ix_agent_posts_ticket_kind", "ticket_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
+class Quarantined(Base):
+    """An inbound event that could not be processed, kept raw and reported, never dropped."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_source_resolved", "source", "resolved_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str] = mapped_column(String(200))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    error: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    retries: Mapped[int] = mapped_column(Integer, default=0)

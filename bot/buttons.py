@@ -1,0 +1,74 @@
+"""Inline buttons on ticket cards. Their callback data is signed, so a forged or altered press is
+recognised and refused instead of acting on whatever ticket number it names.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+
+class Action(StrEnum):
+    CLAIM = "claim"
+    RELEASE = "release"
+    CLOSE = "close"
+    REOPEN = "reopen"
+
+
+LABELS = {
+    Action.CLAIM: "🙋 Claim",
+    Action.RELEASE: "↩️ Release",
+    Action.CLOSE: "✅ Close",
+    Action.REOPEN: "♻️ Reopen",
+}
+
+
+@dataclass(frozen=True)
+class Press:
+    action: Action
+    ticket: int
+
+
+class ButtonSigner:
+    """Signs and checks `action:ticket:mac` (well inside Telegram's 64-byte limit)."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"supportbot buttons\0" + secret.encode()).digest()
+
+    def _mac(self, body: str) -> str:
+        digest = hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:9]
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def data(self, action: Action, ticket: int) -> str:
+        body = f"{action.value}:{ticket}"
+        return f"{body}:{self._mac(body)}"
+
+    def check(self, data: str | None) -> Press | None:
+        """The press a button's data stands for, or None when it was not made by us."""
+        if not data or len(data) > 64:
+            return None
+        body, _, mac = data.rpartition(":")
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return None
+        action, _, number = body.partition(":")
+        try:
+            return Press(Action(action), int(number))
+        except ValueError:
+            return None
+
+    def card_keyboard(
+        self, ticket: int, *, claimed: bool = False, closed: bool = False
+    ) -> InlineKeyboardMarkup:
+        """The buttons under a ticket's card, matching its state."""
+        if closed:
+            actions = [Action.REOPEN]
+        else:
+            actions = [Action.RELEASE if claimed else Action.CLAIM, Action.CLOSE]
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton(LABELS[a], callback_data=self.data(a, ticket)) for a in actions]]
+        )
