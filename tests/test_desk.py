@@ -13,8 +13,8 @@ from tests.helpers import email, telegram
 from tickets.agents import add_agent, remove_agent
 from tickets.desk import Desk
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
-from tickets.model import Attachment, OutboxKind, Role, Route
-from tickets.tables import Message, OutboxRow
+from tickets.model import Attachment, Channel, OutboxKind, Role, Route
+from tickets.tables import Message, MessageEdit, OutboxRow, Quarantined
 
 ANN = 1001
 ADMIN = 9001
@@ -308,3 +308,59 @@ async def test_odd_identities_are_stored_without_failing(desk: Desk, database: D
     assert again.duplicate and again.message_id == first.message_id
     [message] = await helpers.messages(database, first.ticket)
     assert message.external_id is not None and message.external_id.startswith("sha256:")
+
+
+async def test_banned_customer_gets_nothing_and_nothing_is_stored(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    n = (await desk.receive(telegram(ANN, "spam"))).ticket
+    with pytest.raises(NotAllowed):
+        await desk.ban(n, AGENT)
+    await desk.ban(n, ADMIN)
+    before = len(await helpers.outbox(database))
+    ignored = await desk.receive(telegram(ANN, "more spam", dedup_key=("telegram", "1:2")))
+    assert ignored.ignored and not ignored.duplicate
+    assert len(await helpers.messages(database, n)) == 1
+    assert len(await helpers.outbox(database)) == before
+    await desk.ban(n, ADMIN, banned=False)
+    again = await desk.receive(telegram(ANN, "sorry", dedup_key=("telegram", "1:2")))
+    assert not again.ignored and not again.duplicate, "an ignored message leaves no dedup key"
+    assert [e.action for e in await helpers.audit(database)][-2:] == ["ban", "unban"]
+
+
+async def test_new_request_makes_the_next_message_a_separate_ticket(desk: Desk) -> None:
+    first = await desk.receive(telegram(ANN, "one"))
+    await desk.request_new_ticket(telegram(ANN).customer)
+    second = await desk.receive(telegram(ANN, "another topic"))
+    third = await desk.receive(telegram(ANN, "more about it"))
+    assert second.opened and second.ticket != first.ticket and third.ticket == second.ticket
+
+
+async def test_edit_keeps_the_old_text_and_tells_agents(desk: Desk, database: Database) -> None:
+    intake = await desk.receive(telegram(ANN, "I paid 10", external_id="5:1"))
+    assert await desk.record_edit(Channel.TELEGRAM, "5:1", "I paid 100") == intake.ticket
+    assert await desk.record_edit(Channel.TELEGRAM, "5:999", "unknown") is None
+    [message] = await helpers.messages(database, intake.ticket)
+    assert message.text == "I paid 100"
+    [edit] = await helpers.rows(database, MessageEdit)
+    assert edit.text == "I paid 10"
+    notice = (await helpers.outbox(database))[-1]
+    assert notice.payload["event"] == "edited" and "I paid 100" in notice.payload["text"]
+
+
+async def test_quarantine_keeps_the_raw_event_and_reports_it(
+    desk: Desk, database: Database
+) -> None:
+    qid = await desk.quarantine("telegram", "update 7", b'{"odd": true}', "ValueError: boom")
+    [row] = await helpers.rows(database, Quarantined)
+    assert (row.id, row.raw, row.resolved_at) == (qid, b'{"odd": true}', None)
+    notice = (await helpers.outbox(database))[-1]
+    assert notice.route == "agents" and f"quarantine #{qid}" in notice.payload["text"]
+
+
+async def test_refusals_are_audited(desk: Desk, database: Database) -> None:
+    await desk.refused(555, "claim", "not an agent", 999)
+    [entry] = await helpers.audit(database)
+    assert (entry.action, entry.actor, entry.ticket_id) == ("refused:claim", "telegram:555", None)
+    assert entry.details == {"reason": "not an agent"}

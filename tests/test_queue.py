@@ -147,3 +147,23 @@ async def test_plan_change_moves_open_tickets_to_the_pro_tier(
         (upgraded.ticket, Plan.PRO),
         (basic, Plan.BASIC),
     ]
+
+
+async def test_stats_count_waiting_at_risk_and_breached(
+    database: Database, policy: SlaPolicy
+) -> None:
+    await seed(
+        database,
+        [
+            (Plan.BASIC, h(-2), "open"),
+            (Plan.PRO, h(2), "open"),
+            (Plan.BASIC, h(3), "open"),
+            (Plan.BASIC, h(30), "open"),
+            (Plan.BASIC, None, "open"),
+            (Plan.BASIC, None, "closed"),
+        ],
+    )
+    async with database.sessions() as session:
+        stats = await queue.stats(session, policy, START)
+    assert (stats.open, stats.waiting, stats.at_risk, stats.breached) == (5, 4, 2, 1)
+    assert stats.oldest_wait == h(-26)

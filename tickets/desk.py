@@ -65,6 +65,7 @@ class Desk:
         wakeup: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
+        self.sessions = sessions
         self.policy = policy
         self._templates = templates
         self._clock = clock
@@ -292,6 +293,31 @@ class Desk:
             at=at,
             ticket_id=ticket.id,
         )
+
+    async def customer_banned(self, ref: CustomerRef) -> bool:
+        """Whether an admin banned this customer (then they get nothing at all)."""
+        if ref.telegram_id is not None:
+            where = Customer.telegram_id == ref.telegram_id
+        else:
+            address = (ref.email or "").strip().lower()
+            where = Customer.id.in_(
+                select(CustomerEmail.customer_id).where(CustomerEmail.address == address)
+            )
+        async with self._sessions() as session:
+            banned = await session.scalar(select(Customer.banned_at).where(where))
+        return banned is not None
+
+    async def refused(
+        self, telegram_id: int, action: str, reason: str, ticket: int | None = None
+    ) -> None:
+        """Audit an action that was refused (a stranger, a forged button, a closed ticket)."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            exists_ticket = ticket is not None and await session.get(Ticket, ticket) is not None
+            audit.record(
+                session, at=now, action=f"refused:{action}"[:64], actor=f"telegram:{telegram_id}",
+                ticket_id=ticket if exists_ticket else None, reason=reason[:500],
+            )
 
     async def request_new_ticket(self, ref: CustomerRef) -> None:
         """Remember a customer's `/new`: their next message opens a separate ticket."""
