@@ -364,3 +364,93 @@ async def test_refusals_are_audited(desk: Desk, database: Database) -> None:
     [entry] = await helpers.audit(database)
     assert (entry.action, entry.actor, entry.ticket_id) == ("refused:claim", "telegram:555", None)
     assert entry.details == {"reason": "not an agent"}
+
+
+async def test_email_threading_by_headers_then_by_own_tag_never_by_subject(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    first = await desk.receive(
+        email(
+            "bob@example.com",
+            "help",
+            subject="Refund",
+            external_id="<c1@example.com>",
+            new_ticket=True,
+        )
+    )
+    await desk.reply(first.ticket, AGENT, "Sure")
+    [reply] = await helpers.outbox(database, OutboxRow.kind == "reply")
+    headers = reply.payload
+    assert headers["subject_line"] == f"[#{first.ticket}] Re: Refund"
+    assert headers["in_reply_to"] == "<c1@example.com>"
+    assert headers["message_id"].endswith("@supportbot.invalid>")
+    assert "<c1@example.com>" in headers["references"]
+
+    answer = await desk.receive(
+        email(
+            "bob@example.com",
+            "thanks",
+            new_ticket=True,
+            external_id="<c2@example.com>",
+            thread_refs=(headers["message_id"],),
+        )
+    )
+    tagged = await desk.receive(
+        email(
+            "bob@example.com",
+            "again",
+            new_ticket=True,
+            ticket_tag=first.ticket,
+            external_id="<c3@example.com>",
+        )
+    )
+    stranger = await desk.receive(
+        email("eve@example.net", "let me in", new_ticket=True, ticket_tag=first.ticket)
+    )
+    same_subject = await desk.receive(
+        email("bob@example.com", "new", subject="Refund", new_ticket=True)
+    )
+    assert answer.ticket == first.ticket and tagged.ticket == first.ticket
+    assert stranger.ticket != first.ticket and same_subject.ticket != first.ticket
+
+
+async def test_bounce_of_our_reply_is_shown_on_its_ticket(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    first = await desk.receive(email("bob@example.com", "help", new_ticket=True))
+    await desk.reply(first.ticket, AGENT, "Sure")
+    [reply] = await helpers.outbox(database, OutboxRow.kind == "reply")
+    bounce = await desk.receive(
+        email(
+            "mailer-daemon@example.com",
+            "550 no such user",
+            new_ticket=True,
+            automated=True,
+            bounce_of=(reply.payload["message_id"],),
+        )
+    )
+    assert bounce.ticket == first.ticket and not bounce.receipt
+    out = [m for m in await helpers.messages(database, first.ticket) if m.direction == "out"]
+    assert out[0].delivery == "bounced"
+    notice = (await helpers.outbox(database))[-1]
+    assert notice.payload["event"] == "bounced" and "did not arrive" in notice.payload["text"]
+
+
+async def test_email_receipts_are_limited_per_address(desk: Desk, database: Database) -> None:
+    for i in range(5):
+        await desk.receive(email("loop@example.com", f"mail {i}", new_ticket=True))
+    receipts = await helpers.outbox(database, OutboxRow.kind == "receipt")
+    assert len(receipts) == 3
+    assert len(await helpers.tickets(database)) == 5, "every mail is still a ticket"
+
+
+async def test_failed_authentication_is_shown_to_agents(desk: Desk, database: Database) -> None:
+    intake = await desk.receive(
+        email("bob@example.com", "send my refund to this wallet", new_ticket=True, auth="fail")
+    )
+    [message] = await helpers.messages(database, intake.ticket)
+    assert message.auth == "fail"
+    notice = (await helpers.outbox(database, OutboxRow.route == "agents"))[0]
+    assert "sender not verified" in notice.payload["text"]

@@ -5,9 +5,10 @@ and its audit entry, so a change and the messages it causes are committed togeth
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -39,6 +40,7 @@ from tickets.tables import (
     Customer,
     CustomerEmail,
     InboundKey,
+    MailId,
     Message,
     MessageEdit,
     OutboxRow,
@@ -48,6 +50,9 @@ from tickets.tables import (
 )
 
 EXCERPT = 500
+REFERENCES_KEPT = 20
+RECEIPTS_PER_WINDOW = 3
+RECEIPT_WINDOW = timedelta(hours=1)
 ID_LIMIT = 500
 NAME_LIMIT = 200
 
@@ -63,6 +68,7 @@ class Desk:
         *,
         clock: Clock = utcnow,
         wakeup: Callable[[], None] | None = None,
+        mail_domain: str = "supportbot.invalid",
     ) -> None:
         self._sessions = sessions
         self.sessions = sessions
@@ -70,6 +76,7 @@ class Desk:
         self._templates = templates
         self._clock = clock
         self._wakeup = wakeup or (lambda: None)
+        self._mail_domain = mail_domain
 
     # -- customers -------------------------------------------------------------------------
 
@@ -93,6 +100,9 @@ class Desk:
             if customer.wants_new_ticket:
                 customer.wants_new_ticket = False
                 incoming = replace(incoming, new_ticket=True, ticket=None)
+            bounced: Message | None = None
+            if incoming.channel is Channel.EMAIL:
+                incoming, bounced = await self._thread(session, customer, incoming)
             ticket, opened, reopened = await self._ticket_for(session, customer, incoming, at)
             message = Message(
                 ticket_id=ticket.id,
@@ -103,20 +113,29 @@ class Desk:
                 external_id=_bounded_id(incoming.external_id) if incoming.external_id else None,
                 reply_address=(incoming.reply_address or _default_address(incoming.customer))[:320],
                 counts_for_sla=not incoming.automated,
+                auth=incoming.auth,
                 created_at=at,
             )
             session.add(message)
             await session.flush()
             if key is not None:
                 key.message_id = message.id
+            if incoming.channel is Channel.EMAIL and message.external_id:
+                await _insert_ignore(
+                    session,
+                    MailId,
+                    {"message_id": message.external_id, "ticket_id": ticket.id, "created_at": now},
+                )
             if not incoming.automated and ticket.waiting_since is None:
                 ticket.waiting_since = at
                 ticket.due_at = self.policy.due_at(at)
             ticket.updated_at = now
             receipt = (opened or reopened) and not incoming.automated
             if receipt:
-                self._receipt(session, ticket, message, reopened=reopened, at=now)
+                receipt = await self._receipt(session, ticket, message, reopened=reopened, at=now)
             event = "opened" if opened else "reopened" if reopened else "message"
+            if bounced is not None:
+                event = "bounced"
             self._notify_agents(
                 session,
                 event,
@@ -127,7 +146,9 @@ class Desk:
                 truncated=len(incoming.text) > EXCERPT,
                 attachments=len(incoming.attachments),
                 automated=incoming.automated,
+                auth=incoming.auth,
                 message_id=message.id,
+                **({"bounced_message_id": bounced.id} if bounced is not None else {}),
             )
             intake = Intake(
                 ticket=ticket.id,
@@ -238,7 +259,75 @@ class Desk:
         await session.flush()
         return ticket, True, False
 
-    def _receipt(
+    async def _thread(
+        self, session: AsyncSession, customer: Customer, incoming: IncomingMessage
+    ) -> tuple[IncomingMessage, Message | None]:
+        """Which ticket a mail belongs to: a bounce's original, its thread's, or its [#N] tag's.
+
+        Never by subject text. A tag counts only for the ticket's own customer, so a stranger
+        cannot write into someone else's ticket by copying its number.
+        """
+        if incoming.bounce_of:
+            original = (
+                await session.scalars(
+                    select(Message)
+                    .where(
+                        Message.channel == Channel.EMAIL.value,
+                        Message.direction == Direction.OUT.value,
+                        Message.external_id.in_([_bounded_id(i) for i in incoming.bounce_of]),
+                    )
+                    .limit(1)
+                )
+            ).first()
+            if original is not None:
+                original.delivery = DeliveryState.BOUNCED.value
+                threaded = replace(incoming, ticket=original.ticket_id, new_ticket=False)
+                return replace(threaded, automated=True), original
+        if incoming.thread_refs:
+            found = await session.scalar(
+                select(MailId.ticket_id)
+                .where(MailId.message_id.in_([_bounded_id(r) for r in incoming.thread_refs]))
+                .order_by(MailId.id.desc())
+                .limit(1)
+            )
+            if found is not None:
+                return replace(incoming, ticket=found, new_ticket=False), None
+        if incoming.ticket_tag is not None:
+            tagged = await session.get(Ticket, incoming.ticket_tag)
+            if tagged is not None and tagged.customer_id == customer.id:
+                return replace(incoming, ticket=tagged.id, new_ticket=False), None
+        return incoming, None
+
+    async def _mail_headers(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        answering: Message | None,
+        kind: str,
+        at: datetime,
+    ) -> dict[str, Any]:
+        """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies."""
+        message_id = f"<{kind}-{ticket.id}-{uuid.uuid4().hex[:16]}@{self._mail_domain}>"
+        earlier = (
+            await session.scalars(
+                select(MailId.message_id)
+                .where(MailId.ticket_id == ticket.id)
+                .order_by(MailId.id.desc())
+                .limit(REFERENCES_KEPT)
+            )
+        ).all()
+        session.add(MailId(message_id=message_id, ticket_id=ticket.id, created_at=at))
+        subject = ticket.subject or "Your support request"
+        if kind == "reply" and not subject.lower().startswith("re:"):
+            subject = f"Re: {subject}"
+        return {
+            "message_id": message_id,
+            "in_reply_to": answering.external_id if answering is not None else None,
+            "references": list(reversed(earlier)),
+            "subject_line": f"[#{ticket.id}] {subject}",
+        }
+
+    async def _receipt(
         self,
         session: AsyncSession,
         ticket: Ticket,
@@ -246,7 +335,22 @@ class Desk:
         *,
         reopened: bool,
         at: datetime,
-    ) -> None:
+    ) -> bool:
+        route = Route(message.channel or Channel.TELEGRAM.value)
+        recipient = message.reply_address or ""
+        if route is Route.EMAIL:
+            recent = await session.scalar(
+                select(func.count())
+                .select_from(OutboxRow)
+                .where(
+                    OutboxRow.route == Route.EMAIL.value,
+                    OutboxRow.kind == OutboxKind.RECEIPT.value,
+                    OutboxRow.recipient == recipient,
+                    OutboxRow.created_at > at - RECEIPT_WINDOW,
+                )
+            )
+            if (recent or 0) >= RECEIPTS_PER_WINDOW:
+                return False  # a mail loop or a flood: the agents still see every message
         text = self._templates.render(
             "receipt",
             ticket=ticket.id,
@@ -254,22 +358,25 @@ class Desk:
             reopened=reopened,
             response_hours=self.policy.response_hours,
         )
-        route = Route(message.channel or Channel.TELEGRAM.value)
+        payload: dict[str, Any] = {
+            "text": text,
+            "ticket": ticket.id,
+            "subject": ticket.subject,
+            "in_reply_to": message.external_id,
+            "automatic": True,
+        }
+        if route is Route.EMAIL:
+            payload.update(await self._mail_headers(session, ticket, message, "receipt", at))
         enqueue(
             session,
             route=route,
-            recipient=message.reply_address or "",
+            recipient=recipient,
             kind=OutboxKind.RECEIPT,
-            payload={
-                "text": text,
-                "ticket": ticket.id,
-                "subject": ticket.subject,
-                "in_reply_to": message.external_id,
-                "automatic": True,
-            },
+            payload=payload,
             at=at,
             ticket_id=ticket.id,
         )
+        return True
 
     def _notify_agents(
         self, session: AsyncSession, event: str, ticket: Ticket, *, at: datetime, **facts: Any
@@ -315,8 +422,12 @@ class Desk:
         async with self._sessions.begin() as session:
             exists_ticket = ticket is not None and await session.get(Ticket, ticket) is not None
             audit.record(
-                session, at=now, action=f"refused:{action}"[:64], actor=f"telegram:{telegram_id}",
-                ticket_id=ticket if exists_ticket else None, reason=reason[:500],
+                session,
+                at=now,
+                action=f"refused:{action}"[:64],
+                actor=f"telegram:{telegram_id}",
+                ticket_id=ticket if exists_ticket else None,
+                reason=reason[:500],
             )
 
     async def request_new_ticket(self, ref: CustomerRef) -> None:
@@ -468,6 +579,16 @@ class Desk:
             ).first()
             if last_in is None or not last_in.reply_address or last_in.channel is None:
                 raise InvalidAction(f"#{number} has no customer address to answer")
+            payload: dict[str, Any] = {
+                "text": text,
+                "attachments": [a.to_json() for a in attachments],
+                "ticket": ticket.id,
+                "subject": ticket.subject,
+                "in_reply_to": last_in.external_id,
+                "agent": agent.name,
+            }
+            if last_in.channel == Channel.EMAIL.value:
+                payload.update(await self._mail_headers(session, ticket, last_in, "reply", now))
             message = Message(
                 ticket_id=ticket.id,
                 direction=Direction.OUT.value,
@@ -475,6 +596,7 @@ class Desk:
                 author_agent_id=agent.id,
                 text=text,
                 attachments=[a.to_json() for a in attachments],
+                external_id=payload.get("message_id"),
                 reply_address=last_in.reply_address,
                 counts_for_sla=False,
                 created_at=now,
@@ -487,14 +609,7 @@ class Desk:
                 route=Route(last_in.channel),
                 recipient=last_in.reply_address,
                 kind=OutboxKind.REPLY,
-                payload={
-                    "text": text,
-                    "attachments": [a.to_json() for a in attachments],
-                    "ticket": ticket.id,
-                    "subject": ticket.subject,
-                    "in_reply_to": last_in.external_id,
-                    "agent": agent.name,
-                },
+                payload=payload,
                 at=now,
                 ticket_id=ticket.id,
                 message_id=message.id,

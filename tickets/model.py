@@ -37,6 +37,7 @@ class DeliveryState(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
+    BOUNCED = "bounced"
 
 
 class Role(StrEnum):
@@ -143,6 +144,12 @@ class IncomingMessage:
     new_ticket: bool = False
     automated: bool = False
     received_at: datetime | None = None
+    # Email only: Message-IDs from In-Reply-To/References, the subject's [#N] tag, the sender's
+    # authentication verdict ("pass", "fail", "none"), and the Message-IDs a bounce reports.
+    thread_refs: tuple[str, ...] = ()
+    ticket_tag: int | None = None
+    auth: str | None = None
+    bounce_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,8 @@ class Message(Base):
     # Where an answer to this message goes: a Telegram chat id or an email address.
     reply_address: Mapped[str | None] = mapped_column(String(320))
     counts_for_sla: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Email: the sender's SPF/DKIM/DMARC verdict ("pass", "fail", "none").
+    auth: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime]
     delivery: Mapped[str | None] = mapped_column(String(16))
     delivered_at: Mapped[datetime | None]
@@ -295,3 +297,25 @@ class Quarantined(Base):
     received_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
     retries: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MailId(Base):
+    """Every Message-ID of a ticket's mail, sent or received: what email threading matches."""
+
+    __tablename__ = "mail_ids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(512), unique=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    created_at: Mapped[datetime]
+
+
+class MailCursor(Base):
+    """How far the IMAP poller has read a mailbox: UIDVALIDITY and the last UID committed."""
+
+    __tablename__ = "mail_cursors"
+
+    mailbox: Mapped[str] = mapped_column(String(200), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
