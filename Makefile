@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: install run test pytest lint format bench clean
+.PHONY: install demo run test pytest lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed  ## create the virtualenv and install supportbot with its test tools
+
+demo: install  ## the real service on SQLite against the built-in local Telegram server
+	$(VENV)/bin/supportbot demo
 
 run: install  ## run the service with the settings in .env / the environment
 	$(VENV)/bin/supportbot run

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.channel import TelegramChannel
 from supportbot import db
 from supportbot.settings import Settings
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Route
-from tickets.outbox import OutboxWorker, Sender, Wakeup
+from tickets.outbox import OutboxWorker, Sender, Wakeups
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
 
@@ -65,11 +66,13 @@ class Service:
     policy: SlaPolicy
     templates: Templates
     desk: Desk
-    wakeup: Wakeup
+    wakeups: Wakeups
     clock: Clock
 
     def outbox_worker(self, senders: dict[Route, Sender]) -> OutboxWorker:
-        return OutboxWorker(self.sessions, senders, self.desk, clock=self.clock, wakeup=self.wakeup)
+        return OutboxWorker(
+            self.sessions, senders, self.desk, clock=self.clock, wakeup=self.wakeups.new()
+        )
 
 
 @asynccontextmanager
@@ -80,9 +83,10 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
         sessions = db.session_factory(engine)
         policy = policy_from(settings)
         templates = Templates()
-        wakeup = Wakeup()
-        desk = Desk(sessions, policy, templates, clock=clock, wakeup=wakeup)
-        yield Service(settings, engine, sessions, policy, templates, desk, wakeup, clock)
+        wakeups = Wakeups()
+        domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
+        desk = Desk(sessions, policy, templates, clock=clock, wakeup=wakeups, mail_domain=domain)
+        yield Service(settings, engine, sessions, policy, templates, desk, wakeups, clock)
 
 
 def missing_channels_message() -> str:
@@ -93,7 +97,7 @@ def missing_channels_message() -> str:
     )
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow) -> None:
     """Run every configured channel and the outbox worker until `stop` is set."""
     channels = settings.channels()
     if not channels:
@@ -104,11 +108,47 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             f"the {', '.join(unavailable)} channel is configured, but this version of supportbot "
             "does not include it yet"
         )
-    async with build(settings) as service:  # pragma: no cover - reached once a channel exists
-        worker = service.outbox_worker({})
+    async with build(settings, clock=clock) as service:
+        telegram = await start_telegram(service) if settings.telegram else None
+        senders: dict[Route, Sender] = {}
+        if telegram is not None:
+            senders.update(telegram.senders())
+        # Agents' notices get a worker of their own: they are paced by the group's budget and
+        # must not wait behind customer messages that are paced per chat (and vice versa).
+        workers = [
+            service.outbox_worker({route: sender})
+            for route, sender in senders.items()
+            if route is Route.AGENTS
+        ]
+        workers.append(
+            service.outbox_worker({r: s for r, s in senders.items() if r is not Route.AGENTS})
+        )
         log.info("supportbot running: %s", ", ".join(channels))
-        await worker.run(stop)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for worker in workers:
+                    tasks.create_task(worker.run(stop, poll=0.5))
+                if telegram is not None:
+                    tasks.create_task(telegram.run(stop))
+        finally:
+            if telegram is not None:
+                await telegram.close()
+        log.info("supportbot stopped")
 
 
-# Channel adapters register here as they are built (bot/ for Telegram, mail/ for email).
-AVAILABLE_CHANNELS: frozenset[str] = frozenset()
+async def start_telegram(service: Service) -> TelegramChannel:
+    """Build and start the Telegram channel from the service's settings."""
+    assert service.settings.telegram is not None
+    channel = TelegramChannel(
+        service.settings.telegram,
+        service.desk,
+        service.sessions,
+        service.policy,
+        service.templates,
+        service.clock,
+    )
+    await channel.start()
+    return channel
+
+
+AVAILABLE_CHANNELS: frozenset[str] = frozenset({"telegram"})

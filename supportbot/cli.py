@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from supportbot import app, db
+from supportbot.demo import run_demo
 from supportbot.settings import Settings, SettingsError, load_settings
 from supportbot.templates import when
 from tickets import queue
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("run", help="run the configured channels and the outbox worker")
+    commands.add_parser(
+        "demo", help="run the real service against a built-in local Telegram server, scripted"
+    )
 
     database = commands.add_parser("db", help="database schema")
     database_commands = database.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -167,6 +171,9 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await app.run(settings, stop)
+        return 0
+    if args.command == "demo":
+        await run_demo()
         return 0
     if args.command == "db":
         async with db.open_engine(settings.database_url) as engine:

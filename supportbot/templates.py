@@ -39,14 +39,15 @@ class Templates:
             undefined=StrictUndefined,
             autoescape=False,  # noqa: S701 - plain text; each channel escapes for its own markup
             keep_trailing_newline=False,
-            trim_blocks=True,
         )
         self._env.filters["when"] = when
         self._env.filters["hours"] = hours
 
-    def render(self, name: str, **context: Any) -> str:
+    def render(self, template_name: str, /, **context: Any) -> str:
         try:
-            template = self._env.get_template(f"{name}.txt")
+            template = self._env.get_template(f"{template_name}.txt")
         except TemplateNotFound:
-            raise SupportbotError(f"template {name}.txt is missing from {self.directory}") from None
+            raise SupportbotError(
+                f"template {template_name}.txt is missing from {self.directory}"
+            ) from None
         return template.render(**context).strip()

@@ -129,6 +129,22 @@ def enqueue(
     return row
 
 
+class Wakeups:
+    """Tells every worker of a process at once that there is something new to send."""
+
+    def __init__(self) -> None:
+        self._each: list[Wakeup] = []
+
+    def new(self) -> Wakeup:
+        wakeup = Wakeup()
+        self._each.append(wakeup)
+        return wakeup
+
+    def __call__(self) -> None:
+        for wakeup in self._each:
+            wakeup()
+
+
 class Wakeup:
     """Lets writers tell the worker there is something to send, so it need not wait a poll."""
 

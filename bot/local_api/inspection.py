@@ -102,7 +102,7 @@ class Inspection:
 
     async def wait_for(
         self,
-        predicate: Callable[[], T],
+        predicate: Callable[[], T | None],
         timeout: float = 5.0,  # noqa: ASYNC109 - the documented test-helper signature
     ) -> T:
         """Wait until ``predicate()`` is truthy and return its value; ``TimeoutError`` otherwise.

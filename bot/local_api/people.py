@@ -277,8 +277,13 @@ class ScriptedPeople:
         self._deliver(state, edited, "edited_message")
         return dict(edited)
 
-    async def press_button(self, user: SimUser, message: MessageRef, data: str) -> str:
-        """``user`` presses the inline button with this ``callback_data``; return the query id."""
+    async def press_button(
+        self, user: SimUser, message: MessageRef, data: str, *, tampered: bool = False
+    ) -> str:
+        """``user`` presses the inline button with this ``callback_data``; return the query id.
+
+        ``tampered`` models a modified client that sends data no button of the message carries.
+        """
         chat_id, message_id = message_ids_of(message)
         world = self._world
         state = world.state(chat_id)
@@ -288,7 +293,7 @@ class ScriptedPeople:
             raise SimulationError(f"message {message_id} in chat {chat_id} was deleted")
         rows = current.get("reply_markup", {}).get("inline_keyboard", [])
         available = [button.get("callback_data") for row in rows for button in row]
-        if data not in available:
+        if data not in available and not tampered:
             raise SimulationError(f"no button with callback_data {data!r}; there are {available}")
         query_id = str(next(world.callback_ids))
         query = {

@@ -1,0 +1,270 @@
+"""Agents in their supergroup: answers in a ticket's topic or to its card, commands, buttons."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from telegram import Bot, CallbackQuery, Message
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
+
+from bot.buttons import Action, ButtonSigner
+from bot.convert import content_of
+from bot.customers import split_command
+from bot.limits import TelegramLimiter
+from supportbot.templates import Templates, when
+from tickets import queue
+from tickets.desk import Desk
+from tickets.errors import SupportbotError
+from tickets.model import Role
+from tickets.policy import SlaPolicy
+from tickets.ports import Clock
+from tickets.tables import AgentPost
+
+log = logging.getLogger(__name__)
+
+AGENT_COMMANDS = {
+    "queue": "The top of the queue",
+    "stats": "Open, waiting, at risk, breached",
+    "take": "Claim a ticket",
+    "release": "Give a ticket back",
+    "close": "Close a ticket",
+    "reopen": "Reopen a ticket",
+    "note": "Internal note",
+    "macro": "Send a canned answer",
+    "help": "Agent commands",
+}
+
+
+class AgentGroup:
+    """Everything agents do in their group turns into a core operation, checked and audited."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        desk: Desk,
+        policy: SlaPolicy,
+        templates: Templates,
+        limiter: TelegramLimiter,
+        signer: ButtonSigner,
+        chat_id: int,
+        clock: Clock,
+    ) -> None:
+        self._bot = bot
+        self._desk = desk
+        self._policy = policy
+        self._templates = templates
+        self._limiter = limiter
+        self._signer = signer
+        self.chat_id = chat_id
+        self._clock = clock
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def on_message(self, message: Message) -> None:
+        """Handle a message in the agents' group; people who are not agents are ignored."""
+        user = message.from_user
+        if user is None or user.is_bot:
+            return
+        role = await self._desk.agent_role(user.id)
+        if role is None:
+            return
+        ticket = await self._ticket_of(message)
+        command = split_command(message.text or "", self._bot.username)
+        try:
+            if command is not None:
+                await self._command(message, user.id, role, ticket, *command)
+            elif ticket is not None:
+                await self._reply(message, user.id, ticket)
+        except SupportbotError as error:
+            await self._answer(message, f"⚠️ {html.escape(str(error), quote=False)}")
+
+    async def _reply(self, message: Message, agent: int, ticket: int) -> None:
+        content = content_of(message)
+        if content is None:
+            await self._answer(message, "⚠️ This kind of message cannot be sent to a customer.")
+            return
+        await self._desk.reply(ticket, agent, content.text, content.attachments)
+
+    async def _ticket_of(self, message: Message) -> int | None:
+        """The ticket a message is about: its forum topic, or the ticket post it replies to."""
+        async with self._desk.sessions() as session:
+            if message.is_topic_message and message.message_thread_id is not None:
+                found = await session.scalar(
+                    select(AgentPost.ticket_id).where(
+                        AgentPost.chat_id == message.chat_id,
+                        AgentPost.thread_id == message.message_thread_id,
+                        AgentPost.kind == "topic",
+                    )
+                )
+                if found is not None:
+                    return found
+            replied = message.reply_to_message
+            if replied is not None and replied.forum_topic_created is None:
+                return await session.scalar(
+                    select(AgentPost.ticket_id).where(
+                        AgentPost.chat_id == message.chat_id,
+                        AgentPost.message_id == replied.message_id,
+                    )
+                )
+        return None
+
+    async def _command(
+        self, message: Message, agent: int, role: Role, ticket: int | None, name: str, args: str
+    ) -> None:
+        number, rest = _number_and_rest(args, ticket)
+        simple: dict[str, Callable[[int, int], Awaitable[None]]] = {
+            "take": self._desk.claim,
+            "claim": self._desk.claim,
+            "release": self._desk.release,
+            "close": self._desk.close,
+            "reopen": self._desk.reopen,
+        }
+        if name in simple:
+            target = _need(number, name)
+            await simple[name](target, agent)
+            done = {
+                "take": "claimed",
+                "claim": "claimed",
+                "release": "released",
+                "close": "closed",
+                "reopen": "reopened",
+            }[name]
+            await self._answer(message, f"#{target} {done}.")
+        elif name in ("ban", "unban"):
+            target = _need(number, name)
+            await self._desk.ban(target, agent, banned=name == "ban")
+            await self._answer(message, f"The customer of #{target} is {name}ned.")
+        elif name == "note":
+            target = _need(number, name)
+            if not rest:
+                await self._answer(message, "⚠️ /note needs the text of the note.")
+                return
+            await self._desk.note(target, agent, rest)
+            await self._answer(message, f"📝 Note added to #{target} (not sent to the customer).")
+        elif name == "macro":
+            await self._macro(message, agent, number, rest)
+        elif name == "queue":
+            await self._queue(message)
+        elif name == "stats":
+            await self._stats(message)
+        elif name in ("help", "start"):
+            await self._answer(
+                message,
+                html.escape(
+                    self._templates.render("agents/help", macros=self._macros()), quote=False
+                ),
+            )
+        else:
+            await self._answer(
+                message, f"⚠️ Unknown command /{html.escape(name)}. /help lists them."
+            )
+        del role  # permissions are checked by the core for each action
+
+    async def _macro(self, message: Message, agent: int, number: int | None, name: str) -> None:
+        target = _need(number, "macro")
+        available = self._macros()
+        if name not in available:
+            listed = ", ".join(available) or "none yet"
+            await self._answer(message, f"⚠️ No macro {html.escape(name)!r}. Available: {listed}.")
+            return
+        await self._desk.reply(target, agent, self._templates.render(f"macros/{name}"))
+
+    def _macros(self) -> list[str]:
+        folder = Path(self._templates.directory) / "macros"
+        return sorted(p.stem for p in folder.glob("*.txt"))
+
+    async def _queue(self, message: Message) -> None:
+        now = self._clock()
+        async with self._desk.sessions() as session:
+            entries = await queue.top(session, self._policy, now, 20)
+        if not entries:
+            await self._answer(message, "The queue is empty: nobody is waiting for an answer.")
+            return
+        badge = {"breached": "🔴", "at_risk": "🟠", "on_track": "🟢", "not_waiting": "⚪"}
+        lines = ["<b>Queue</b> (most urgent first)"]
+        for e in entries:
+            pro = " <b>PRO</b>" if e.plan.value == "pro" else ""
+            who = f" · {html.escape(e.assignee)}" if e.assignee else ""
+            lines.append(
+                f"{badge[e.urgency.value]} #{e.ticket}{pro} · {html.escape(e.customer)} · "
+                f"due {html.escape(when(e.due_at))}{who}"
+            )
+        await self._answer(message, "\n".join(lines))
+
+    async def _stats(self, message: Message) -> None:
+        now = self._clock()
+        async with self._desk.sessions() as session:
+            s = await queue.stats(session, self._policy, now)
+        oldest = when(s.oldest_wait) if s.oldest_wait else "—"
+        await self._answer(
+            message,
+            f"<b>Now</b>: {s.open} open · {s.waiting} waiting on us · {s.at_risk} at risk · "
+            f"{s.breached} breached\nOldest wait since {html.escape(oldest)}",
+        )
+
+    async def _answer(self, message: Message, text: str) -> None:
+        await self._limiter.acquire(message.chat_id)
+        await self._bot.send_message(
+            message.chat_id,
+            text,
+            parse_mode=ParseMode.HTML,
+            message_thread_id=message.message_thread_id if message.is_topic_message else None,
+            reply_to_message_id=message.message_id,
+        )
+
+    # -- buttons ----------------------------------------------------------------------------
+
+    async def on_button(self, query: CallbackQuery) -> None:
+        """Check a card button press from scratch (presser, ticket, state) before acting."""
+        user = query.from_user
+        press = self._signer.check(query.data)
+        in_group = query.message is not None and query.message.chat.id == self.chat_id
+        if press is None or not in_group:
+            await self._desk.refused(user.id, "button", f"invalid button data {query.data!r}")
+            await query.answer("This button is not valid.", show_alert=True)
+            return
+        role = await self._desk.agent_role(user.id)
+        if role is None:
+            await self._desk.refused(user.id, press.action.value, "not an agent", press.ticket)
+            await query.answer("Only agents can use these buttons.", show_alert=True)
+            return
+        actions = {
+            Action.CLAIM: self._desk.claim,
+            Action.RELEASE: self._desk.release,
+            Action.CLOSE: self._desk.close,
+            Action.REOPEN: self._desk.reopen,
+        }
+        try:
+            await actions[press.action](press.ticket, user.id)
+        except SupportbotError as error:
+            await self._desk.refused(user.id, press.action.value, str(error), press.ticket)
+            await query.answer(str(error), show_alert=True)
+            return
+        await query.answer(f"#{press.ticket}: {press.action.value} done.")
+        claimed = press.action is Action.CLAIM
+        closed = press.action is Action.CLOSE
+        try:
+            await query.edit_message_reply_markup(
+                self._signer.card_keyboard(press.ticket, claimed=claimed, closed=closed)
+            )
+        except TelegramError as error:  # the action is done; a stale keyboard is only cosmetic
+            log.warning("could not update the buttons of #%s: %s", press.ticket, error)
+
+
+def _number_and_rest(args: str, context: int | None) -> tuple[int | None, str]:
+    head, _, tail = args.partition(" ")
+    candidate = head.removeprefix("#")
+    if candidate.isdigit():
+        return int(candidate), tail.strip()
+    return context, args.strip()
+
+
+def _need(number: int | None, command: str) -> int:
+    if number is None:
+        raise SupportbotError(f"/{command} needs a ticket number here, e.g. /{command} 42")
+    return number

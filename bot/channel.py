@@ -1,0 +1,148 @@
+"""The Telegram channel: one bot, the customers' private chats and the agents' group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError
+from telegram.request import HTTPXRequest
+
+from bot.agents import AGENT_COMMANDS, AgentGroup
+from bot.buttons import ButtonSigner
+from bot.customers import CUSTOMER_COMMANDS, CustomerChat
+from bot.intake import Poller
+from bot.limits import TelegramLimiter
+from bot.senders import AgentFeed, CustomerSender
+from supportbot.settings import TelegramSettings
+from supportbot.templates import Templates
+from tickets.desk import Desk
+from tickets.errors import SupportbotError
+from tickets.model import Route
+from tickets.outbox import Sender
+from tickets.policy import SlaPolicy
+from tickets.ports import Clock
+
+log = logging.getLogger(__name__)
+
+
+class TelegramChannel:
+    """Connects the bot, checks the agents' group, and runs intake and ticket placement."""
+
+    def __init__(
+        self,
+        settings: TelegramSettings,
+        desk: Desk,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: SlaPolicy,
+        templates: Templates,
+        clock: Clock,
+        *,
+        poll_timeout: int = 20,
+        placement_interval: float = 5.0,
+    ) -> None:
+        self._settings = settings
+        self._desk = desk
+        self._sessions = sessions
+        self._policy = policy
+        self._templates = templates
+        self._clock = clock
+        self._poll_timeout = poll_timeout
+        self._placement_interval = placement_interval
+        self.limiter = TelegramLimiter()
+        self.signer = ButtonSigner(settings.token)
+        api = settings.api_url
+        self.bot = Bot(
+            settings.token,
+            base_url=f"{api}/bot",
+            base_file_url=f"{api}/file/bot",
+            request=HTTPXRequest(connection_pool_size=32, read_timeout=15, write_timeout=15),
+            get_updates_request=HTTPXRequest(
+                connection_pool_size=2, read_timeout=poll_timeout + 10
+            ),
+        )
+        self.forum = False
+        self._feed: AgentFeed | None = None
+        self._poller: Poller | None = None
+
+    async def start(self) -> None:
+        """Log in and check the agents' group; a wrong token or chat is one clear error."""
+        chat_id = self._settings.agent_chat_id
+        try:
+            await self.bot.initialize()
+            await self.bot.delete_webhook()
+            chat = await self.bot.get_chat(chat_id)
+        except InvalidToken:
+            raise SupportbotError("TELEGRAM_TOKEN: the Bot API server rejected the token") from None
+        except (BadRequest, Forbidden) as error:
+            raise SupportbotError(
+                f"AGENT_CHAT_ID: the bot cannot use chat {chat_id} ({error.message}); "
+                "add the bot to the agents' group as an administrator"
+            ) from None
+        except NetworkError as error:
+            raise SupportbotError(
+                f"TELEGRAM_API_URL: cannot reach {self._settings.api_url}: {error}"
+            ) from None
+        self.forum = bool(chat.is_forum)
+        await self.bot.set_my_commands(
+            [BotCommand(name, text) for name, text in CUSTOMER_COMMANDS.items()],
+            scope=BotCommandScopeAllPrivateChats(),
+        )
+        await self.bot.set_my_commands(
+            [BotCommand(name, text) for name, text in AGENT_COMMANDS.items()],
+            scope=BotCommandScopeChat(chat_id),
+        )
+        self._feed = AgentFeed(
+            self.bot, self.limiter, self._sessions, chat_id, self.forum, self.signer, self._clock
+        )
+        customers = CustomerChat(
+            self.bot, self._desk, self._policy, self._templates, self.limiter, self._clock
+        )
+        agents = AgentGroup(
+            self.bot,
+            self._desk,
+            self._policy,
+            self._templates,
+            self.limiter,
+            self.signer,
+            chat_id,
+            self._clock,
+        )
+        self._poller = Poller(
+            self.bot, self._desk, customers, agents, poll_timeout=self._poll_timeout
+        )
+        log.info(
+            "telegram: @%s, agents' group %s (%s)",
+            self.bot.username,
+            chat_id,
+            "forum topics" if self.forum else "ticket cards",
+        )
+
+    def senders(self) -> dict[Route, Sender]:
+        """The outbox senders this channel delivers with."""
+        assert self._feed is not None, "start() first"
+        return {
+            Route.TELEGRAM: CustomerSender(self.bot, self.limiter, self._desk),
+            Route.AGENTS: self._feed,
+        }
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take in updates and give new tickets their place in the group until `stop`."""
+        assert self._poller is not None, "start() first"
+        await asyncio.gather(self._poller.run(stop), self._place(stop))
+
+    async def _place(self, stop: asyncio.Event) -> None:
+        assert self._feed is not None
+        while not stop.is_set():
+            try:
+                await self._feed.place_backlog(5)
+            except Exception:
+                log.exception("telegram: placing tickets in the agents' group failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._placement_interval)
+
+    async def close(self) -> None:
+        await self.bot.shutdown()

@@ -1,0 +1,147 @@
+"""Customers in a private chat with the bot: commands, messages of every kind, edits."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Bot, Message
+
+from bot.convert import CARRIED, content_of, display_name, external_id
+from bot.limits import TelegramLimiter
+from supportbot.templates import Templates
+from tickets import queue
+from tickets.desk import Desk
+from tickets.model import Channel, CustomerRef, IncomingMessage
+from tickets.policy import SlaPolicy
+from tickets.ports import Clock
+
+log = logging.getLogger(__name__)
+
+CUSTOMER_COMMANDS = {
+    "start": "How support works",
+    "new": "Start a separate ticket",
+    "status": "Your open tickets",
+    "link": "Link this chat to your account",
+}
+
+
+def split_command(text: str, bot_username: str) -> tuple[str, str] | None:
+    """`/cmd@bot args` → ("cmd", "args"); None when the text is no command (for this bot)."""
+    if not text.startswith("/"):
+        return None
+    head, _, rest = text.partition(" ")
+    name, _, target = head[1:].partition("@")
+    if target and target.lower() != bot_username.lower():
+        return None
+    if not name or not name.replace("_", "").isalnum():
+        return None
+    return name.lower(), rest.strip()
+
+
+class CustomerChat:
+    """Turns a customer's private messages into tickets and answers their commands."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        desk: Desk,
+        policy: SlaPolicy,
+        templates: Templates,
+        limiter: TelegramLimiter,
+        clock: Clock,
+    ) -> None:
+        self._bot = bot
+        self._desk = desk
+        self._policy = policy
+        self._templates = templates
+        self._limiter = limiter
+        self._clock = clock
+
+    async def on_message(self, message: Message) -> None:
+        """Handle one private message from a customer."""
+        user = message.from_user
+        if user is None or user.is_bot:
+            return
+        ref = CustomerRef(name=display_name(message), telegram_id=user.id)
+        if await self._desk.customer_banned(ref):
+            return
+        command = split_command(message.text or "", self._bot.username)
+        if command is not None:
+            await self._command(message, ref, *command)
+            return
+        await self._receive(message, ref, new_ticket=False)
+
+    async def on_edit(self, message: Message) -> None:
+        """Record an edit; an edit of a message we never saw is taken as a new message."""
+        user = message.from_user
+        if user is None or user.is_bot:
+            return
+        ref = CustomerRef(name=display_name(message), telegram_id=user.id)
+        if await self._desk.customer_banned(ref):
+            return
+        content = content_of(message)
+        if content is None:
+            return
+        ticket = await self._desk.record_edit(Channel.TELEGRAM, external_id(message), content.text)
+        if ticket is None:
+            await self._receive(message, ref, new_ticket=False)
+
+    async def _receive(
+        self, message: Message, ref: CustomerRef, *, new_ticket: bool, text: str | None = None
+    ) -> None:
+        content = content_of(message)
+        if content is None:
+            await self._answer(
+                message, self._templates.render("telegram/unsupported", carried=CARRIED)
+            )
+            return
+        ident = external_id(message)
+        await self._desk.receive(
+            IncomingMessage(
+                customer=ref,
+                channel=Channel.TELEGRAM,
+                text=content.text if text is None else text,
+                attachments=content.attachments,
+                external_id=ident,
+                dedup_key=("telegram", ident),
+                reply_address=str(message.chat_id),
+                new_ticket=new_ticket,
+                received_at=message.date,
+            )
+        )
+
+    async def _command(self, message: Message, ref: CustomerRef, name: str, args: str) -> None:
+        if name in ("start", "help"):
+            await self._answer(
+                message,
+                self._templates.render(
+                    "telegram/start",
+                    name=message.from_user.first_name if message.from_user else "",
+                    response_hours=self._policy.response_hours,
+                    target_hours=self._policy.target_hours,
+                ),
+            )
+        elif name == "new":
+            if args:
+                await self._receive(message, ref, new_ticket=True, text=args)
+            else:
+                await self._desk.request_new_ticket(ref)
+                await self._answer(message, self._templates.render("telegram/new_ticket"))
+        elif name == "link":
+            await self._answer(message, self._templates.render("telegram/link"))
+        elif name == "status":
+            assert ref.telegram_id is not None
+            async with self._desk.sessions() as session:
+                tickets = await queue.customer_tickets(
+                    session, self._policy, ref.telegram_id, self._clock()
+                )
+            await self._answer(message, self._templates.render("telegram/status", tickets=tickets))
+        else:
+            # Strangers trying agent commands here learn nothing beyond this.
+            await self._answer(
+                message, self._templates.render("telegram/unknown_command", command=f"/{name}")
+            )
+
+    async def _answer(self, message: Message, text: str) -> None:
+        await self._limiter.acquire(message.chat_id)
+        await self._bot.send_message(message.chat_id, text)

@@ -1,0 +1,360 @@
+"""The agents' feed: delivers agent notices into the agents' group without ever being refused.
+
+Under light load each notice goes out on its own, into its ticket's place (a forum topic with a
+card, or a card agents reply to), which is created on first use. A group takes only 20 messages
+a minute (a new topic counts as one), so when the pending notices would need more than the
+budget can spare, they are coalesced into digests: one message listing many notices, one line
+each. Digests are paced about one every 3 s once the budget runs low, rather than spending all
+slots at once and leaving the next minute silent. Tickets first seen in a digest get their place
+later, from spare budget, through `place_backlog`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import telegram
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from bot.buttons import ButtonSigner
+from bot.format import DigestLine, digest_capacity, digest_line, digest_text, notice_html
+from bot.limits import TelegramLimiter
+from bot.outcomes import outcome_for, quiet_httpx
+from bot.places import MessageFacts, PlaceBook, TicketFacts
+from bot.posting import FeedStats, GroupPoster, OutOfBudget
+from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, RetryLater
+from tickets.ports import Clock
+
+log = logging.getLogger(__name__)
+
+MARKERS = {
+    "opened": "🆕",
+    "reopened": "♻️",
+    "message": "💬",
+    "edited": "✏️",
+    "delivered": "✅",
+    "delivery_failed": "⚠️",
+    "quarantined": "🚫",
+}
+# Events about a customer message: a card made for one of them shows that message itself.
+CARRIED = frozenset({"opened", "reopened", "message"})
+CUSTOMER_TEXT = CARRIED | {"edited"}
+IMPORTANT = frozenset({"delivery_failed", "quarantined"})
+# A card made for a ticket after the fact (backlog, or for a notice it does not carry).
+CARD_MARKER = "🎫"
+PROGRESS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class _Notice:
+    item: OutboxItem
+    event: str
+    ticket: TicketFacts | None
+    message: MessageFacts | None
+
+    @property
+    def text(self) -> str:
+        return str(self.item.payload.get("text") or "")
+
+    @property
+    def carried(self) -> bool:
+        return self.event in CARRIED and self.message is not None
+
+    @property
+    def copies(self) -> bool:
+        m = self.message
+        return self.carried and m is not None and bool(m.attachments) and bool(m.telegram_origin())
+
+
+@dataclass
+class _Progress:
+    """How far a notice got, so a retry sends only what is still missing."""
+
+    external_id: str | None = None
+    notice_sent: bool = False
+    copied: bool = False
+
+
+class AgentFeed:
+    """The `Route.AGENTS` sender: notices into ticket places, or digests when the budget is short.
+
+    `reserve` slots of the group's window are left untouched by single notices, so a burst can
+    always start with a digest; while fewer than `burst_free` slots are free, digests (and
+    single notices sent under pressure) go at most one per `window / count` seconds;
+    `place_backlog` only spends what exceeds `backlog_reserve`.
+    """
+
+    def __init__(
+        self,
+        bot: telegram.Bot,
+        limiter: TelegramLimiter,
+        sessions: async_sessionmaker[AsyncSession],
+        chat_id: int,
+        forum: bool,
+        signer: ButtonSigner,
+        clock: Clock,
+        *,
+        reserve: int = 5,
+        burst_free: int = 10,
+        backlog_reserve: int = 10,
+        patience: float = 1.0,
+    ) -> None:
+        self.chat_id = chat_id
+        self._limiter = limiter
+        self._book = PlaceBook(sessions, chat_id, clock)
+        self._group = GroupPoster(
+            bot, limiter, self._book, forum=forum, signer=signer, patience=patience
+        )
+        self._reserve = reserve
+        self._burst_free = burst_free
+        self._backlog_reserve = backlog_reserve
+        self._patience = patience
+        budget = limiter.budget(chat_id)
+        self._spacing = (budget.seconds + limiter.margin) / budget.count
+        self._last_paced = -math.inf
+        self._lock = asyncio.Lock()
+        self._progress: dict[int, _Progress] = {}
+        quiet_httpx()
+
+    @property
+    def stats(self) -> FeedStats:
+        """Counts of single notices, digests and places, since start."""
+        return self._group.stats
+
+    @property
+    def forum(self) -> bool:
+        """Whether tickets get forum topics (turned off if the group turns out to have none)."""
+        return self._group.forum
+
+    # -- the Sender protocol --------------------------------------------------------------
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+        """Deliver notices in order: each into its place while the budget allows, else digests."""
+        if not items:
+            return []
+        async with self._lock:
+            wait = self._window_wait()
+            if wait > 0:
+                return [Deferred(after=wait)]
+            notices = await self._notices(items)
+            cost = sum(self._cost(n) for n in notices)
+            free = self._limiter.free_group_slots(self.chat_id)
+            if cost <= free - self._reserve:
+                return await self._one_by_one(notices)
+            if len(notices) == 1 and cost <= 1:  # a digest would cost the same slot
+                wait = self._paced_wait()
+                if wait > 0:
+                    return [Deferred(after=wait)]
+                self._last_paced = self._limiter.now()
+                return await self._one_by_one(notices)
+            return await self._digest(notices)
+
+    async def place_backlog(self, limit: int = 5) -> int:
+        """Give tickets seen only in digests their topic or card, from spare budget only.
+
+        Most urgent first; returns how many places were made. The channel calls it every few
+        seconds; it does nothing while notices need the budget.
+        """
+        async with self._lock:
+            numbers = await self._book.unplaced(limit)
+            facts = await self._book.tickets(numbers)
+            self._group.places = {number: t.place for number, t in facts.items()}
+            made = 0
+            for number in numbers:
+                ticket = facts.get(number)
+                if ticket is None:
+                    continue
+                spare = self._limiter.free_group_slots(self.chat_id)
+                if spare - self._group.place_cost(ticket.place) < self._backlog_reserve:
+                    break
+                latest = await self._book.latest_customer_message(number)
+                try:
+                    await self._group.create_place(ticket, latest, CARD_MARKER)
+                except OutOfBudget:
+                    break
+                except TelegramError as error:
+                    log.warning("agents' feed: could not place #%s: %s", number, error)
+                    break
+                made += 1
+            self.stats.backlog_places += made
+            return made
+
+    # -- deciding -------------------------------------------------------------------------
+
+    async def _notices(self, items: Sequence[OutboxItem]) -> list[_Notice]:
+        def message_id(item: OutboxItem) -> int | None:
+            value = item.payload.get("message_id")
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        tickets = await self._book.tickets(i.ticket_id for i in items if i.ticket_id is not None)
+        messages = await self._book.messages(m for i in items if (m := message_id(i)) is not None)
+        self._group.places = {number: t.place for number, t in tickets.items()}
+        return [
+            _Notice(
+                item=item,
+                event=str(item.payload.get("event") or ""),
+                ticket=tickets.get(item.ticket_id) if item.ticket_id is not None else None,
+                message=messages.get(m) if (m := message_id(item)) is not None else None,
+            )
+            for item in items
+        ]
+
+    def _cost(self, notice: _Notice) -> int:
+        """Group messages a notice still needs on its own."""
+        progress = self._progress.get(notice.item.id) or _Progress()
+        if notice.ticket is None:
+            return 0 if progress.notice_sent else 1
+        cost = self._group.place_cost(notice.ticket.place)
+        if not progress.notice_sent and not (cost and notice.carried):
+            cost += 1
+        if notice.copies and not progress.copied:
+            cost += 1
+        return cost
+
+    def _window_wait(self) -> float:
+        """Wait for the group's own window; the bot-wide one only if it is far off."""
+        overall = self._limiter.overall_wait_time()
+        group = self._limiter.chat_wait_time(self.chat_id)
+        if group > 0:
+            return max(group, overall)
+        return overall if overall > self._patience else 0.0
+
+    def _paced_wait(self) -> float:
+        """How long until the next paced message: none while plenty of the window is free."""
+        wait = self._window_wait()
+        if wait > 0:
+            return wait
+        if self._limiter.free_group_slots(self.chat_id) >= self._burst_free:
+            return 0.0
+        return max(self._spacing - (self._limiter.now() - self._last_paced), 0.0)
+
+    # -- one notice at a time -------------------------------------------------------------
+
+    async def _one_by_one(self, notices: Sequence[_Notice]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for notice in notices:
+            try:
+                outcome = await self._deliver_notice(notice)
+            except OutOfBudget as short:
+                outcomes.append(Deferred(after=short.wait))
+                break
+            outcomes.append(outcome)
+            if not isinstance(outcome, Delivered):
+                break
+            self.stats.single += 1
+        return outcomes
+
+    async def _deliver_notice(self, notice: _Notice) -> Outcome:
+        progress = self._progress_of(notice.item.id)
+        outcome: Outcome
+        try:
+            await self._attempt(notice, progress)
+        except Forbidden as error:
+            log.error("agents' feed: the bot cannot post in chat %s: %s", self.chat_id, error)
+            outcome = Failed(f"the bot cannot post in the agents' group: {error.message}")
+        except TelegramError as error:
+            outcome = outcome_for(error)
+            if isinstance(outcome, Failed):
+                log.error("agents' feed: notice %s refused: %s", notice.item.id, error)
+        else:
+            outcome = Delivered(external_id=progress.external_id)
+        if not isinstance(outcome, RetryLater):
+            self._progress.pop(notice.item.id, None)
+        return outcome
+
+    async def _attempt(self, notice: _Notice, progress: _Progress) -> None:
+        """Into the ticket's place; into a new one if that is gone; else to the group itself."""
+        ticket = notice.ticket
+        if ticket is None:
+            if not progress.notice_sent:
+                self._sent(progress, await self._group.plain(notice_html(notice.text), None))
+            return
+        for last_try in (False, True):
+            try:
+                await self._in_place(notice, ticket, progress)
+                return
+            except BadRequest as error:
+                if progress.notice_sent:  # only an extra (a copy) failed; the notice is out
+                    log.warning("agents' feed: notice %s: %s", notice.item.id, error)
+                    return
+                if last_try or not await self._group.lost_place(ticket.number, error):
+                    log.warning("agents' feed: #%s goes to the group: %s", ticket.number, error)
+                    break
+        html_text = notice_html(notice.text)
+        self._sent(progress, await self._group.plain(html_text, ticket.number))
+
+    def _progress_of(self, row_id: int) -> _Progress:
+        progress = self._progress.get(row_id)
+        if progress is None:
+            while len(self._progress) >= PROGRESS_KEPT:
+                del self._progress[next(iter(self._progress))]
+            progress = self._progress[row_id] = _Progress()
+        return progress
+
+    def _sent(self, progress: _Progress, message_id: int | None) -> None:
+        progress.notice_sent = True
+        progress.external_id = f"{self.chat_id}:{message_id}"
+
+    async def _in_place(self, notice: _Notice, ticket: TicketFacts, progress: _Progress) -> None:
+        place = self._group.place_of(ticket)
+        if not self._group.ready(place):
+            carried = notice.message if notice.carried and not progress.notice_sent else None
+            body = carried or await self._book.latest_customer_message(ticket.number)
+            marker = MARKERS[notice.event] if carried else CARD_MARKER
+            place = await self._group.create_place(ticket, body, marker)
+            if carried is not None:
+                self._sent(progress, place.card_id)
+        if not progress.notice_sent:
+            self._sent(
+                progress, await self._group.post(place, ticket.number, notice_html(notice.text))
+            )
+        if notice.copies and not progress.copied and notice.message is not None:
+            await self._group.copy(notice.message, place, ticket.number)
+            progress.copied = True
+
+    # -- digests --------------------------------------------------------------------------
+
+    async def _digest(self, notices: Sequence[_Notice]) -> list[Outcome]:
+        first = self._progress.get(notices[0].item.id)
+        if first is not None and first.notice_sent:  # out already; only its copy was pending
+            self._progress.pop(notices[0].item.id, None)
+            return [Delivered(external_id=first.external_id)]
+        wait = self._paced_wait()
+        if wait > 0:
+            return [Deferred(after=wait)]
+        lines = [self._line(notice) for notice in notices]
+        count = max(digest_capacity(lines), 1)
+        try:
+            message_id = await self._group.plain(digest_text(lines[:count]), None)
+        except OutOfBudget as short:
+            return [Deferred(after=short.wait)]
+        except Forbidden as error:
+            log.error("agents' feed: the bot cannot post in chat %s: %s", self.chat_id, error)
+            return [Failed(f"the bot cannot post in the agents' group: {error.message}")]
+        except TelegramError as error:
+            return [outcome_for(error)]
+        self._last_paced = self._limiter.now()
+        self.stats.digests += 1
+        self.stats.digested += count
+        for notice in notices[:count]:
+            self._progress.pop(notice.item.id, None)
+        external_id = f"{self.chat_id}:{message_id}"
+        return [Delivered(external_id=external_id) for _ in range(count)]
+
+    def _line(self, notice: _Notice) -> DigestLine:
+        ticket, message = notice.ticket, notice.message
+        important = notice.event in IMPORTANT
+        if ticket is None or message is None or notice.event not in CUSTOMER_TEXT:
+            return DigestLine(lead="", text=notice.text, important=important)
+        return digest_line(
+            MARKERS.get(notice.event, "•"),
+            ticket.number,
+            ticket.customer,
+            message.text or "(no text)",
+            files=len(message.attachments),
+        )

@@ -1,0 +1,136 @@
+"""The service's own pacing for Telegram, so that Telegram never has to answer 429.
+
+Telegram allows a bot about 30 messages per second overall, one per second in a private chat
+and 20 per minute in a group. :class:`TelegramLimiter` keeps the moments of recent sends in
+sliding windows and says how long a message to a chat must wait. Telegram measures when a
+request *arrives*, which is a little after we decide to send it, so every window is treated as
+`margin` seconds longer than it is: a slot counts as free only once the server sees it free too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+MonotonicClock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most `count` messages in any `seconds`-long window."""
+
+    count: int
+    seconds: float
+
+
+OVERALL = Budget(30, 1.0)
+PRIVATE_CHAT = Budget(1, 1.0)
+GROUP_CHAT = Budget(20, 60.0)
+# How long a request may take from our decision to send it to its arrival at Telegram.
+MARGIN = 0.15
+# Chats with no send inside any window are forgotten once this many are tracked.
+SWEEP_AT = 512
+
+
+def is_group(chat_id: int) -> bool:
+    """Groups and supergroups have negative ids; private chats (users) positive ones."""
+    return chat_id < 0
+
+
+class TelegramLimiter:
+    """Sliding-window pacing: overall, per private chat and per group, with a safety margin."""
+
+    def __init__(
+        self,
+        *,
+        clock: MonotonicClock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        margin: float = MARGIN,
+        overall: Budget = OVERALL,
+        private_chat: Budget = PRIVATE_CHAT,
+        group_chat: Budget = GROUP_CHAT,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self.margin = margin
+        self.overall = overall
+        self.private_chat = private_chat
+        self.group_chat = group_chat
+        self._sent: deque[float] = deque()
+        self._chats: dict[int, deque[float]] = {}
+
+    def now(self) -> float:
+        """The limiter's monotonic time, so callers can pace against the same clock."""
+        return self._clock()
+
+    def budget(self, chat_id: int) -> Budget:
+        """The per-chat window that applies to this chat."""
+        return self.group_chat if is_group(chat_id) else self.private_chat
+
+    def wait_time(self, chat_id: int, *, keep: int = 0) -> float:
+        """Seconds until a message to this chat may go (0 if it may go now).
+
+        `keep` leaves that many slots of the bot-wide window to others: customer sends keep a
+        few, so a flood of receipts cannot starve the agents' group.
+        """
+        return max(self.chat_wait_time(chat_id), self.overall_wait_time(keep=keep))
+
+    def chat_wait_time(self, chat_id: int) -> float:
+        """Seconds until this chat's own window has room, ignoring the overall window."""
+        stamps = self._chats.get(chat_id)
+        if stamps is None:
+            return 0.0
+        return self._wait(stamps, self.budget(chat_id), self._clock())
+
+    def overall_wait_time(self, *, keep: int = 0) -> float:
+        """Seconds until the bot-wide window has room (beyond `keep` slots)."""
+        count = max(self.overall.count - keep, 1)
+        return self._wait(self._sent, Budget(count, self.overall.seconds), self._clock())
+
+    def free_group_slots(self, chat_id: int) -> int:
+        """How many messages this group could still take right now (its window alone)."""
+        budget = self.budget(chat_id)
+        stamps = self._chats.get(chat_id)
+        if stamps is None:
+            return budget.count
+        self._expire(stamps, budget, self._clock())
+        return max(budget.count - len(stamps), 0)
+
+    def record(self, chat_id: int) -> None:
+        """Count one message to this chat as sent now."""
+        now = self._clock()
+        self._sent.append(now)
+        self._expire(self._sent, self.overall, now)
+        stamps = self._chats.setdefault(chat_id, deque())
+        stamps.append(now)
+        self._expire(stamps, self.budget(chat_id), now)
+        if len(self._chats) >= SWEEP_AT:
+            self._sweep(now)
+
+    async def acquire(self, chat_id: int, *, keep: int = 0) -> None:
+        """Wait until a message to this chat may go, then count it as sent."""
+        while (wait := self.wait_time(chat_id, keep=keep)) > 0:
+            await self._sleep(wait)
+        self.record(chat_id)
+
+    def _wait(self, stamps: deque[float], budget: Budget, now: float) -> float:
+        self._expire(stamps, budget, now)
+        if len(stamps) < budget.count:
+            return 0.0
+        frees_at = stamps[len(stamps) - budget.count] + budget.seconds + self.margin
+        return max(frees_at - now, 0.0)
+
+    def _expire(self, stamps: deque[float], budget: Budget, now: float) -> None:
+        horizon = now - budget.seconds - self.margin
+        while stamps and stamps[0] <= horizon:
+            stamps.popleft()
+
+    def _sweep(self, now: float) -> None:
+        for chat_id, stamps in list(self._chats.items()):
+            self._expire(stamps, self.budget(chat_id), now)
+            if not stamps:
+                del self._chats[chat_id]

@@ -1,0 +1,206 @@
+"""Where tickets live in the agents' group, as `agent_posts` records them, and what feeds a card.
+
+A ticket's *place* is its forum topic (row kind "topic", `thread_id` set) plus its card inside
+it (kind "card"), or, in a group without topics, just its card. Every other message the feed
+posts for a ticket is kind "post". A reply to any of them, or a message in the topic, belongs
+to that ticket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tickets.model import Direction, OutboxStatus, Route, TicketStatus
+from tickets.ports import Clock
+from tickets.tables import AgentPost, Customer, Message, OutboxRow, Ticket
+
+TOPIC = "topic"
+CARD = "card"
+POST = "post"
+
+
+@dataclass(frozen=True)
+class Place:
+    """A ticket's topic (forum groups) and card; either may still be missing."""
+
+    thread_id: int | None = None
+    card_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TicketFacts:
+    number: int
+    plan: str
+    channel: str
+    customer: str
+    subject: str
+    due_at: datetime | None
+    claimed: bool
+    closed: bool
+    place: Place
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    id: int
+    ticket_id: int
+    text: str
+    attachments: tuple[dict[str, Any], ...]
+    channel: str | None
+    external_id: str | None
+
+    def telegram_origin(self) -> tuple[int, int] | None:
+        """The customer's chat and message id, when the message came from Telegram."""
+        if self.channel != Route.TELEGRAM.value or not self.external_id:
+            return None
+        chat, _, message = self.external_id.partition(":")
+        try:
+            return int(chat), int(message)
+        except ValueError:
+            return None
+
+
+class PlaceBook:
+    """Reads and writes the feed's records for one agents' chat."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], chat_id: int, clock: Clock
+    ) -> None:
+        self._sessions = sessions
+        self.chat_id = chat_id
+        self._clock = clock
+
+    async def tickets(self, numbers: Iterable[int]) -> dict[int, TicketFacts]:
+        """The tickets with their customer and current place, by number."""
+        wanted = sorted(set(numbers))
+        if not wanted:
+            return {}
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(Ticket, Customer.name)
+                    .join(Customer, Customer.id == Ticket.customer_id)
+                    .where(Ticket.id.in_(wanted))
+                )
+            ).all()
+            posts = (
+                await session.scalars(
+                    select(AgentPost)
+                    .where(
+                        AgentPost.ticket_id.in_(wanted),
+                        AgentPost.chat_id == self.chat_id,
+                        AgentPost.kind.in_((TOPIC, CARD)),
+                    )
+                    .order_by(AgentPost.id)
+                )
+            ).all()
+        threads: dict[int, int | None] = {}
+        cards: dict[int, int | None] = {}
+        for post in posts:  # the newest record of each kind wins
+            if post.kind == TOPIC:
+                threads[post.ticket_id] = post.thread_id
+            else:
+                cards[post.ticket_id] = post.message_id
+        return {
+            ticket.id: TicketFacts(
+                number=ticket.id,
+                plan=ticket.plan,
+                channel=ticket.channel,
+                customer=name or "",
+                subject=ticket.subject or "",
+                due_at=ticket.due_at,
+                claimed=ticket.assignee_id is not None,
+                closed=ticket.status == TicketStatus.CLOSED.value,
+                place=Place(threads.get(ticket.id), cards.get(ticket.id)),
+            )
+            for ticket, name in rows
+        }
+
+    async def messages(self, ids: Iterable[int]) -> dict[int, MessageFacts]:
+        """Messages by id, for the texts and files notices refer to."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(Message).where(Message.id.in_(wanted)))).all()
+        return {row.id: _message(row) for row in rows}
+
+    async def latest_customer_message(self, number: int) -> MessageFacts | None:
+        """What the customer wrote last on a ticket: the body of a card made after the fact."""
+        async with self._sessions() as session:
+            row = (
+                await session.scalars(
+                    select(Message)
+                    .where(Message.ticket_id == number, Message.direction == Direction.IN.value)
+                    .order_by(Message.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return _message(row) if row is not None else None
+
+    async def record(
+        self, number: int, kind: str, message_id: int | None, thread_id: int | None
+    ) -> None:
+        """Remember a topic, card or post at once, so a crash cannot orphan it."""
+        async with self._sessions.begin() as session:
+            session.add(
+                AgentPost(
+                    ticket_id=number,
+                    chat_id=self.chat_id,
+                    message_id=message_id,
+                    thread_id=thread_id,
+                    kind=kind,
+                    created_at=self._clock(),
+                )
+            )
+
+    async def forget_place(self, number: int) -> None:
+        """The topic or card is gone: make a new place next time, keep old posts answerable."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(AgentPost)
+                .where(
+                    AgentPost.ticket_id == number,
+                    AgentPost.chat_id == self.chat_id,
+                    AgentPost.kind.in_((TOPIC, CARD)),
+                )
+                .values(kind=POST)
+            )
+
+    async def unplaced(self, limit: int) -> list[int]:
+        """Open tickets without a card here and with no notice on its way, most urgent first."""
+        has_card = exists().where(
+            AgentPost.ticket_id == Ticket.id,
+            AgentPost.chat_id == self.chat_id,
+            AgentPost.kind == CARD,
+        )
+        notice_pending = exists().where(
+            OutboxRow.route == Route.AGENTS.value,
+            OutboxRow.status == OutboxStatus.PENDING.value,
+            OutboxRow.ticket_id == Ticket.id,
+        )
+        async with self._sessions() as session:
+            found = await session.scalars(
+                select(Ticket.id)
+                .where(Ticket.status == TicketStatus.OPEN.value, ~has_card, ~notice_pending)
+                .order_by(Ticket.due_at.is_(None), Ticket.due_at, Ticket.id)
+                .limit(limit)
+            )
+            return list(found.all())
+
+
+def _message(row: Message) -> MessageFacts:
+    return MessageFacts(
+        id=row.id,
+        ticket_id=row.ticket_id,
+        text=row.text or "",
+        attachments=tuple(a for a in row.attachments or [] if isinstance(a, dict)),
+        channel=row.channel,
+        external_id=row.external_id,
+    )

@@ -1,0 +1,211 @@
+"""Posting into the agents' group: ticket places (topic and card), posts in them, copies, digests.
+
+Every message is paced by the limiter first and recorded in `agent_posts` as soon as Telegram
+has it, so a crash or a retry never loses track of a topic or card that already exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import telegram
+from telegram import LinkPreviewOptions, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+
+from bot.buttons import ButtonSigner
+from bot.format import CardFacts, card_text, topic_title
+from bot.limits import TelegramLimiter
+from bot.outcomes import send_file
+from bot.places import CARD, POST, TOPIC, MessageFacts, Place, PlaceBook, TicketFacts
+
+log = logging.getLogger(__name__)
+
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+_PLACE_ERRORS = ("thread", "topic", "forum", "not enough rights")
+
+
+class OutOfBudget(Exception):
+    """No slot is free soon enough: the row waits in the outbox instead."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"no group slot for {wait:.1f} s")
+        self.wait = wait
+
+
+@dataclass
+class FeedStats:
+    """What the feed has done since it started (for logs, tests and benchmarks)."""
+
+    single: int = 0
+    digests: int = 0
+    digested: int = 0
+    places: int = 0
+    backlog_places: int = 0
+
+
+class GroupPoster:
+    """Sends to one agents' group within its budget, and remembers where each ticket lives."""
+
+    def __init__(
+        self,
+        bot: telegram.Bot,
+        limiter: TelegramLimiter,
+        book: PlaceBook,
+        *,
+        forum: bool,
+        signer: ButtonSigner,
+        patience: float,
+    ) -> None:
+        self._bot = bot
+        self._limiter = limiter
+        self._book = book
+        self.chat_id = book.chat_id
+        self.forum = forum
+        self._signer = signer
+        self._patience = patience
+        self.places: dict[int, Place] = {}
+        self.stats = FeedStats()
+
+    def ready(self, place: Place) -> bool:
+        """Whether the place is complete: a card, and a topic in a forum group."""
+        return place.card_id is not None and (not self.forum or place.thread_id is not None)
+
+    def place_of(self, ticket: TicketFacts) -> Place:
+        """The ticket's place as last known (made earlier in this round, or as loaded)."""
+        return self.places.get(ticket.number, ticket.place)
+
+    def place_cost(self, place: Place) -> int:
+        """Group messages it takes to complete a place (a new topic counts, as on Telegram)."""
+        if self.ready(place):
+            return 0
+        return 1 + (1 if self.forum and place.thread_id is None else 0)
+
+    async def slot(self) -> None:
+        """Take a slot now or within `patience`; otherwise the caller defers the row."""
+        wait = self._limiter.wait_time(self.chat_id)
+        if wait > self._patience:
+            raise OutOfBudget(wait)
+        await self._limiter.acquire(self.chat_id)
+
+    async def create_place(
+        self, ticket: TicketFacts, body: MessageFacts | None, marker: str
+    ) -> Place:
+        """The ticket's topic (forum groups) and card; each is recorded as soon as it exists."""
+        place = self.place_of(ticket)
+        thread = place.thread_id if self.forum else None
+        if self.forum and thread is None:
+            await self.slot()
+            title = topic_title(ticket.number, ticket.plan, ticket.customer)
+            topic = await self._bot.create_forum_topic(self.chat_id, title)
+            thread = topic.message_thread_id
+            await self._book.record(ticket.number, TOPIC, thread, thread)
+            self.places[ticket.number] = Place(thread, None)
+        facts = CardFacts(
+            number=ticket.number,
+            plan=ticket.plan,
+            channel=ticket.channel,
+            customer=ticket.customer,
+            due_at=ticket.due_at,
+            marker=marker,
+            subject=ticket.subject,
+        )
+        text = card_text(
+            facts, body.text if body else "", attachments=len(body.attachments) if body else 0
+        )
+        keyboard = self._signer.card_keyboard(
+            ticket.number, claimed=ticket.claimed, closed=ticket.closed
+        )
+        await self.slot()
+        card = await self._bot.send_message(
+            self.chat_id,
+            text,
+            parse_mode=ParseMode.HTML,
+            message_thread_id=thread,
+            reply_markup=keyboard,
+            link_preview_options=NO_PREVIEW,
+        )
+        await self._book.record(ticket.number, CARD, card.message_id, thread)
+        place = self.places[ticket.number] = Place(thread, card.message_id)
+        self.stats.places += 1
+        return place
+
+    async def lost_place(self, number: int, error: BadRequest) -> bool:
+        """A refusal about the ticket's topic or card: forget that place, so a new one is made.
+
+        Returns whether the error was about the place at all.
+        """
+        reason = error.message.lower()
+        if not any(word in reason for word in _PLACE_ERRORS):
+            return False
+        log.warning("agents' feed: the place of #%s is gone (%s); making a new one", number, error)
+        if "not a forum" in reason and self.forum:
+            log.warning("agents' feed: chat %s has no topics; using cards instead", self.chat_id)
+            self.forum = False
+        await self._book.forget_place(number)
+        self.places[number] = Place()
+        return True
+
+    def _where(self, place: Place) -> tuple[int | None, ReplyParameters | None]:
+        if self.forum and place.thread_id is not None:
+            return place.thread_id, None
+        if place.card_id is None:
+            return None, None
+        return None, ReplyParameters(place.card_id, allow_sending_without_reply=True)
+
+    async def post(self, place: Place, number: int, html_text: str) -> int:
+        """Post HTML into a ticket's topic, or as a reply to its card; returns the message id."""
+        thread, reply = self._where(place)
+        await self.slot()
+        message = await self._bot.send_message(
+            self.chat_id,
+            html_text,
+            parse_mode=ParseMode.HTML,
+            message_thread_id=thread,
+            reply_parameters=reply,
+            link_preview_options=NO_PREVIEW,
+        )
+        await self._book.record(number, POST, message.message_id, thread)
+        return message.message_id
+
+    async def plain(self, html_text: str, number: int | None) -> int:
+        """Post HTML to the group itself (its General topic): digests, and notices with no place."""
+        await self.slot()
+        message = await self._bot.send_message(
+            self.chat_id, html_text, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW
+        )
+        if number is not None:
+            await self._book.record(number, POST, message.message_id, None)
+        return message.message_id
+
+    async def copy(self, message: MessageFacts, place: Place, number: int) -> None:
+        """Show the customer's original (photo, file, voice…) in the ticket's place."""
+        origin = message.telegram_origin()
+        if origin is None:
+            return
+        thread, reply = self._where(place)
+        await self.slot()
+        try:
+            copied = await self._bot.copy_message(
+                self.chat_id, origin[0], origin[1], message_thread_id=thread, reply_parameters=reply
+            )
+        except BadRequest as error:
+            log.warning("agents' feed: could not copy %s (%s); sending by file_id", origin, error)
+        else:
+            await self._book.record(number, POST, copied.message_id, thread)
+            return
+        for attachment in message.attachments:
+            await self.slot()
+            try:
+                sent = await send_file(
+                    self._bot,
+                    self.chat_id,
+                    attachment,
+                    thread_id=thread,
+                    reply_to=reply.message_id if reply else None,
+                )
+            except BadRequest as error:
+                log.warning("agents' feed: a file of #%s cannot be shown: %s", number, error)
+                continue
+            await self._book.record(number, POST, sent.message_id, thread)

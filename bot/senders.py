@@ -1,0 +1,145 @@
+"""Outbox senders for Telegram: answers and receipts to customers, notices to the agents' group.
+
+`CustomerSender` serves `Route.TELEGRAM`; `AgentFeed` (in `bot/feed.py`, re-exported here)
+serves `Route.AGENTS`. Both pace themselves with one shared `TelegramLimiter`, so Telegram never
+has to refuse a message, and translate Telegram's errors into outbox outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import telegram
+from telegram.error import Forbidden, TelegramError
+
+from bot.feed import AgentFeed
+from bot.format import fits_caption, split_text
+from bot.limits import TelegramLimiter
+from bot.outcomes import CAPTIONED, outcome_for, quiet_httpx, send_file
+from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, RetryLater
+
+__all__ = ["AgentFeed", "CustomerSender", "Part", "parts_of"]
+
+log = logging.getLogger(__name__)
+
+# A row waits in the outbox rather than in a sender when the bot-wide window is this far off.
+PATIENCE = 0.25
+# Slots of the bot-wide window customer sends leave free, so the agents' group is never starved.
+KEEP_FOR_AGENTS = 3
+# Rows whose first parts went out before a failure remember it, so a retry sends only the rest.
+PROGRESS_KEPT = 1000
+
+
+class CustomerDirectory(Protocol):
+    """The part of the desk the sender tells when a customer cannot be reached."""
+
+    async def mark_unreachable(self, telegram_id: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Part:
+    """One Telegram message of an outgoing row: a text chunk, or a file with maybe a caption."""
+
+    text: str | None = None
+    attachment: Mapping[str, Any] | None = None
+
+
+def parts_of(payload: Mapping[str, Any]) -> list[Part]:
+    """The messages a row becomes: its text split to fit, then its files by file_id.
+
+    A single file carries the text as its caption when the text fits one.
+    """
+    text = str(payload.get("text") or "")
+    files = [a for a in payload.get("attachments") or [] if isinstance(a, dict) and a.get("ref")]
+    if (
+        len(files) == 1
+        and text.strip()
+        and fits_caption(text)
+        and files[0].get("kind") in CAPTIONED
+    ):
+        return [Part(text=text, attachment=files[0])]
+    return [Part(text=chunk) for chunk in split_text(text)] + [Part(attachment=f) for f in files]
+
+
+@dataclass
+class _Progress:
+    sent: int
+    first_id: int
+
+
+class CustomerSender:
+    """Delivers answers and receipts to customers' private chats, one row after another."""
+
+    def __init__(
+        self, bot: telegram.Bot, limiter: TelegramLimiter, desk: CustomerDirectory
+    ) -> None:
+        self._bot = bot
+        self._limiter = limiter
+        self._desk = desk
+        self._progress: dict[int, _Progress] = {}
+        quiet_httpx()
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+        """Send the rows of one customer in order; stop at the first that did not go out."""
+        outcomes: list[Outcome] = []
+        for item in items:
+            outcome = await self._deliver_one(item)
+            outcomes.append(outcome)
+            if not isinstance(outcome, Delivered):
+                break
+        return outcomes
+
+    async def _deliver_one(self, item: OutboxItem) -> Outcome:
+        try:
+            chat_id = int(item.recipient)
+        except ValueError:
+            return Failed(f"{item.recipient!r} is not a Telegram chat id")
+        parts = parts_of(item.payload)
+        if not parts:
+            return Failed("nothing to send: the message has neither text nor files")
+        # The chat's own slot is waited for in the outbox, not here: other chats go on meanwhile.
+        chat_wait = self._limiter.chat_wait_time(chat_id)
+        overall_wait = self._limiter.overall_wait_time(keep=KEEP_FOR_AGENTS)
+        if chat_wait > 0 or overall_wait > PATIENCE:
+            return Deferred(after=max(chat_wait, overall_wait))
+        progress = self._progress.get(item.id)
+        try:
+            for part in parts[progress.sent if progress else 0 :]:
+                await self._limiter.acquire(chat_id, keep=KEEP_FOR_AGENTS)
+                message = await self._send(chat_id, part)
+                if progress is None:
+                    progress = self._remember(item.id, message.message_id)
+                progress.sent += 1
+        except TelegramError as error:
+            outcome = await self._refused(chat_id, error)
+            if not isinstance(outcome, RetryLater):
+                self._progress.pop(item.id, None)
+            return outcome
+        self._progress.pop(item.id, None)
+        assert progress is not None
+        return Delivered(external_id=f"{chat_id}:{progress.first_id}")
+
+    async def _refused(self, chat_id: int, error: TelegramError) -> Outcome:
+        if not isinstance(error, Forbidden):
+            return outcome_for(error)
+        await self._desk.mark_unreachable(chat_id)
+        log.info("customer chat %s refuses the bot: %s", chat_id, error.message)
+        if "blocked" in error.message.lower():
+            return Failed("the customer has blocked the bot")
+        return Failed(f"the customer cannot be reached on Telegram: {error.message}")
+
+    def _remember(self, row_id: int, first_id: int) -> _Progress:
+        while len(self._progress) >= PROGRESS_KEPT:
+            del self._progress[next(iter(self._progress))]
+        progress = self._progress[row_id] = _Progress(sent=0, first_id=first_id)
+        return progress
+
+    async def _send(self, chat_id: int, part: Part) -> telegram.Message:
+        if part.attachment is not None:
+            return await send_file(self._bot, chat_id, dict(part.attachment), caption=part.text)
+        assert part.text is not None
+        # Customer texts and templates are plain text: no parse mode, nothing to escape.
+        return await self._bot.send_message(chat_id, part.text, parse_mode=None)

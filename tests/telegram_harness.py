@@ -1,0 +1,125 @@
+"""The whole service running against the local Bot API server, as the tests drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
+from supportbot import app
+from supportbot.settings import Settings, load_settings
+from tests.conftest import Database
+from tickets.agents import add_agent
+from tickets.model import Role
+from tickets.ports import utcnow
+from tickets.tables import AgentPost
+
+TOKEN = "123456:LOCAL-TEST-TOKEN-abcdefghijkl"
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@dataclass
+class Desk:
+    """A running desk: the Telegram server, the agents' group, two agents and the service."""
+
+    server: LocalBotApi
+    group: SimChat
+    agent: SimUser
+    admin: SimUser
+    stranger: SimUser
+    settings: Settings
+    database: Database
+
+    def group_texts(self, thread_id: int | None = None) -> list[str]:
+        return [m.text or "" for m in self.server.sent_to(self.group, thread_id)]
+
+    async def wait_group(self, needle: str, *, within: float = 10) -> SentMessage:
+        return await self._wait_text(self.group.id, needle, within)
+
+    async def wait_customer(self, user: SimUser, needle: str, *, within: float = 10) -> SentMessage:
+        return await self._wait_text(user.id, needle, within)
+
+    async def _wait_text(self, chat: int, needle: str, within: float) -> SentMessage:
+        def found() -> SentMessage | None:
+            for message in self.server.sent_to(chat):
+                if needle in (message.text or ""):
+                    return message
+            return None
+
+        try:
+            return await self.server.wait_for(found, within)
+        except TimeoutError:
+            seen = [m.text for m in self.server.sent_to(chat)]
+            raise AssertionError(f"no {needle!r} within {within}s in chat {chat}: {seen}") from None
+
+    async def card_of(self, ticket: int) -> SentMessage:
+        """The card of a ticket, once the bot has posted it and recorded where."""
+        for _ in range(200):
+            async with self.database.sessions() as session:
+                message_id = await session.scalar(
+                    select(AgentPost.message_id).where(
+                        AgentPost.ticket_id == ticket, AgentPost.kind == "card"
+                    )
+                )
+            if message_id is not None:
+                return next(
+                    m for m in self.server.sent_to(self.group) if m.message_id == message_id
+                )
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"#{ticket} got no card")
+
+    async def topic_of(self, ticket: int) -> int:
+        """The forum topic of a ticket, once the bot has created it."""
+
+        def found() -> int | None:
+            for topic in self.server.topics(self.group):
+                if topic.name.startswith(f"#{ticket} "):
+                    return topic.thread_id
+            return None
+
+        return await self.server.wait_for(found, 10)
+
+
+@asynccontextmanager
+async def running_desk(
+    database: Database, *, forum: bool = True, limits: RateLimits | None = None
+) -> AsyncIterator[Desk]:
+    """Start the local Bot API server and the real service on `database`; stop both after."""
+    server = LocalBotApi(TOKEN, bot_username="supportbot_test", limits=limits)
+    await server.start()
+    group = server.add_group("Support agents", forum=forum)
+    agent = server.add_user("Sam", username="sam")
+    admin = server.add_user("Ada", username="ada")
+    stranger = server.add_user("Mallory")
+    for person in (agent, admin, stranger):
+        await server.add_member(group, person)
+    async with database.sessions.begin() as session:
+        await add_agent(session, agent.id, Role.AGENT, "Sam", at=utcnow(), actor="test")
+        await add_agent(session, admin.id, Role.ADMIN, "Ada", at=utcnow(), actor="test")
+    settings = load_settings(
+        {
+            "DATABASE_URL": database.url,
+            "TELEGRAM_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": server.url,
+            "AGENT_CHAT_ID": str(group.id),
+        },
+        env_file=None,
+    )
+    stop = asyncio.Event()
+    service = asyncio.create_task(app.run(settings, stop))
+    try:
+        await server.wait_for(
+            lambda: server.stats.requests.get("getUpdates", 0) > 0 or service.done()
+        )
+        if service.done():
+            service.result()
+        yield Desk(server, group, agent, admin, stranger, settings, database)
+    finally:
+        stop.set()
+        await asyncio.wait_for(service, 30)
+        await server.stop()

@@ -1,0 +1,643 @@
+"""Telegram delivery: the outbox worker with the real senders, against the local Bot API server.
+
+The server enforces Telegram's real limits (30/s overall, 1/s per private chat, 20/min per
+group) and answers 429 like Telegram; the tests assert what it received and what the database
+holds. The worker runs on the real clock, because the server's limits run on real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import pytest
+import telegram
+
+from bot.buttons import Action, ButtonSigner
+from bot.format import (
+    MAX_TEXT,
+    CardFacts,
+    card_text,
+    clip,
+    digest_capacity,
+    digest_line,
+    digest_text,
+    escape,
+    split_text,
+    topic_title,
+    utf16_len,
+)
+from bot.limits import Budget, TelegramLimiter
+from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser, sample_png
+from bot.senders import AgentFeed, CustomerSender, parts_of
+from supportbot.templates import Templates
+from tests import helpers
+from tests.conftest import Database
+from tickets.agents import add_agent
+from tickets.desk import Desk
+from tickets.model import Attachment, Channel, CustomerRef, IncomingMessage, Role, Route
+from tickets.outbox import OutboxWorker, Wakeup
+from tickets.policy import SlaPolicy
+from tickets.ports import utcnow
+from tickets.tables import AgentPost, Customer, OutboxRow
+
+# httpx logs every request URL at INFO, and those URLs contain the bot token.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+AGENT = 9002
+HOSTILE = "<b>&amp; <script>alert('x')</script> & 'quotes' \"too\""
+
+
+# -- pure pieces: the limiter and the formatting helpers --------------------------------------
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+GROUP, ANN, BOB = -1001, 11, 12
+
+
+@pytest.mark.parametrize(
+    ("history", "at", "chat", "wait"),
+    [
+        ([], 0.0, ANN, 0.0),
+        ([(0.0, ANN)], 0.5, ANN, 0.6),  # 1 s window + 0.1 s margin
+        ([(0.0, ANN)], 1.1, ANN, 0.0),
+        ([(0.0, ANN)], 0.5, BOB, 0.0),  # another chat is not held up
+        ([(0.0, GROUP)] * 19, 1.0, GROUP, 0.0),
+        ([(0.0, GROUP)] * 20, 1.0, GROUP, 59.1),
+        ([(0.0, GROUP)] * 10 + [(30.0, GROUP)] * 10, 60.2, GROUP, 0.0),
+        ([(0.0, GROUP)] * 10 + [(30.0, GROUP)] * 10, 45.0, GROUP, 15.1),
+        ([(0.0, 100 + n) for n in range(30)], 0.5, ANN, 0.6),  # the bot-wide 30/s
+        ([(0.0, 100 + n) for n in range(29)], 0.5, ANN, 0.0),
+    ],
+)
+def test_limiter_waits(history: list[tuple[float, int]], at: float, chat: int, wait: float) -> None:
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1)
+    start = clock.now
+    for offset, chat_id in history:
+        clock.now = start + offset
+        limiter.record(chat_id)
+    clock.now = start + at
+    assert limiter.wait_time(chat) == pytest.approx(wait)
+
+
+@pytest.mark.parametrize(
+    ("sent", "at", "free"),
+    [(0, 0.0, 20), (5, 0.0, 15), (20, 0.0, 0), (20, 60.09, 0), (20, 60.11, 20), (25, 0.0, 0)],
+)
+def test_limiter_free_group_slots(sent: int, at: float, free: int) -> None:
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1, overall=Budget(1000, 1.0))
+    start = clock.now
+    for _ in range(sent):
+        limiter.record(GROUP)
+    clock.now = start + at
+    assert limiter.free_group_slots(GROUP) == free
+
+
+async def test_limiter_acquire_waits_then_records() -> None:
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1)
+    start = clock.now
+    for _ in range(3):
+        await limiter.acquire(ANN)
+    assert clock.now - start == pytest.approx(2.2)
+    assert limiter.wait_time(ANN) == pytest.approx(1.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, ["short"]),
+        ("", 10, []),
+        ("   \n ", 10, []),
+        ("line one\nline two", 12, ["line one", "line two"]),
+        ("alpha beta gamma", 11, ["alpha beta", "gamma"]),
+        ("abcdefghij", 4, ["abcd", "efgh", "ij"]),
+        ("😀😀😀", 3, ["😀", "😀", "😀"]),  # two UTF-16 units each, never halved
+        ("ab😀cd", 3, ["ab", "😀c", "d"]),
+        ("e\u0301e\u0301e\u0301", 3, ["e\u0301", "e\u0301", "e\u0301"]),
+    ],
+)
+def test_split_text(text: str, limit: int, expected: list[str]) -> None:
+    assert split_text(text, limit) == expected
+
+
+def test_split_text_keeps_every_word_in_order_within_telegrams_limit() -> None:
+    words = [f"w{n}{'😀' if n % 7 == 0 else ''}" for n in range(3000)]
+    text = "\n".join(" ".join(words[i : i + 12]) for i in range(0, len(words), 12))
+    chunks = split_text(text)
+    assert len(chunks) > 1
+    assert all(utf16_len(chunk) <= MAX_TEXT for chunk in chunks)
+    assert " ".join(chunks).split() == words
+
+
+def test_escaping_and_titles() -> None:
+    assert escape(HOSTILE) == (
+        "&lt;b&gt;&amp;amp; &lt;script&gt;alert('x')&lt;/script&gt; &amp; 'quotes' \"too\""
+    )
+    assert topic_title(123, "pro", "Ann") == "#123 · PRO · Ann"
+    assert topic_title(7, "basic", "") == "#7 · BASIC"
+    long = topic_title(7, "basic", "Ann " * 100)
+    assert utf16_len(long) <= 128 and long.endswith("…") and long.startswith("#7 · BASIC · Ann")
+    assert clip("abcdef", 4) == "abc…"
+
+
+def test_card_text_is_bold_header_then_escaped_message_within_the_limit() -> None:
+    facts = CardFacts(
+        number=12,
+        plan="pro",
+        channel="telegram",
+        customer="Ann <Admin>",
+        due_at=datetime(2026, 11, 24, 9, 0, tzinfo=UTC),
+    )
+    card = card_text(facts, HOSTILE, attachments=2)
+    header, body = card.split("\n", 1)
+    assert (
+        header == "<b>🎫 #12 · PRO · telegram · Ann &lt;Admin&gt; · due Tue 24 Nov, 09:00 UTC</b>"
+    )
+    assert body == escape(HOSTILE) + "\n📎 2 attachments"
+    huge = card_text(facts, "x" * 10_000)
+    assert utf16_len(html.unescape(re.sub(r"</?b>", "", huge))) == MAX_TEXT
+    mail = card_text(replace(facts, channel="email", subject="Refund <please>"), "Hi")
+    assert mail.split("\n")[1:] == ["<i>Refund &lt;please&gt;</i>", "Hi"]
+    long_mail = card_text(replace(facts, subject="s" * 300), "y" * 10_000)
+    assert utf16_len(html.unescape(re.sub(r"</?[bi]>", "", long_mail))) == MAX_TEXT
+
+
+@pytest.mark.parametrize("count", [1, 10, 60, 150])
+def test_digest_lines_shrink_to_fit_one_message(count: int) -> None:
+    lines = [
+        digest_line("💬", 1000 + n, f"Customer {n}", f"message {n} " + "blah " * 200)
+        for n in range(count)
+    ]
+    fits = digest_capacity(lines)
+    assert 1 <= fits <= count
+    text = digest_text(lines[:fits])
+    plain = re.sub(r"</?b>", "", text)
+    assert utf16_len(plain) <= MAX_TEXT
+    assert all(f"#{1000 + n} · Customer {n}: message {n}" in text for n in range(fits))
+    if count <= 60:
+        assert fits == count
+
+
+def test_one_attachment_takes_the_text_as_caption_when_it_fits() -> None:
+    photo = Attachment("photo", "FILE").to_json()
+    assert [
+        (p.text, bool(p.attachment)) for p in parts_of({"text": "hi", "attachments": [photo]})
+    ] == [("hi", True)]
+    long = parts_of({"text": "x " * 700, "attachments": [photo]})
+    assert [bool(p.attachment) for p in long] == [False, True]
+    assert parts_of({"text": "", "attachments": []}) == []
+
+
+# -- the real thing: server, bot, database, worker -----------------------------------------------
+
+
+@dataclass
+class Rig:
+    server: LocalBotApi
+    bot: telegram.Bot
+    database: Database
+    desk: Desk
+    worker: OutboxWorker
+    feed: AgentFeed
+    limiter: TelegramLimiter
+    signer: ButtonSigner
+    group: SimChat
+
+    async def customer_writes(
+        self, user: SimUser, text: str | None = None, *, photo: bytes | None = None
+    ) -> int:
+        """The customer writes to the bot; the core stores it as the inbound adapter would."""
+        sent = await self.server.user_sends(user, text=text, photo=photo, caption=None)
+        attachments: tuple[Attachment, ...] = ()
+        if "photo" in sent:
+            attachments = (Attachment("photo", sent["photo"][-1]["file_id"]),)
+        intake = await self.desk.receive(
+            IncomingMessage(
+                customer=CustomerRef(name=user.first_name, telegram_id=user.id),
+                channel=Channel.TELEGRAM,
+                text=sent.get("text") or sent.get("caption") or "",
+                attachments=attachments,
+                external_id=f"{user.id}:{sent['message_id']}",
+            )
+        )
+        return intake.ticket
+
+    async def settle(self, within: float = 15.0) -> None:
+        """Wait until the outbox holds nothing pending."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            pending = await helpers.outbox(self.database, OutboxRow.status == "pending")
+            if not pending:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(
+            f"outbox still pending: {[(r.id, r.kind, r.last_error) for r in pending]}"
+        )
+
+    def group_texts(self) -> list[str]:
+        return [m.text or "" for m in self.server.sent_to(self.group)]
+
+    async def posts(self, ticket: int) -> list[AgentPost]:
+        return list(await helpers.rows(self.database, AgentPost, AgentPost.ticket_id == ticket))
+
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+async def make_rig(
+    database: Database, policy: SlaPolicy, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RigFactory]:
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")  # RetryAfter.retry_after as a timedelta
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def build(*, forum: bool = True, run_worker: bool = True) -> Rig:
+            server = await stack.enter_async_context(LocalBotApi(limits=RateLimits.telegram()))
+            bot = telegram.Bot(
+                server.token, base_url=server.base_url, base_file_url=server.base_file_url
+            )
+            await stack.enter_async_context(bot)
+            group = server.add_group("Support agents", forum=forum)
+            limiter = TelegramLimiter()
+            signer = ButtonSigner("test secret")
+            wakeup = Wakeup()
+            desk = Desk(database.sessions, policy, Templates(), clock=utcnow, wakeup=wakeup)
+            feed = AgentFeed(bot, limiter, database.sessions, group.id, forum, signer, utcnow)
+            worker = OutboxWorker(
+                database.sessions,
+                {Route.TELEGRAM: CustomerSender(bot, limiter, desk), Route.AGENTS: feed},
+                desk,
+                clock=utcnow,
+                wakeup=wakeup,
+            )
+            async with database.sessions.begin() as session:
+                await add_agent(session, AGENT, Role.AGENT, "Sam", at=utcnow(), actor="test")
+            if run_worker:
+                stop = asyncio.Event()
+                task = asyncio.create_task(worker.run(stop, poll=0.2))
+
+                async def halt() -> None:
+                    stop.set()
+                    wakeup()
+                    await asyncio.wait_for(task, 10)
+
+                stack.push_async_callback(halt)
+            return Rig(server, bot, database, desk, worker, feed, limiter, signer, group)
+
+        yield build
+
+
+async def test_a_new_ticket_gets_a_topic_with_a_card_and_its_follow_ups(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=True)
+    ann = rig.server.add_user("Ann")
+    number = await rig.customer_writes(ann, "My printer is on fire")
+    await rig.settle()
+
+    [topic] = rig.server.topics(rig.group)
+    assert topic.name == f"#{number} · BASIC · Ann"
+    [card] = rig.server.sent_to(rig.group, thread_id=topic.thread_id)
+    assert card.parse_mode == "HTML"
+    header, body = (card.text or "").split("\n", 1)
+    assert header.startswith(f"🆕 #{number} · BASIC · telegram · Ann · due ")
+    assert body == "My printer is on fire"
+    assert any(e["type"] == "bold" for e in card.entities)
+    assert card.callback_data() == [
+        rig.signer.data(Action.CLAIM, number),
+        rig.signer.data(Action.CLOSE, number),
+    ]
+    [receipt] = rig.server.sent_to(ann)
+    assert f"#{number}" in (receipt.text or "") and receipt.parse_mode is None
+
+    await rig.customer_writes(ann, HOSTILE)
+    await rig.customer_writes(ann, photo=sample_png())
+    await rig.settle()
+    in_topic = rig.server.sent_to(rig.group, thread_id=topic.thread_id)
+    assert [(m.method, m.media) for m in in_topic] == [
+        ("sendMessage", None),
+        ("sendMessage", None),
+        ("sendMessage", None),
+        ("copyMessage", "photo"),
+    ]
+    notice = in_topic[1].text or ""
+    assert notice.startswith(f"💬 #{number} · Ann") and notice.endswith(HOSTILE), "shown as typed"
+    assert "📎 1 attachment" in (in_topic[2].text or "")
+    assert len(rig.server.topics(rig.group)) == 1
+    assert rig.server.sent_to(rig.group, thread_id=None) == in_topic  # nothing outside it
+
+    posts = await rig.posts(number)
+    assert [(p.kind, p.thread_id) for p in posts] == [
+        ("topic", topic.thread_id),
+        ("card", topic.thread_id),
+        ("post", topic.thread_id),
+        ("post", topic.thread_id),
+        ("post", topic.thread_id),
+    ]
+    assert [p.message_id for p in posts[1:]] == [m.message_id for m in in_topic]
+    rows = await helpers.outbox(rig.database, OutboxRow.route == "agents")
+    assert {r.status for r in rows} == {"delivered"}
+    assert rows[0].external_id == f"{rig.group.id}:{card.message_id}"
+
+
+async def test_without_topics_a_card_is_posted_and_follow_ups_reply_to_it(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=False)
+    ann = rig.server.add_user("Ann")
+    number = await rig.customer_writes(ann, HOSTILE)
+    await rig.settle()
+    [card] = rig.server.sent_to(rig.group)
+    assert card.thread_id is None and card.reply_to is None
+    assert (card.text or "").split("\n", 1)[1] == HOSTILE
+    assert card.callback_data()[0] == rig.signer.data(Action.CLAIM, number)
+
+    await rig.customer_writes(ann, "and one more thing")
+    await rig.settle()
+    _, follow_up = rig.server.sent_to(rig.group)
+    assert follow_up.reply_to == card.message_id
+    assert (follow_up.text or "").startswith(f"💬 #{number} · Ann")
+    assert (follow_up.text or "").endswith("and one more thing")
+    posts = await rig.posts(number)
+    assert [(p.kind, p.message_id, p.thread_id) for p in posts] == [
+        ("card", card.message_id, None),
+        ("post", follow_up.message_id, None),
+    ]
+
+
+async def test_a_long_reply_reaches_the_customer_split_in_order_as_plain_text(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=True)
+    ann = rig.server.add_user("Ann")
+    number = await rig.customer_writes(ann, "tell me everything")
+    await rig.settle()
+    words = [HOSTILE] + [f"step{n}" for n in range(1400)]
+    reply = "\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10))
+    assert len(reply) > 10_000
+    message_id = await rig.desk.reply(number, AGENT, reply)
+    await rig.settle(within=20)
+
+    receipt, *chunks = rig.server.sent_to(ann)
+    assert len(chunks) == 3
+    assert all(c.parse_mode is None and utf16_len(c.text or "") <= 4096 for c in chunks)
+    assert " ".join(c.text or "" for c in chunks).split() == reply.split()
+    assert (chunks[0].text or "").startswith(HOSTILE)
+    assert all(b.time - a.time >= 1.0 for a, b in zip([receipt, *chunks], chunks, strict=False))
+    assert rig.server.stats.too_many_requests_total == 0
+
+    [stored] = [m for m in await helpers.messages(rig.database, number) if m.id == message_id]
+    assert stored.delivery == "delivered"
+    assert stored.external_id == f"{ann.id}:{chunks[0].message_id}"
+    assert any("reply sent on Telegram" in t for t in rig.group_texts())
+
+
+async def test_a_photo_reply_is_sent_by_file_id_with_its_caption(make_rig: RigFactory) -> None:
+    rig = await make_rig(forum=False)
+    ann = rig.server.add_user("Ann")
+    number = await rig.customer_writes(ann, photo=sample_png(4, 4))
+    await rig.settle()
+    [original] = [m for m in await helpers.messages(rig.database, number)]
+    file_id = original.attachments[0]["ref"]
+
+    await rig.desk.reply(number, AGENT, "Is it this one?", [Attachment("photo", file_id)])
+    await rig.settle()
+    _, photo = rig.server.sent_to(ann)
+    assert (photo.method, photo.media, photo.file_id) == ("sendPhoto", "photo", file_id)
+    assert photo.text == "Is it this one?" and photo.parse_mode is None
+
+
+async def test_a_customer_who_blocked_the_bot_is_unreachable_and_agents_are_told(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=True)
+    ann = rig.server.add_user("Ann")
+    number = await rig.customer_writes(ann, "hello")
+    await rig.settle()
+    rig.server.block_bot(ann)
+    await rig.desk.reply(number, AGENT, "are you there?")
+    await rig.settle()
+
+    assert [m.text for m in rig.server.sent_to(ann)][1:] == []
+    [customer] = await helpers.rows(rig.database, Customer)
+    assert customer.unreachable_at is not None
+    [reply] = await helpers.outbox(rig.database, OutboxRow.kind == "reply")
+    assert (reply.status, reply.last_error) == ("failed", "the customer has blocked the bot")
+    [topic] = rig.server.topics(rig.group)
+    notice = rig.server.sent_to(rig.group, thread_id=topic.thread_id)[-1]
+    assert "could not be delivered" in (notice.text or "")
+    assert "blocked the bot" in (notice.text or "")
+
+
+async def test_an_injected_429_is_waited_out_and_the_message_arrives_once(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=False)
+    ann = rig.server.add_user("Ann")
+    number = await rig.customer_writes(ann, "hello")
+    await rig.settle()
+    rig.server.fail_next("sendMessage", status=429, retry_after=1, chat_id=ann)
+    started = time.monotonic()
+    await rig.desk.reply(number, AGENT, "only once")
+    await rig.settle()
+    assert time.monotonic() - started >= 1.0
+    assert [m.text for m in rig.server.sent_to(ann)].count("only once") == 1
+    assert rig.server.stats.too_many_requests_total == 1  # the injected one, nothing else
+    [reply] = await helpers.outbox(rig.database, OutboxRow.kind == "reply")
+    assert (reply.status, reply.attempts) == ("delivered", 1)
+
+
+async def test_a_single_notice_goes_out_within_half_a_second_of_commit(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=True)
+    ann = rig.server.add_user("Ann")
+    latencies = []
+    for text in ("first", "second", "third"):
+        await rig.server.user_sends(ann, text=text)
+        await rig.desk.receive(
+            IncomingMessage(CustomerRef("Ann", telegram_id=ann.id), Channel.TELEGRAM, text)
+        )
+        committed = time.time()
+
+        def shown(text: str = text) -> list[SentMessage]:
+            return [m for m in rig.server.sent_to(rig.group) if text in (m.text or "")]
+
+        arrived = await rig.server.wait_for(shown)
+        latencies.append(arrived[0].time - committed)
+        await asyncio.sleep(0.3)
+    print(f"\nlight-load notice latency: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")
+    assert max(latencies) < 0.5
+
+
+async def test_a_burst_of_new_tickets_reaches_the_agents_as_digests_without_a_429(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=True)
+    customers = [rig.server.add_user(f"Customer{n}") for n in range(200)]
+    started = time.monotonic()
+    numbers = []
+    for n, user in enumerate(customers):
+        intake = await rig.desk.receive(
+            IncomingMessage(
+                CustomerRef(user.first_name, telegram_id=user.id),
+                Channel.TELEGRAM,
+                f"Order {n} did not arrive & I <need> help",
+            )
+        )
+        numbers.append(intake.ticket)
+    queued = time.monotonic() - started
+
+    def visible() -> set[int]:
+        seen = {int(n) for t in rig.group_texts() for n in re.findall(r"#(\d+)\b", t)}
+        seen |= {int(t.name.split()[0][1:]) for t in rig.server.topics(rig.group)}
+        return seen
+
+    await rig.server.wait_for(lambda: set(numbers) <= visible(), timeout=90)
+    all_visible = time.monotonic() - started
+    await rig.settle(within=60)
+
+    stats = rig.server.stats
+    group_messages = len(rig.server.sent_to(rig.group)) + len(rig.server.topics(rig.group))
+    print(
+        f"\nburst: {len(numbers)} tickets queued in {queued:.1f} s; all visible to agents after "
+        f"{all_visible:.1f} s in {group_messages} group messages ({rig.feed.stats.digests} "
+        f"digests carrying {rig.feed.stats.digested} notices, {rig.feed.stats.single} single); "
+        f"429s: {stats.too_many_requests_total}"
+    )
+    assert stats.too_many_requests_total == 0
+    assert rig.feed.stats.digests >= 1
+    assert group_messages <= 20
+    assert rig.feed.stats.digested + rig.feed.stats.single == len(numbers)
+    rows = await helpers.outbox(rig.database)
+    assert {r.status for r in rows} == {"delivered"}
+    assert len([r for r in rows if r.route == "telegram"]) == len(numbers)  # every receipt
+    assert all(len(rig.server.sent_to(user)) == 1 for user in customers)
+    assert "&amp;" not in "".join(rig.group_texts()), "escaped once, shown as typed"
+
+
+async def test_tickets_first_seen_in_a_digest_get_places_from_spare_budget(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=False, run_worker=False)
+    customers = [rig.server.add_user(f"C{n}") for n in range(30)]
+    numbers = []
+    for user in customers:
+        incoming = IncomingMessage(
+            CustomerRef(user.first_name, telegram_id=user.id), Channel.TELEGRAM, "help"
+        )
+        numbers.append((await rig.desk.receive(incoming)).ticket)
+    await rig.worker.run_once()  # 30 notices at once: more than the budget spares
+    assert (rig.feed.stats.digests, rig.feed.stats.digested) == (1, 30)
+    assert await helpers.rows(rig.database, AgentPost) == []
+
+    assert rig.limiter.free_group_slots(rig.group.id) == 19
+    assert await rig.feed.place_backlog(limit=50) == 9, "spends only what exceeds 10 slots"
+    assert rig.limiter.free_group_slots(rig.group.id) == 10
+    assert await rig.feed.place_backlog(limit=50) == 0, "nothing more while at the reserve"
+    cards = await helpers.rows(rig.database, AgentPost, AgentPost.kind == "card")
+    assert [c.ticket_id for c in cards] == numbers[:9], "most urgent (earliest due) first"
+    sent = {m.message_id: m for m in rig.server.sent_to(rig.group)}
+    for card in cards:
+        assert (sent[card.message_id].text or "").startswith(f"🎫 #{card.ticket_id} · BASIC")
+        assert sent[card.message_id].callback_data()
+
+    # Light load again: the next notice of a digest-only ticket makes its place.
+    later = numbers[20]
+    await rig.desk.receive(
+        IncomingMessage(CustomerRef("C20", telegram_id=customers[20].id), Channel.TELEGRAM, "again")
+    )
+    await rig.worker.run_once()
+    [card] = [p for p in await rig.posts(later) if p.kind == "card"]
+    assert (sent_text := rig.server.sent_to(rig.group)[-1]).message_id == card.message_id
+    assert (sent_text.text or "").startswith(f"💬 #{later} · BASIC · telegram · C20")
+    assert (sent_text.text or "").endswith("again")
+    assert rig.server.stats.too_many_requests_total == 0
+
+
+async def test_a_failed_copy_is_retried_without_posting_the_card_twice(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=False)
+    ann = rig.server.add_user("Ann")
+    rig.server.fail_next("copyMessage", status=502, chat_id=rig.group)
+    number = await rig.customer_writes(ann, photo=sample_png())
+    await rig.settle(within=20)
+    sent = rig.server.sent_to(rig.group)
+    assert [(m.method, m.media) for m in sent] == [("sendMessage", None), ("copyMessage", "photo")]
+    assert sent[1].reply_to == sent[0].message_id
+    assert [p.kind for p in await rig.posts(number)] == ["card", "post"]
+    [notice] = await helpers.outbox(rig.database, OutboxRow.route == "agents")
+    assert (notice.status, notice.attempts) == ("delivered", 1)
+    assert notice.external_id == f"{rig.group.id}:{sent[0].message_id}"
+
+
+async def test_a_deleted_topic_is_replaced_by_a_new_one(make_rig: RigFactory) -> None:
+    rig = await make_rig(forum=True)
+    ann = rig.server.add_user("Ann")
+    number = await rig.customer_writes(ann, "hello")
+    await rig.settle()
+    [old] = rig.server.topics(rig.group)
+    assert await rig.bot.delete_forum_topic(rig.group.id, old.thread_id)
+
+    await rig.customer_writes(ann, "still there?")
+    await rig.settle()
+    [new] = rig.server.topics(rig.group)
+    assert new.thread_id != old.thread_id and new.name == old.name
+    [card] = rig.server.sent_to(rig.group, thread_id=new.thread_id)
+    assert (card.text or "").startswith(f"💬 #{number} · BASIC") and card.callback_data()
+    assert (card.text or "").endswith("still there?")
+    posts = await rig.posts(number)
+    assert [(p.kind, p.thread_id) for p in posts] == [
+        ("post", old.thread_id),  # the old topic and card stay answerable
+        ("post", old.thread_id),
+        ("topic", new.thread_id),
+        ("card", new.thread_id),
+    ]
+
+
+async def test_a_bot_removed_from_the_group_fails_the_notice_without_a_loop(
+    make_rig: RigFactory,
+) -> None:
+    rig = await make_rig(forum=False)
+    ann = rig.server.add_user("Ann")
+    rig.server.set_bot_status(rig.group, "kicked")
+    await rig.customer_writes(ann, "hello")
+    await rig.settle()
+    [notice] = await helpers.outbox(rig.database, OutboxRow.route == "agents")
+    assert notice.status == "failed" and notice.attempts == 1
+    assert "cannot post in the agents' group" in (notice.last_error or "")
+    assert rig.server.sent_to(rig.group) == []
+    assert len(rig.server.sent_to(ann)) == 1, "the customer still gets the receipt"
+
+
+async def test_quarantine_notices_reach_the_group(make_rig: RigFactory) -> None:
+    rig = await make_rig(forum=True)
+    await rig.desk.quarantine("email", "<broken@example.org>", b"raw", "cannot parse <this>")
+    await rig.settle()
+    [notice] = rig.server.sent_to(rig.group)
+    assert notice.thread_id is None
+    assert "could not be processed" in (notice.text or "") and "<this>" in (notice.text or "")
+    assert await helpers.rows(rig.database, AgentPost) == []
+    [row] = await helpers.outbox(rig.database)
+    assert row.status == "delivered"
