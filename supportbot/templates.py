@@ -39,6 +39,7 @@ class Templates:
             undefined=StrictUndefined,
             autoescape=False,  # noqa: S701 - plain text; each channel escapes for its own markup
             keep_trailing_newline=False,
+            auto_reload=False,  # templates are read once; restart to pick up edits
         )
         self._env.filters["when"] = when
         self._env.filters["hours"] = hours

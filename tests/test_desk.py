@@ -454,3 +454,25 @@ async def test_failed_authentication_is_shown_to_agents(desk: Desk, database: Da
     assert message.auth == "fail"
     notice = (await helpers.outbox(database, OutboxRow.route == "agents"))[0]
     assert "sender not verified" in notice.payload["text"]
+
+
+async def test_message_stored_after_the_reply_starts_a_wait_even_with_an_older_timestamp(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    # A message sent before the agent wrote, but stored after (it waited for a lock, or
+    # Telegram delivered it late), was not seen by the agent: the answer does not cover it.
+    await add_agents(database, clock)
+    intake = await desk.receive(telegram(ANN, "q1"))
+    clock.advance(hours=1)
+    written = clock.now
+    await desk.reply(intake.ticket, AGENT, "a1")
+    late = await desk.receive(telegram(ANN, "q2", received_at=written - timedelta(minutes=5)))
+    [row] = await helpers.outbox(database, OutboxRow.kind == "reply")
+    clock.advance(minutes=1)
+    async with database.sessions.begin() as session:
+        stored = await session.get(OutboxRow, row.id)
+        assert stored is not None
+        await desk.delivered(session, stored, clock.now, None)
+    ticket = await helpers.ticket(database, intake.ticket)
+    assert ticket.waiting_since == written - timedelta(minutes=5)
+    assert ticket.waiting_message_id == late.message_id

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -85,16 +85,18 @@ class Desk:
         now = self._clock()
         at = incoming.received_at or now
         async with self._sessions.begin() as session:
-            key: InboundKey | None = None
+            key_id: int | None = None
             if incoming.dedup_key is not None:
                 dedup = (incoming.dedup_key[0], _bounded_id(incoming.dedup_key[1]))
-                key = await _claim_key(session, dedup, at)
-                if key is None:
+                key_id = await _insert_ignore(
+                    session, InboundKey, {"source": dedup[0], "key": dedup[1], "received_at": now}
+                )
+                if key_id is None:
                     return await _earlier_intake(session, dedup)
-            customer = await self._customer(session, incoming.customer, at)
+            customer = await self._customer(session, incoming.customer, now)
             if customer.banned_at is not None:
-                if key is not None:
-                    await session.delete(key)
+                if key_id is not None:
+                    await session.execute(delete(InboundKey).where(InboundKey.id == key_id))
                 return Intake(ticket=0, message_id=0, ignored=True)
             customer.unreachable_at = None
             if customer.wants_new_ticket:
@@ -118,8 +120,10 @@ class Desk:
             )
             session.add(message)
             await session.flush()
-            if key is not None:
-                key.message_id = message.id
+            if key_id is not None:
+                await session.execute(
+                    update(InboundKey).where(InboundKey.id == key_id).values(message_id=message.id)
+                )
             if incoming.channel is Channel.EMAIL and message.external_id:
                 await _insert_ignore(
                     session,
@@ -128,6 +132,7 @@ class Desk:
                 )
             if not incoming.automated and ticket.waiting_since is None:
                 ticket.waiting_since = at
+                ticket.waiting_message_id = message.id
                 ticket.due_at = self.policy.due_at(at)
             ticket.updated_at = now
             receipt = (opened or reopened) and not incoming.automated
@@ -719,6 +724,7 @@ class Desk:
             ticket.status = TicketStatus.CLOSED.value
             ticket.closed_at = now
             ticket.waiting_since = None
+            ticket.waiting_message_id = None
             ticket.due_at = None
             ticket.updated_at = now
 
@@ -753,7 +759,9 @@ class Desk:
         ticket = await session.get(Ticket, message.ticket_id, with_for_update=True)
         if ticket is None:
             return
-        if ticket.waiting_since is not None and ticket.waiting_since <= message.created_at:
+        started_by = ticket.waiting_message_id
+        if ticket.waiting_since is not None and started_by is not None and started_by < message.id:
+            # The wait began with a message stored before this answer was written: it is answered.
             session.add(
                 Response(
                     ticket_id=ticket.id,
@@ -766,17 +774,24 @@ class Desk:
                     business_hours=self.policy.calendar.hours_between(ticket.waiting_since, at),
                 )
             )
-            # Customer messages written after the answer was composed start the next wait.
-            later = await session.scalar(
-                select(func.min(Message.created_at)).where(
-                    Message.ticket_id == ticket.id,
-                    Message.direction == Direction.IN.value,
-                    Message.counts_for_sla.is_(True),
-                    Message.created_at > message.created_at,
+            # Customer messages stored after the answer was written start the next wait. Both
+            # lock the ticket row, so message ids give the order they reached the ticket in.
+            later = (
+                await session.execute(
+                    select(Message.id, Message.created_at)
+                    .where(
+                        Message.ticket_id == ticket.id,
+                        Message.direction == Direction.IN.value,
+                        Message.counts_for_sla.is_(True),
+                        Message.id > message.id,
+                    )
+                    .order_by(Message.id)
+                    .limit(1)
                 )
-            )
-            ticket.waiting_since = later
-            ticket.due_at = self.policy.due_at(later) if later is not None else None
+            ).first()
+            ticket.waiting_since = later.created_at if later is not None else None
+            ticket.waiting_message_id = later.id if later is not None else None
+            ticket.due_at = self.policy.due_at(later.created_at) if later is not None else None
         self._notify_agents(
             session,
             "delivered",
@@ -848,29 +863,17 @@ def _default_address(ref: CustomerRef) -> str:
     return str(ref.telegram_id) if ref.telegram_id is not None else (ref.email or "").lower()
 
 
-async def _insert_ignore(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING on either database; True if the row was inserted."""
+async def _insert_ignore(
+    session: AsyncSession, model: type[Any], values: dict[str, Any]
+) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING on either database; the new row's id, or None."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     result = await session.execute(
         insert(model).values(**values).on_conflict_do_nothing().returning(model.id)
     )
-    return result.first() is not None
-
-
-async def _claim_key(
-    session: AsyncSession, key: tuple[str, str], at: datetime
-) -> InboundKey | None:
-    source, value = key
-    if not await _insert_ignore(
-        session, InboundKey, {"source": source, "key": value, "received_at": at}
-    ):
-        return None
-    return (
-        await session.scalars(
-            select(InboundKey).where(InboundKey.source == source, InboundKey.key == value)
-        )
-    ).one()
+    inserted = result.scalar()
+    return int(inserted) if inserted is not None else None
 
 
 async def _earlier_intake(session: AsyncSession, key: tuple[str, str]) -> Intake:

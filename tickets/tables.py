@@ -137,6 +137,9 @@ class Ticket(Base):
     plan: Mapped[str] = mapped_column(String(16))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     waiting_since: Mapped[datetime | None]
+    # The customer message that started the running wait (no foreign key: messages refer to
+    # tickets already). A reply answers the wait only if it was written after this message.
+    waiting_message_id: Mapped[int | None] = mapped_column(Integer)
     due_at: Mapped[datetime | None]
     opened_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]

@@ -1,4 +1,4 @@
-"""email channel
+"""email channel; the message that started a ticket's wait
 
 Revision ID: 0003
 Revises: 0002
@@ -43,8 +43,14 @@ def upgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("auth", sa.String(length=8), nullable=True))
 
+    with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("waiting_message_id", sa.Integer(), nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("tickets", schema=None) as batch_op:
+        batch_op.drop_column("waiting_message_id")
+
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_column("auth")
 
