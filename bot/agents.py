@@ -20,7 +20,6 @@ from supportbot.templates import Templates, when
 from tickets import queue
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
-from tickets.model import Role
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
 from tickets.tables import AgentPost
@@ -70,14 +69,13 @@ class AgentGroup:
         user = message.from_user
         if user is None or user.is_bot:
             return
-        role = await self._desk.agent_role(user.id)
-        if role is None:
-            return
+        if await self._desk.agent_role(user.id) is None:
+            return  # not an agent: ignored; what each agent may do is checked by the core
         ticket = await self._ticket_of(message)
         command = split_command(message.text or "", self._bot.username)
         try:
             if command is not None:
-                await self._command(message, user.id, role, ticket, *command)
+                await self._command(message, user.id, ticket, *command)
             elif ticket is not None:
                 await self._reply(message, user.id, ticket)
         except SupportbotError as error:
@@ -114,7 +112,7 @@ class AgentGroup:
         return None
 
     async def _command(
-        self, message: Message, agent: int, role: Role, ticket: int | None, name: str, args: str
+        self, message: Message, agent: int, ticket: int | None, name: str, args: str
     ) -> None:
         number, rest = _number_and_rest(args, ticket)
         simple: dict[str, Callable[[int, int], Awaitable[None]]] = {
@@ -163,7 +161,6 @@ class AgentGroup:
             await self._answer(
                 message, f"⚠️ Unknown command /{html.escape(name)}. /help lists them."
             )
-        del role  # permissions are checked by the core for each action
 
     async def _macro(self, message: Message, agent: int, number: int | None, name: str) -> None:
         target = _need(number, "macro")
