@@ -17,11 +17,12 @@ from bot.customers import CUSTOMER_COMMANDS, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
 from bot.senders import AgentFeed, CustomerSender
+from mail.compose import FileData
 from supportbot.settings import TelegramSettings
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
-from tickets.model import Route
+from tickets.model import Attachment, Route
 from tickets.outbox import Sender
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
@@ -143,6 +144,16 @@ class TelegramChannel:
                 log.exception("telegram: placing tickets in the agents' group failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._placement_interval)
+
+    async def download(self, attachment: Attachment) -> FileData:
+        """The bytes of a file an agent sent in Telegram, to attach it to an email answer."""
+        file = await self.bot.get_file(attachment.ref)
+        data = bytes(await file.download_as_bytearray())
+        default = {"photo": ("photo.jpg", "image/jpeg"), "voice": ("voice.ogg", "audio/ogg")}
+        name, mime = default.get(attachment.kind, ("attachment.bin", "application/octet-stream"))
+        return FileData(
+            filename=attachment.filename or name, mime_type=attachment.mime_type or mime, data=data
+        )
 
     async def close(self) -> None:
         await self.bot.shutdown()

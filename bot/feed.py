@@ -41,11 +41,12 @@ MARKERS = {
     "delivery_failed": "⚠️",
     "quarantined": "🚫",
     "bounced": "↩️",
+    "mail_health": "📮",
 }
 # Events about a customer message: a card made for one of them shows that message itself.
 CARRIED = frozenset({"opened", "reopened", "message"})
 CUSTOMER_TEXT = CARRIED | {"edited"}
-IMPORTANT = frozenset({"delivery_failed", "quarantined", "bounced"})
+IMPORTANT = frozenset({"delivery_failed", "quarantined", "bounced", "mail_health"})
 # A card made for a ticket after the fact (backlog, or for a notice it does not carry).
 CARD_MARKER = "🎫"
 PROGRESS_KEPT = 1000

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.channel import TelegramChannel
+from mail.imap import ImapIntake, notify_agents
+from mail.smtp import SmtpSender
 from supportbot import db
 from supportbot.settings import Settings
 from supportbot.templates import Templates
@@ -113,6 +115,26 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
         senders: dict[Route, Sender] = {}
         if telegram is not None:
             senders.update(telegram.senders())
+        intake: ImapIntake | None = None
+        smtp: SmtpSender | None = None
+        if settings.imap is not None and settings.smtp is not None and settings.support_address:
+            intake = ImapIntake(
+                settings.imap,
+                service.desk,
+                service.sessions,
+                settings.support_address,
+                clock=clock,
+                on_health=notify_agents(
+                    service.sessions, service.templates, clock=clock, wakeup=service.wakeups
+                ),
+            )
+            smtp = SmtpSender(
+                settings.smtp,
+                settings.support_address,
+                clock=clock,
+                attachment_loader=telegram.download if telegram is not None else None,
+            )
+            senders[Route.EMAIL] = smtp
         # Agents' notices get a worker of their own: they are paced by the group's budget and
         # must not wait behind customer messages that are paced per chat (and vice versa).
         workers = [
@@ -130,7 +152,11 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(worker.run(stop, poll=0.5))
                 if telegram is not None:
                     tasks.create_task(telegram.run(stop))
+                if intake is not None:
+                    tasks.create_task(intake.run(stop))
         finally:
+            if smtp is not None:
+                await smtp.close()
             if telegram is not None:
                 await telegram.close()
         log.info("supportbot stopped")
@@ -151,4 +177,4 @@ async def start_telegram(service: Service) -> TelegramChannel:
     return channel
 
 
-AVAILABLE_CHANNELS: frozenset[str] = frozenset({"telegram"})
+AVAILABLE_CHANNELS: frozenset[str] = frozenset({"telegram", "email"})

@@ -15,6 +15,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sqlalchemy import select, update
+
+from mail.imap import ImapIntake
 from supportbot import app, db
 from supportbot.demo import run_demo
 from supportbot.settings import Settings, SettingsError, load_settings
@@ -23,6 +26,7 @@ from tickets import queue
 from tickets.agents import add_agent, remove_agent
 from tickets.errors import SupportbotError
 from tickets.model import QueueEntry, Role, TicketView
+from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
 
@@ -67,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     show = ticket_commands.add_parser("show", help="one ticket with its messages")
     show.add_argument("number", type=_ticket_number)
     show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    mail = commands.add_parser("mail", help="the email channel")
+    mail_commands = mail.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    quarantine = mail_commands.add_parser("quarantine", help="mail that could not be processed")
+    quarantine_commands = quarantine.add_subparsers(
+        dest="step", required=True, parser_class=_Parser
+    )
+    quarantine_commands.add_parser("list", help="what is set aside, newest first")
+    retry = quarantine_commands.add_parser("retry", help="take a set-aside mail in again")
+    retry.add_argument("id", type=_positive)
 
     agents = commands.add_parser("agents", help="who may work the queue")
     agent_commands = agents.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -183,6 +197,10 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
             print(f"schema revision {current or 'none'} (newest {head})")
         return 0
 
+    if args.command == "mail":
+        await _with_service(settings, lambda service: _quarantine(service, args))
+        return 0
+
     async def job(service: app.Service) -> None:
         now = service.clock()
         async with service.sessions.begin() as session:
@@ -213,6 +231,54 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
 
     await _with_service(settings, job)
     return 0
+
+
+async def _quarantine(service: app.Service, args: argparse.Namespace) -> None:
+    if args.step == "list":
+        async with service.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(Quarantined).order_by(Quarantined.id.desc()).limit(200)
+                )
+            ).all()
+        if not rows:
+            print("nothing is in quarantine")
+        for each in rows:
+            state = f"retaken {when(each.resolved_at)}" if each.resolved_at else "waiting"
+            print(
+                f"{each.id:>5}  {each.source:<8} {each.reference:<20} {when(each.received_at)}  "
+                f"{state}\n       {each.error}"
+            )
+        return
+    settings = service.settings
+    async with service.sessions() as session:
+        found = await session.get(Quarantined, args.id)
+    if found is None:
+        raise SupportbotError(f"there is no quarantined message {args.id}")
+    row = found
+    if row.resolved_at is not None:
+        raise SupportbotError(f"quarantined message {args.id} was already taken in")
+    if row.source != "imap" or settings.imap is None or not settings.support_address:
+        raise SupportbotError(
+            f"quarantined message {args.id} came from {row.source}; only mail can be retried, "
+            "with the IMAP settings configured"
+        )
+    intake = ImapIntake(settings.imap, service.desk, service.sessions, settings.support_address)
+    try:
+        result = await intake.retake(row.reference, row.raw)
+    except Exception as error:
+        async with service.sessions.begin() as session:
+            await session.execute(
+                update(Quarantined)
+                .where(Quarantined.id == row.id)
+                .values(retries=Quarantined.retries + 1, error=f"{type(error).__name__}: {error}")
+            )
+        raise SupportbotError(f"quarantined message {args.id} still fails: {error}") from None
+    async with service.sessions.begin() as session:
+        await session.execute(
+            update(Quarantined).where(Quarantined.id == row.id).values(resolved_at=service.clock())
+        )
+    print(f"quarantined message {args.id} is now on ticket #{result.ticket}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

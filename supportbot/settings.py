@@ -260,12 +260,18 @@ def load_settings(
         risk_hours=read.hours("SLA_RISK_HOURS", 4.0),
         reopen_days=read.integer("REOPEN_DAYS", 7, low=0, high=3650),
     )
+    smtp = _smtp(read, needed=imap is not None)
+    telegram = _telegram(read)
+    if imap is not None and telegram is None:
+        raise SettingsError(
+            "TELEGRAM_TOKEN", "missing; agents answer email from the Telegram agents' group"
+        )
     return Settings(
         database_url=database_url,
         sla=sla,
-        telegram=_telegram(read),
+        telegram=telegram,
         imap=imap,
-        smtp=_smtp(read, needed=imap is not None),
+        smtp=smtp,
         support_address=support_address,
         log_level=log_level,
     )

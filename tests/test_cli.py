@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from supportbot.templates import Templates
+from tests import helpers
 from tests.conftest import Clock, Database
 from tests.helpers import email, telegram
 from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
 from tickets.policy import SlaPolicy
+from tickets.tables import Quarantined
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,3 +162,46 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("supportbot: cannot reach the database")
     assert result.stderr.count("\n") == 1
+
+
+async def test_mail_quarantine_list_and_retry(
+    database: Database, database_url: str, clock: Clock, policy: SlaPolicy, tmp_path: Path
+) -> None:
+    desk = Desk(database.sessions, policy, Templates(), clock=clock)
+    good = (
+        b"From: Carol <carol@example.com>\r\nTo: support@example.com\r\n"
+        b"Subject: Lost deposit\r\nMessage-ID: <q1@example.com>\r\n\r\nMy deposit is missing.\r\n"
+    )
+    fixed = await desk.quarantine("imap", "7:42", good, "RuntimeError: a bug, since fixed")
+    broken = await desk.quarantine("imap", "7:43", b"", "MailParseError: empty")
+    env = {
+        "DATABASE_URL": database_url,
+        "TELEGRAM_TOKEN": "123456:ABCdefGHIjklMNOpqrSTUvwxYZ012345",
+        "AGENT_CHAT_ID": "-100123",
+        "IMAP_HOST": "127.0.0.1",
+        "IMAP_USER": "support",
+        "IMAP_PASSWORD": "secret",
+        "SMTP_HOST": "127.0.0.1",
+        "SUPPORT_ADDRESS": "support@example.com",
+    }
+    listing = cli("mail", "quarantine", "list", cwd=tmp_path, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "7:42" in listing.stdout and "a bug, since fixed" in listing.stdout
+
+    retried = cli("mail", "quarantine", "retry", str(fixed), cwd=tmp_path, env=env)
+    assert retried.returncode == 0, retried.stderr
+    [ticket] = await helpers.tickets(database)
+    assert f"now on ticket #{ticket.id}" in retried.stdout
+    [message] = await helpers.messages(database, ticket.id)
+    assert (
+        message.text.strip() == "My deposit is missing."
+        and message.external_id == "<q1@example.com>"
+    )
+    again = cli("mail", "quarantine", "retry", str(fixed), cwd=tmp_path, env=env)
+    assert again.returncode == 2 and "already taken in" in again.stderr
+
+    failing = cli("mail", "quarantine", "retry", str(broken), cwd=tmp_path, env=env)
+    assert failing.returncode == 2 and "still fails" in failing.stderr
+    assert failing.stderr.count("\n") == 1
+    [row] = [r for r in await helpers.rows(database, Quarantined) if r.id == broken]
+    assert row.retries == 1 and row.resolved_at is None

@@ -412,7 +412,7 @@ async def test_email_threading_by_headers_then_by_own_tag_never_by_subject(
         email("bob@example.com", "new", subject="Refund", new_ticket=True)
     )
     assert answer.ticket == first.ticket and tagged.ticket == first.ticket
-    assert stranger.ticket != first.ticket and same_subject.ticket != first.ticket
+    assert first.ticket not in (stranger.ticket, same_subject.ticket)
 
 
 async def test_bounce_of_our_reply_is_shown_on_its_ticket(
@@ -476,3 +476,30 @@ async def test_message_stored_after_the_reply_starts_a_wait_even_with_an_older_t
     ticket = await helpers.ticket(database, intake.ticket)
     assert ticket.waiting_since == written - timedelta(minutes=5)
     assert ticket.waiting_message_id == late.message_id
+
+
+async def test_bounce_of_a_receipt_finds_its_ticket(desk: Desk, database: Database) -> None:
+    first = await desk.receive(email("typo@example.com", "help", new_ticket=True))
+    [receipt] = await helpers.outbox(database, OutboxRow.kind == "receipt")
+    bounce = await desk.receive(
+        email(
+            "mailer-daemon@example.com",
+            "550 unknown user",
+            new_ticket=True,
+            automated=True,
+            bounce_of=(receipt.payload["message_id"],),
+        )
+    )
+    assert bounce.ticket == first.ticket
+    assert (await helpers.outbox(database))[-1].payload["event"] == "bounced"
+
+
+async def test_reply_goes_to_the_customer_not_to_an_auto_reply(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await add_agents(database, clock)
+    first = await desk.receive(email("bob@example.com", "help", new_ticket=True))
+    await desk.receive(email("robot@example.com", "I am away", ticket=first.ticket, automated=True))
+    await desk.reply(first.ticket, AGENT, "answer")
+    [reply] = await helpers.outbox(database, OutboxRow.kind == "reply")
+    assert reply.recipient == "bob@example.com"

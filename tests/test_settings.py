@@ -106,6 +106,17 @@ def test_secrets_stay_out_of_repr() -> None:
             "missing",
         ),
         ({"SUPPORT_ADDRESS": "not-an-address"}, "SUPPORT_ADDRESS", "not an email"),
+        (
+            {
+                "IMAP_HOST": "h",
+                "IMAP_USER": "u",
+                "IMAP_PASSWORD": "p",
+                "SUPPORT_ADDRESS": "a@b.c",
+                "SMTP_HOST": "s",
+            },
+            "TELEGRAM_TOKEN",
+            "agents answer email",
+        ),
         ({"SLA_WORKDAYS": "weekdays"}, "SLA_WORKDAYS", "weekdays"),
         ({"SLA_HOURS": "9-17"}, "SLA_HOURS", "HH:MM"),
         ({"SLA_HOLIDAYS": "2026-13-45"}, "SLA_HOLIDAYS", "2026-13-45"),

@@ -4,7 +4,6 @@ and its audit entry, so a change and the messages it causes are committed togeth
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -30,6 +29,7 @@ from tickets.model import (
     Role,
     Route,
     TicketStatus,
+    bounded_id,
     storable_text,
 )
 from tickets.outbox import enqueue
@@ -53,7 +53,6 @@ EXCERPT = 500
 REFERENCES_KEPT = 20
 RECEIPTS_PER_WINDOW = 3
 RECEIPT_WINDOW = timedelta(hours=1)
-ID_LIMIT = 500
 NAME_LIMIT = 200
 
 
@@ -87,7 +86,7 @@ class Desk:
         async with self._sessions.begin() as session:
             key_id: int | None = None
             if incoming.dedup_key is not None:
-                dedup = (incoming.dedup_key[0], _bounded_id(incoming.dedup_key[1]))
+                dedup = (incoming.dedup_key[0], bounded_id(incoming.dedup_key[1]))
                 key_id = await _insert_ignore(
                     session, InboundKey, {"source": dedup[0], "key": dedup[1], "received_at": now}
                 )
@@ -102,7 +101,7 @@ class Desk:
             if customer.wants_new_ticket:
                 customer.wants_new_ticket = False
                 incoming = replace(incoming, new_ticket=True, ticket=None)
-            bounced: Message | None = None
+            bounced = False
             if incoming.channel is Channel.EMAIL:
                 incoming, bounced = await self._thread(session, customer, incoming)
             ticket, opened, reopened = await self._ticket_for(session, customer, incoming, at)
@@ -112,7 +111,7 @@ class Desk:
                 channel=incoming.channel.value,
                 text=storable_text(incoming.text),
                 attachments=[a.to_json() for a in incoming.attachments],
-                external_id=_bounded_id(incoming.external_id) if incoming.external_id else None,
+                external_id=bounded_id(incoming.external_id) if incoming.external_id else None,
                 reply_address=(incoming.reply_address or _default_address(incoming.customer))[:320],
                 counts_for_sla=not incoming.automated,
                 auth=incoming.auth,
@@ -139,7 +138,7 @@ class Desk:
             if receipt:
                 receipt = await self._receipt(session, ticket, message, reopened=reopened, at=now)
             event = "opened" if opened else "reopened" if reopened else "message"
-            if bounced is not None:
+            if bounced:
                 event = "bounced"
             self._notify_agents(
                 session,
@@ -153,7 +152,6 @@ class Desk:
                 automated=incoming.automated,
                 auth=incoming.auth,
                 message_id=message.id,
-                **({"bounced_message_id": bounced.id} if bounced is not None else {}),
             )
             intake = Intake(
                 ticket=ticket.id,
@@ -266,7 +264,7 @@ class Desk:
 
     async def _thread(
         self, session: AsyncSession, customer: Customer, incoming: IncomingMessage
-    ) -> tuple[IncomingMessage, Message | None]:
+    ) -> tuple[IncomingMessage, bool]:
         """Which ticket a mail belongs to: a bounce's original, its thread's, or its [#N] tag's.
 
         Never by subject text. A tag counts only for the ticket's own customer, so a stranger
@@ -279,29 +277,37 @@ class Desk:
                     .where(
                         Message.channel == Channel.EMAIL.value,
                         Message.direction == Direction.OUT.value,
-                        Message.external_id.in_([_bounded_id(i) for i in incoming.bounce_of]),
+                        Message.external_id.in_([bounded_id(i) for i in incoming.bounce_of]),
                     )
                     .limit(1)
                 )
             ).first()
-            if original is not None:
+            if original is not None:  # an agent's reply
                 original.delivery = DeliveryState.BOUNCED.value
                 threaded = replace(incoming, ticket=original.ticket_id, new_ticket=False)
-                return replace(threaded, automated=True), original
+                return replace(threaded, automated=True), True
+            receipt_ticket = await session.scalar(  # an automatic mail, such as a receipt
+                select(MailId.ticket_id)
+                .where(MailId.message_id.in_([bounded_id(i) for i in incoming.bounce_of]))
+                .limit(1)
+            )
+            if receipt_ticket is not None:
+                threaded = replace(incoming, ticket=receipt_ticket, new_ticket=False)
+                return replace(threaded, automated=True), True
         if incoming.thread_refs:
             found = await session.scalar(
                 select(MailId.ticket_id)
-                .where(MailId.message_id.in_([_bounded_id(r) for r in incoming.thread_refs]))
+                .where(MailId.message_id.in_([bounded_id(r) for r in incoming.thread_refs]))
                 .order_by(MailId.id.desc())
                 .limit(1)
             )
             if found is not None:
-                return replace(incoming, ticket=found, new_ticket=False), None
+                return replace(incoming, ticket=found, new_ticket=False), False
         if incoming.ticket_tag is not None:
             tagged = await session.get(Ticket, incoming.ticket_tag)
             if tagged is not None and tagged.customer_id == customer.id:
-                return replace(incoming, ticket=tagged.id, new_ticket=False), None
-        return incoming, None
+                return replace(incoming, ticket=tagged.id, new_ticket=False), False
+        return incoming, False
 
     async def _mail_headers(
         self,
@@ -457,7 +463,7 @@ class Desk:
                 await session.scalars(
                     select(Message).where(
                         Message.channel == channel.value,
-                        Message.external_id == _bounded_id(external_id),
+                        Message.external_id == bounded_id(external_id),
                         Message.direction == Direction.IN.value,
                     )
                 )
@@ -577,7 +583,12 @@ class Desk:
             last_in = (
                 await session.scalars(
                     select(Message)
-                    .where(Message.ticket_id == ticket.id, Message.direction == Direction.IN.value)
+                    .where(
+                        Message.ticket_id == ticket.id,
+                        Message.direction == Direction.IN.value,
+                        # not an auto-reply or bounce: those come from addresses nobody reads
+                        Message.counts_for_sla.is_(True),
+                    )
                     .order_by(Message.id.desc())
                     .limit(1)
                 )
@@ -850,13 +861,6 @@ async def _ticket(session: AsyncSession, number: int) -> Ticket:
     if ticket is None:
         raise TicketNotFound(number)
     return ticket
-
-
-def _bounded_id(value: str) -> str:
-    """External ids fit their column; an absurdly long one is kept as its SHA-256, still unique."""
-    if len(value) <= ID_LIMIT:
-        return value
-    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _default_address(ref: CustomerRef) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -72,6 +73,16 @@ class Urgency(StrEnum):
     AT_RISK = "at_risk"
     ON_TRACK = "on_track"
     NOT_WAITING = "not_waiting"
+
+
+ID_LIMIT = 500
+
+
+def bounded_id(value: str) -> str:
+    """External ids fit their column; an absurdly long one is kept as its SHA-256, still unique."""
+    if len(value) <= ID_LIMIT:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def storable_text(text: str) -> str:
