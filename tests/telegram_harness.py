@@ -87,7 +87,11 @@ class Desk:
 
 @asynccontextmanager
 async def running_desk(
-    database: Database, *, forum: bool = True, limits: RateLimits | None = None
+    database: Database,
+    *,
+    forum: bool = True,
+    limits: RateLimits | None = None,
+    extra: dict[str, str] | None = None,
 ) -> AsyncIterator[Desk]:
     """Start the local Bot API server and the real service on `database`; stop both after."""
     server = LocalBotApi(TOKEN, bot_username="supportbot_test", limits=limits)
@@ -107,6 +111,7 @@ async def running_desk(
             "TELEGRAM_TOKEN": TOKEN,
             "TELEGRAM_API_URL": server.url,
             "AGENT_CHAT_ID": str(group.id),
+            **(extra or {}),
         },
         env_file=None,
     )
