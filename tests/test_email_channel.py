@@ -73,7 +73,8 @@ async def test_mail_answered_from_telegram_threads_both_ways(
         assert (
             first_id in mail["References"] and receipt.message["Message-ID"] in mail["References"]
         )
-        assert "Credited now, sorry for the wait." in mail.get_body(("plain",)).get_content()
+        plain = mail.get_body(("plain",))
+        assert plain is not None and "Credited now, sorry for the wait." in plain.get_content()
         assert mail.get_body(("html",)) is not None
         await desk.wait_group("sent by email to carol@example.org", within=15)
 
