@@ -14,7 +14,7 @@ from tickets.agents import add_agent, remove_agent
 from tickets.desk import Desk
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
 from tickets.model import Attachment, Channel, OutboxKind, Role, Route
-from tickets.tables import Message, MessageEdit, OutboxRow, Quarantined
+from tickets.tables import Customer, Message, MessageEdit, OutboxRow, Quarantined
 
 ANN = 1001
 ADMIN = 9001
@@ -503,3 +503,12 @@ async def test_reply_goes_to_the_customer_not_to_an_auto_reply(
     await desk.reply(first.ticket, AGENT, "answer")
     [reply] = await helpers.outbox(database, OutboxRow.kind == "reply")
     assert reply.recipient == "bob@example.com"
+
+
+async def test_known_customers_spend_no_new_ids(desk: Desk, database: Database) -> None:
+    for i in range(5):
+        await desk.receive(telegram(ANN, f"m{i}"))
+    second = await desk.receive(telegram(ANN + 1, "other person"))
+    [_, other] = await helpers.rows(database, Customer)
+    assert other.id == 2, "no customer id was used up by the known customer's messages"
+    assert second.ticket == 2

@@ -179,18 +179,23 @@ class Desk:
     async def _customer(self, session: AsyncSession, ref: CustomerRef, at: datetime) -> Customer:
         name = storable_text(ref.name)[:NAME_LIMIT]
         if ref.telegram_id is not None:
-            await _insert_ignore(
-                session,
-                Customer,
-                {"telegram_id": ref.telegram_id, "name": name, "plan": "basic", "created_at": at},
-            )
-            customer = (
-                await session.scalars(
-                    select(Customer)
-                    .where(Customer.telegram_id == ref.telegram_id)
-                    .with_for_update()
+            by_telegram = select(Customer).where(Customer.telegram_id == ref.telegram_id)
+            found = (await session.scalars(by_telegram.with_for_update())).first()
+            if found is None:
+                # Insert-if-absent (no sequence value is spent on known customers), so a first
+                # message racing another from the same person still ends with one customer.
+                await _insert_ignore(
+                    session,
+                    Customer,
+                    {
+                        "telegram_id": ref.telegram_id,
+                        "name": name,
+                        "plan": "basic",
+                        "created_at": at,
+                    },
                 )
-            ).one()
+                found = (await session.scalars(by_telegram.with_for_update())).one()
+            customer = found
         else:
             assert ref.email is not None
             address = ref.email.strip().lower()
