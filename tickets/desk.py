@@ -5,7 +5,8 @@ and its audit entry, so a change and the messages it causes are committed togeth
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -542,6 +543,17 @@ class Desk:
 
     # -- agents ----------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _acting(
+        self, number: int, agent_id: int
+    ) -> AsyncIterator[tuple[AsyncSession, Agent, Ticket, datetime]]:
+        """One agent action's transaction: the agent checked, the ticket locked."""
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            agent = await _agent(session, agent_id)
+            ticket = await _ticket(session, number)
+            yield session, agent, ticket, now
+
     async def agent_role(self, telegram_id: int) -> Role | None:
         """The role of an allowlisted agent, or None for anyone else."""
         async with self._sessions() as session:
@@ -579,10 +591,7 @@ class Desk:
         if not text.strip() and not attachments:
             raise InvalidAction("an empty reply cannot be sent")
         text = storable_text(text)
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            agent = await _agent(session, agent_id)
-            ticket = await _ticket(session, number)
+        async with self._acting(number, agent_id) as (session, agent, ticket, now):
             if ticket.status == TicketStatus.CLOSED.value:
                 raise InvalidAction(f"#{number} is closed; reopen it to answer")
             last_in = (
@@ -654,10 +663,7 @@ class Desk:
         if not text.strip():
             raise InvalidAction("an empty note says nothing")
         text = storable_text(text)
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            agent = await _agent(session, agent_id)
-            ticket = await _ticket(session, number)
+        async with self._acting(number, agent_id) as (session, agent, ticket, now):
             message = Message(
                 ticket_id=ticket.id,
                 direction=Direction.NOTE.value,
@@ -682,10 +688,7 @@ class Desk:
 
     async def claim(self, number: int, agent_id: int) -> None:
         """Take a ticket so others know it is handled; claiming does not stop the clock."""
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            agent = await _agent(session, agent_id)
-            ticket = await _ticket(session, number)
+        async with self._acting(number, agent_id) as (session, agent, ticket, now):
             if ticket.status == TicketStatus.CLOSED.value:
                 raise InvalidAction(f"#{number} is closed")
             if ticket.assignee_id == agent.id:
@@ -700,10 +703,7 @@ class Desk:
 
     async def release(self, number: int, agent_id: int) -> None:
         """Give a claimed ticket back to the queue (the claimer, or an admin)."""
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            agent = await _agent(session, agent_id)
-            ticket = await _ticket(session, number)
+        async with self._acting(number, agent_id) as (session, agent, ticket, now):
             if ticket.assignee_id is None:
                 raise InvalidAction(f"#{number} is not claimed")
             if ticket.assignee_id != agent.id and agent.role != Role.ADMIN.value:
@@ -723,10 +723,7 @@ class Desk:
 
     async def close(self, number: int, agent_id: int) -> None:
         """Close a ticket; a running wait ends unanswered and is not counted as a response."""
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            agent = await _agent(session, agent_id)
-            ticket = await _ticket(session, number)
+        async with self._acting(number, agent_id) as (session, agent, ticket, now):
             if ticket.status == TicketStatus.CLOSED.value:
                 raise InvalidAction(f"#{number} is already closed")
             audit.record(
@@ -746,10 +743,7 @@ class Desk:
 
     async def reopen(self, number: int, agent_id: int) -> None:
         """Reopen a closed ticket; the SLA clock starts again only when the customer writes."""
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            agent = await _agent(session, agent_id)
-            ticket = await _ticket(session, number)
+        async with self._acting(number, agent_id) as (session, agent, ticket, now):
             if ticket.status == TicketStatus.OPEN.value:
                 raise InvalidAction(f"#{number} is already open")
             ticket.status = TicketStatus.OPEN.value
