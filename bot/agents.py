@@ -8,20 +8,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import select
-from telegram import Bot, CallbackQuery, Message
+from telegram import CallbackQuery, Message
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
 
 from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
-from bot.customers import split_command
-from bot.limits import TelegramLimiter
-from supportbot.templates import Templates, when
+from bot.customers import ChatParts, split_command
+from supportbot.templates import when
 from tickets import queue
-from tickets.desk import Desk
 from tickets.errors import SupportbotError
-from tickets.policy import SlaPolicy
-from tickets.ports import Clock
 from tickets.tables import AgentPost
 
 log = logging.getLogger(__name__)
@@ -42,25 +38,15 @@ AGENT_COMMANDS = {
 class AgentGroup:
     """Everything agents do in their group turns into a core operation, checked and audited."""
 
-    def __init__(
-        self,
-        bot: Bot,
-        desk: Desk,
-        policy: SlaPolicy,
-        templates: Templates,
-        limiter: TelegramLimiter,
-        signer: ButtonSigner,
-        chat_id: int,
-        clock: Clock,
-    ) -> None:
-        self._bot = bot
-        self._desk = desk
-        self._policy = policy
-        self._templates = templates
-        self._limiter = limiter
+    def __init__(self, parts: ChatParts, signer: ButtonSigner, chat_id: int) -> None:
+        self._bot = parts.bot
+        self._desk = parts.desk
+        self._policy = parts.policy
+        self._templates = parts.templates
+        self._limiter = parts.limiter
+        self._clock = parts.clock
         self._signer = signer
         self.chat_id = chat_id
-        self._clock = clock
 
     # -- messages ---------------------------------------------------------------------------
 

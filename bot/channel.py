@@ -13,7 +13,7 @@ from telegram.request import HTTPXRequest
 
 from bot.agents import AGENT_COMMANDS, AgentGroup
 from bot.buttons import ButtonSigner
-from bot.customers import CUSTOMER_COMMANDS, CustomerChat
+from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
 from bot.senders import AgentFeed, CustomerSender
@@ -99,19 +99,11 @@ class TelegramChannel:
         self._feed = AgentFeed(
             self.bot, self.limiter, self._sessions, chat_id, self.forum, self.signer, self._clock
         )
-        customers = CustomerChat(
+        parts = ChatParts(
             self.bot, self._desk, self._policy, self._templates, self.limiter, self._clock
         )
-        agents = AgentGroup(
-            self.bot,
-            self._desk,
-            self._policy,
-            self._templates,
-            self.limiter,
-            self.signer,
-            chat_id,
-            self._clock,
-        )
+        customers = CustomerChat(parts)
+        agents = AgentGroup(parts, self.signer, chat_id)
         self._poller = Poller(
             self.bot, self._desk, customers, agents, poll_timeout=self._poll_timeout
         )

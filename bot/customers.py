@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from telegram import Bot, Message
 
@@ -38,32 +39,33 @@ def split_command(text: str, bot_username: str) -> tuple[str, str] | None:
     return name.lower(), rest.strip()
 
 
+@dataclass(frozen=True)
+class ChatParts:
+    """What both sides of the bot work with."""
+
+    bot: Bot
+    desk: Desk
+    policy: SlaPolicy
+    templates: Templates
+    limiter: TelegramLimiter
+    clock: Clock
+
+
 class CustomerChat:
     """Turns a customer's private messages into tickets and answers their commands."""
 
-    def __init__(
-        self,
-        bot: Bot,
-        desk: Desk,
-        policy: SlaPolicy,
-        templates: Templates,
-        limiter: TelegramLimiter,
-        clock: Clock,
-    ) -> None:
-        self._bot = bot
-        self._desk = desk
-        self._policy = policy
-        self._templates = templates
-        self._limiter = limiter
-        self._clock = clock
+    def __init__(self, parts: ChatParts) -> None:
+        self._bot = parts.bot
+        self._desk = parts.desk
+        self._policy = parts.policy
+        self._templates = parts.templates
+        self._limiter = parts.limiter
+        self._clock = parts.clock
 
     async def on_message(self, message: Message) -> None:
         """Handle one private message from a customer."""
-        user = message.from_user
-        if user is None or user.is_bot:
-            return
-        ref = CustomerRef(name=display_name(message), telegram_id=user.id)
-        if await self._desk.customer_banned(ref):
+        ref = await self._customer(message)
+        if ref is None:
             return
         command = split_command(message.text or "", self._bot.username)
         if command is not None:
@@ -73,11 +75,8 @@ class CustomerChat:
 
     async def on_edit(self, message: Message) -> None:
         """Record an edit; an edit of a message we never saw is taken as a new message."""
-        user = message.from_user
-        if user is None or user.is_bot:
-            return
-        ref = CustomerRef(name=display_name(message), telegram_id=user.id)
-        if await self._desk.customer_banned(ref):
+        ref = await self._customer(message)
+        if ref is None:
             return
         content = content_of(message)
         if content is None:
@@ -85,6 +84,14 @@ class CustomerChat:
         ticket = await self._desk.record_edit(Channel.TELEGRAM, external_id(message), content.text)
         if ticket is None:
             await self._receive(message, ref, new_ticket=False)
+
+    async def _customer(self, message: Message) -> CustomerRef | None:
+        """Who wrote, unless it is a bot or a banned customer (they get nothing)."""
+        user = message.from_user
+        if user is None or user.is_bot:
+            return None
+        ref = CustomerRef(name=display_name(message), telegram_id=user.id)
+        return None if await self._desk.customer_banned(ref) else ref
 
     async def _receive(
         self, message: Message, ref: CustomerRef, *, new_ticket: bool, text: str | None = None
