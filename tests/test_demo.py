@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+_BLOCK = re.compile(r"^ *\d+\.\d+s  (?P<header>.+)\n(?P<body>(?: {8}│.*\n?)*)", re.MULTILINE)
+
+
+def blocks(out: str) -> list[tuple[str, str]]:
+    """The transcript as (header, text) pairs: `bot → Ann` and what Ann saw."""
+    return [
+        (m["header"], "\n".join(line[10:] for line in m["body"].splitlines()))
+        for m in _BLOCK.finditer(out)
+    ]
+
+
+def header(text: str, name: str) -> str:
+    """The value of one header line in a mail as the transcript shows it."""
+    found = re.search(rf"^{name}: (.*)$", text, re.MULTILINE)
+    assert found is not None, f"no {name} in\n{text}"
+    return found.group(1)
 
 
 def test_demo_shows_both_sides_and_the_queue(tmp_path: Path) -> None:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "IMAP_"))}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TELEGRAM_", "IMAP_", "SMTP_", "SUPPORT_ADDRESS"))
+    }
     environ["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
         [sys.executable, "-m", "supportbot", "demo"],
@@ -37,3 +58,48 @@ def test_demo_shows_both_sides_and_the_queue(tmp_path: Path) -> None:
     assert "Telegram answered 429 0 times" in out
     assert "123456:" not in result.stderr and "DEMO-LOCAL-TOKEN" not in result.stderr + out
     assert list(tmp_path.iterdir()) == [], "the demo leaves nothing behind"
+
+    email_scene(out)
+
+
+def email_scene(out: str) -> None:
+    """Carol's mail, the receipt and Sam's answer with threading headers, her answer: one ticket."""
+    shown = blocks(out)
+    carol = [text for who, text in shown if who == "Carol → support@demo.example (email)"]
+    sent = [text for who, text in shown if who.startswith("bot → carol@example.com (email")]
+    assert len(carol) == 2 and len(sent) == 2, "Carol writes twice; a receipt and an answer"
+    first, answer = carol
+    receipt, reply = sent
+    subject = "Invoice INV-2026-1142 shows our old VAT number"
+    assert header(first, "From") == "Carol Example <carol@example.com>"
+    assert header(first, "Subject") == subject
+    first_id = header(first, "Message-ID")
+    assert "our old VAT number DE123456789" in first
+
+    assert header(receipt, "Subject") == f"[#3] {subject}"
+    assert "Your ticket number is #3" in receipt
+    assert header(reply, "From") == "Support <support@demo.example>"
+    assert header(reply, "To") == "carol@example.com"
+    assert header(reply, "Subject") == f"[#3] Re: {subject}"
+    reply_id = header(reply, "Message-ID")
+    assert reply_id.startswith("<reply-3-") and reply_id.endswith("@demo.example>")
+    assert header(reply, "In-Reply-To") == first_id
+    assert header(reply, "References").split() == [first_id, header(receipt, "Message-ID")]
+    assert "Hi Carol, done: the corrected invoice" in reply
+
+    assert header(answer, "Subject") == f"Re: [#3] Re: {subject}"
+    assert header(answer, "In-Reply-To") == reply_id
+
+    group = [(who, text) for who, text in shown if who.startswith("bot → agents' group")]
+    card = [who for who, text in group if text.startswith("🆕 #3 · BASIC · email · Carol Example")]
+    delivered = [
+        who for who, text in group if "✅ #3: reply sent by email to carol@example.com" in text
+    ]
+    followed = [
+        who for who, text in group if text.startswith("💬 #3 · Carol Example\nGot it, thank you!")
+    ]
+    assert len(card) == len(delivered) == len(followed) == 1
+    assert card[0] == delivered[0] == followed[0], "one ticket, one topic"
+    assert card[0].startswith("bot → agents' group, topic ")
+    assert "joined ticket #3" in out and "still 3 tickets in all" in out
+    assert "#3  basic  Carol Example" in out.split("Carol's answer waits on us")[1]
