@@ -1,1 +1,1 @@
-"""Inbound email: turn raw RFC 5322 bytes into what the support desk needs (see mail.parse)."""
+"""The email channel: parsing, IMAP intake, SMTP answers, and local servers for the demo."""
