@@ -125,9 +125,18 @@ def _boundary(window: str) -> int:
     return max(space, 0)
 
 
-def topic_title(number: int, plan: str, customer: str) -> str:
-    """A forum topic's title, e.g. `#123 · PRO · Ann` (Telegram allows 128 characters)."""
-    head = f"#{number} · {plan.upper()}"
+def sla_state(due_at: datetime | None, now: datetime) -> str:
+    """A ticket's SLA state in a few characters: `due Mon 20:00`, `BREACHED`, `answered`."""
+    if due_at is None:
+        return "answered"
+    if due_at <= now:
+        return "🔴 BREACHED"
+    return "due " + due_at.astimezone(UTC).strftime("%a %H:%M")
+
+
+def topic_title(number: int, plan: str, customer: str, state: str = "") -> str:
+    """A forum topic's title, e.g. `#123 · PRO · due Mon 20:00 · Ann` (at most 128 characters)."""
+    head = f"#{number} · {plan.upper()}" + (f" · {state}" if state else "")
     name = one_line(customer)
     if not name:
         return head

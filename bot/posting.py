@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import telegram
 from telegram import LinkPreviewOptions, ReplyParameters
@@ -15,7 +16,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest
 
 from bot.buttons import ButtonSigner
-from bot.format import CardFacts, card_text, topic_title
+from bot.format import CardFacts, card_text, sla_state, topic_title
 from bot.limits import TelegramLimiter
 from bot.outcomes import send_file
 from bot.places import CARD, POST, TOPIC, MessageFacts, Place, PlaceBook, TicketFacts
@@ -97,7 +98,8 @@ class GroupPoster:
         thread = place.thread_id if self.forum else None
         if self.forum and thread is None:
             await self.slot()
-            title = topic_title(ticket.number, ticket.plan, ticket.customer)
+            state = sla_state(ticket.due_at, datetime.now(UTC))
+            title = topic_title(ticket.number, ticket.plan, ticket.customer, state)
             topic = await self._bot.create_forum_topic(self.chat_id, title)
             thread = topic.message_thread_id
             await self._book.record(ticket.number, TOPIC, thread, thread)

@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import telegram
@@ -30,6 +30,7 @@ from bot.format import (
     digest_line,
     digest_text,
     escape,
+    sla_state,
     split_text,
     topic_title,
     utf16_len,
@@ -154,6 +155,11 @@ def test_escaping_and_titles() -> None:
         "&lt;b&gt;&amp;amp; &lt;script&gt;alert('x')&lt;/script&gt; &amp; 'quotes' \"too\""
     )
     assert topic_title(123, "pro", "Ann") == "#123 · PRO · Ann"
+    assert topic_title(5, "pro", "Ann", "due Mon 20:00") == "#5 · PRO · due Mon 20:00 · Ann"
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    assert sla_state(now + timedelta(days=3), now) == "due Mon 12:00"
+    assert sla_state(now, now) == "🔴 BREACHED"
+    assert sla_state(None, now) == "answered"
     assert topic_title(7, "basic", "") == "#7 · BASIC"
     long = topic_title(7, "basic", "Ann " * 100)
     assert utf16_len(long) <= 128 and long.endswith("…") and long.startswith("#7 · BASIC · Ann")
@@ -316,7 +322,7 @@ async def test_a_new_ticket_gets_a_topic_with_a_card_and_its_follow_ups(
     await rig.settle()
 
     [topic] = rig.server.topics(rig.group)
-    assert topic.name == f"#{number} · BASIC · Ann"
+    assert re.fullmatch(rf"#{number} · BASIC · due \w{{3}} \d\d:\d\d · Ann", topic.name)
     [card] = rig.server.sent_to(rig.group, thread_id=topic.thread_id)
     assert card.parse_mode == "HTML"
     header, body = (card.text or "").split("\n", 1)
