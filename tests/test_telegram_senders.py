@@ -84,8 +84,8 @@ GROUP, ANN, BOB = -1001, 11, 12
         ([(0.0, GROUP)] * 20, 1.0, GROUP, 59.1),
         ([(0.0, GROUP)] * 10 + [(30.0, GROUP)] * 10, 60.2, GROUP, 0.0),
         ([(0.0, GROUP)] * 10 + [(30.0, GROUP)] * 10, 45.0, GROUP, 15.1),
-        ([(0.0, 100 + n) for n in range(30)], 0.5, ANN, 0.6),  # the bot-wide 30/s
-        ([(0.0, 100 + n) for n in range(29)], 0.5, ANN, 0.0),
+        ([(0.0, 100 + n) for n in range(27)], 0.5, ANN, 0.6),  # the bot-wide limit (27/s)
+        ([(0.0, 100 + n) for n in range(26)], 0.5, ANN, 0.0),
     ],
 )
 def test_limiter_waits(history: list[tuple[float, int]], at: float, chat: int, wait: float) -> None:

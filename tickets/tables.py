@@ -212,6 +212,8 @@ class OutboxRow(Base):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
+        # The per-address receipt limit counts recent receipts to one recipient.
+        Index("ix_outbox_recipient_kind_created", "recipient", "kind", "created_at"),
         Index(
             "ix_outbox_pending_recipient",
             "route",

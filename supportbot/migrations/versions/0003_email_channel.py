@@ -46,8 +46,16 @@ def upgrade() -> None:
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.add_column(sa.Column("waiting_message_id", sa.Integer(), nullable=True))
 
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_outbox_recipient_kind_created", ["recipient", "kind", "created_at"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_recipient_kind_created")
+
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.drop_column("waiting_message_id")
 
