@@ -74,15 +74,23 @@ class Desk:
         raise AssertionError(f"#{ticket} got no card")
 
     async def topic_of(self, ticket: int) -> int:
-        """The forum topic of a ticket, once the bot has created it."""
+        """The forum topic of a ticket, once the bot has created it and recorded where.
 
-        def found() -> int | None:
-            for topic in self.server.topics(self.group):
-                if topic.name.startswith(f"#{ticket} "):
-                    return topic.thread_id
-            return None
-
-        return await self.server.wait_for(found, 10)
+        Waiting for the record (not just for the topic) matters: an agent writing into a topic
+        the bot has not recorded yet would be taken for agents chatting among themselves.
+        """
+        for _ in range(200):
+            async with self.database.sessions() as session:
+                thread = await session.scalar(
+                    select(AgentPost.thread_id).where(
+                        AgentPost.ticket_id == ticket, AgentPost.kind == "topic"
+                    )
+                )
+            if thread is not None:
+                assert any(t.thread_id == thread for t in self.server.topics(self.group))
+                return int(thread)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"#{ticket} got no topic: {self.server.topics(self.group)}")
 
 
 @asynccontextmanager
