@@ -39,6 +39,8 @@ bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQ
 	$(PY) bench/sla.py
 	$(PY) bench/queue.py
 	$(PY) bench/intake.py
+	$(PY) bench/telegram.py
+	$(PY) bench/mail.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
