@@ -17,7 +17,7 @@ from tests.conftest import Database
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
-from tickets.tables import AgentPost
+from tickets.tables import AgentPost, Customer, Ticket
 
 TOKEN = "123456:LOCAL-TEST-TOKEN-abcdefghijkl"
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -37,6 +37,21 @@ class Desk:
 
     def group_texts(self, thread_id: int | None = None) -> list[str]:
         return [m.text or "" for m in self.server.sent_to(self.group, thread_id)]
+
+    async def customer_opens(self, name: str, text: str) -> tuple[SimUser, Ticket]:
+        """A new customer writes and gets their receipt; returns them and their ticket."""
+        user = self.server.add_user(name)
+        await self.server.user_sends(user, text=text)
+        await self.wait_customer(user, "ticket number")
+        async with self.database.sessions() as session:
+            ticket = (
+                await session.scalars(
+                    select(Ticket)
+                    .join(Customer, Customer.id == Ticket.customer_id)
+                    .where(Customer.telegram_id == user.id)
+                )
+            ).one()
+        return user, ticket
 
     async def wait_group(self, needle: str, *, within: float = 10) -> SentMessage:
         return await self._wait_text(self.group.id, needle, within)

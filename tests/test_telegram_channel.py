@@ -87,10 +87,7 @@ async def test_follow_ups_and_media_land_in_the_same_topic(database: Database) -
 
 async def test_note_stays_internal_and_commands_work(database: Database) -> None:
     async with running_desk(database) as desk:
-        ann = desk.server.add_user("Ann")
-        await desk.server.user_sends(ann, text="help")
-        await desk.wait_customer(ann, "ticket number")
-        ticket = await only_ticket(database)
+        ann, ticket = await desk.customer_opens("Ann", "help")
         topic = await desk.topic_of(ticket.id)
         before = len(desk.server.sent_to(ann.id))
 
@@ -117,13 +114,8 @@ async def test_note_stays_internal_and_commands_work(database: Database) -> None
 
 async def test_buttons_are_checked_on_every_press(database: Database) -> None:
     async with running_desk(database) as desk:
-        ann = desk.server.add_user("Ann")
-        await desk.server.user_sends(ann, text="help")
-        await desk.wait_customer(ann, "ticket number")
-        ticket = await only_ticket(database)
-        card = (
-            await desk.server.wait_for_sent(desk.group, thread_id=await desk.topic_of(ticket.id))
-        )[0]
+        _ann, ticket = await desk.customer_opens("Ann", "help")
+        card = await desk.card_of(ticket.id)
         claim, close = card.callback_data()
 
         stranger_press = await desk.server.press_button(desk.stranger, card, claim)
@@ -151,10 +143,7 @@ async def test_buttons_are_checked_on_every_press(database: Database) -> None:
 
 async def test_strangers_are_ignored_and_learn_nothing(database: Database) -> None:
     async with running_desk(database) as desk:
-        ann = desk.server.add_user("Ann")
-        await desk.server.user_sends(ann, text="help")
-        await desk.wait_customer(ann, "ticket number")
-        ticket = await only_ticket(database)
+        ann, ticket = await desk.customer_opens("Ann", "help")
         topic = await desk.topic_of(ticket.id)
         await desk.server.user_sends(
             desk.stranger, chat=desk.group, thread_id=topic, text="I am not an agent but I answer"
@@ -195,10 +184,7 @@ async def test_unsupported_types_edits_and_other_groups(database: Database) -> N
 
 async def test_blocked_customer_is_reported_to_agents(database: Database) -> None:
     async with running_desk(database) as desk:
-        ann = desk.server.add_user("Ann")
-        await desk.server.user_sends(ann, text="help")
-        await desk.wait_customer(ann, "ticket number")
-        ticket = await only_ticket(database)
+        ann, ticket = await desk.customer_opens("Ann", "help")
         desk.server.block_bot(ann)
         await desk.server.user_sends(
             desk.agent,
@@ -216,10 +202,7 @@ async def test_blocked_customer_is_reported_to_agents(database: Database) -> Non
 
 async def test_a_429_is_waited_out_and_the_answer_arrives_once(database: Database) -> None:
     async with running_desk(database) as desk:
-        ann = desk.server.add_user("Ann")
-        await desk.server.user_sends(ann, text="help")
-        await desk.wait_customer(ann, "ticket number")
-        ticket = await only_ticket(database)
+        ann, ticket = await desk.customer_opens("Ann", "help")
         desk.server.fail_next("sendMessage", status=429, retry_after=1, chat_id=ann.id)
         await desk.server.user_sends(
             desk.agent,
