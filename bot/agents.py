@@ -30,6 +30,7 @@ AGENT_COMMANDS = {
     "close": "Close a ticket",
     "reopen": "Reopen a ticket",
     "note": "Internal note",
+    "reply": "Answer a ticket by number",
     "macro": "Send a canned answer",
     "help": "Agent commands",
 }
@@ -130,6 +131,13 @@ class AgentGroup:
                 return
             await self._desk.note(target, agent, rest)
             await self._answer(message, f"📝 Note added to #{target} (not sent to the customer).")
+        elif name == "reply":
+            # For a ticket that has no topic or card yet (seen only in a digest under load).
+            target = _need(number, name)
+            if not rest:
+                await self._answer(message, "⚠️ /reply needs the text of the answer.")
+                return
+            await self._desk.reply(target, agent, rest)
         elif name == "macro":
             await self._macro(message, agent, number, rest)
         elif name == "queue":

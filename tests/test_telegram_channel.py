@@ -243,3 +243,17 @@ async def test_a_burst_is_coalesced_without_loss_or_429(database: Database) -> N
         assert receipts
         for user in customers:
             assert len(desk.server.sent_to(user.id)) == 1, "each customer got one receipt"
+
+
+async def test_reply_by_number_reaches_a_ticket_from_anywhere_in_the_group(
+    database: Database,
+) -> None:
+    async with running_desk(database) as desk:
+        ann, ticket = await desk.customer_opens("Ann", "help")
+        await desk.server.user_sends(
+            desk.agent, chat=desk.group, text=f"/reply {ticket.id} Answered from General."
+        )
+        answer = await desk.wait_customer(ann, "Answered from General.")
+        assert answer.text == "Answered from General."
+        await desk.server.user_sends(desk.agent, chat=desk.group, text="/reply 999 lost")
+        await desk.wait_group("there is no ticket #999")
