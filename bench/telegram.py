@@ -80,7 +80,7 @@ from bench.common import (  # noqa: E402
 )
 from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser  # noqa: E402
 from supportbot import app  # noqa: E402
-from supportbot.settings import load_settings  # noqa: E402
+from supportbot.local import local_settings  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
 from tickets.model import Direction, Role  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402
@@ -268,15 +268,7 @@ async def running_service(data: Database) -> AsyncIterator[Bench]:
         await server.add_member(group, agent)
         async with data.sessions.begin() as session:
             await add_agent(session, agent.id, Role.AGENT, "Sam", at=utcnow(), actor="bench")
-        settings = load_settings(
-            {
-                "DATABASE_URL": data.url,
-                "TELEGRAM_TOKEN": TOKEN,
-                "TELEGRAM_API_URL": server.url,
-                "AGENT_CHAT_ID": str(group.id),
-            },
-            env_file=None,
-        )
+        settings = local_settings(server, group, data.url)
         stop = asyncio.Event()
         service = asyncio.create_task(app.run(settings, stop))
         try:

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
 from mail.local_server import LocalMailServer
 from supportbot import app
-from supportbot.settings import load_settings
+from supportbot.local import local_settings, serving
 from supportbot.templates import when
 from tickets import queue
 from tickets.agents import add_agent
@@ -226,15 +226,8 @@ async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> N
     ann = server.add_user("Ann")
     bob = server.add_user("Bob")
     await server.add_member(group, sam)
-    settings = load_settings(
-        {
-            "DATABASE_URL": f"sqlite:///{folder / 'demo.db'}",
-            "TELEGRAM_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": server.url,
-            "AGENT_CHAT_ID": str(group.id),
-            **mail.environment(SUPPORT_ADDRESS),
-        },
-        env_file=None,
+    settings = local_settings(
+        server, group, f"sqlite:///{folder / 'demo.db'}", mail.environment(SUPPORT_ADDRESS)
     )
     print(f"Local Telegram Bot API server on {server.url}; database {folder / 'demo.db'}")
     print(
@@ -244,29 +237,20 @@ async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> N
     print(
         "Sam is an agent. Ann is on the free Basic plan, Bob bought Pro, Carol writes by email.\n"
     )
-    stop = asyncio.Event()
-    service = asyncio.create_task(app.run(settings, stop))
-    try:
-        async with app.build(settings) as look:
-            async with look.sessions.begin() as session:
-                await add_agent(session, sam.id, Role.AGENT, "Sam", at=utcnow(), actor="demo")
-                # What the billing import will do: Bob is known as a Pro customer.
-                session.add(
-                    Customer(telegram_id=bob.id, name="Bob", plan="pro", created_at=utcnow())
-                )
-            shown = Transcript(server, group, {ann.id: "Ann", bob.id: "Bob"}, mail)
-            scene = _Scene(server, look, shown, mail)
-            await server.wait_for(lambda: server.stats.requests.get("getUpdates", 0) > 0, 10)
-            await _conversations(scene, group, sam, ann, bob)
-            await _email(scene, group, sam)
-            print(
-                f"\nThe note stayed internal: Ann saw {len(server.sent_to(ann.id))} messages, "
-                f"none of them the note. Telegram answered 429 "
-                f"{server.stats.too_many_requests_total} times."
-            )
-    finally:
-        stop.set()
-        await asyncio.wait_for(service, 30)
+    async with serving(settings, server), app.build(settings) as look:
+        async with look.sessions.begin() as session:
+            await add_agent(session, sam.id, Role.AGENT, "Sam", at=utcnow(), actor="demo")
+            # What the billing import will do: Bob is known as a Pro customer.
+            session.add(Customer(telegram_id=bob.id, name="Bob", plan="pro", created_at=utcnow()))
+        shown = Transcript(server, group, {ann.id: "Ann", bob.id: "Bob"}, mail)
+        scene = _Scene(server, look, shown, mail)
+        await _conversations(scene, group, sam, ann, bob)
+        await _email(scene, group, sam)
+        print(
+            f"\nThe note stayed internal: Ann saw {len(server.sent_to(ann.id))} messages, "
+            f"none of them the note. Telegram answered 429 "
+            f"{server.stats.too_many_requests_total} times."
+        )
 
 
 async def _conversations(

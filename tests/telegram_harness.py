@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
-from supportbot import app
-from supportbot.settings import Settings, load_settings
+from supportbot.local import local_settings, serving
+from supportbot.settings import Settings
 from tests.conftest import Database
 from tickets.agents import add_agent
 from tickets.model import Role
@@ -128,26 +128,9 @@ async def running_desk(
     async with database.sessions.begin() as session:
         await add_agent(session, agent.id, Role.AGENT, "Sam", at=utcnow(), actor="test")
         await add_agent(session, admin.id, Role.ADMIN, "Ada", at=utcnow(), actor="test")
-    settings = load_settings(
-        {
-            "DATABASE_URL": database.url,
-            "TELEGRAM_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": server.url,
-            "AGENT_CHAT_ID": str(group.id),
-            **(extra or {}),
-        },
-        env_file=None,
-    )
-    stop = asyncio.Event()
-    service = asyncio.create_task(app.run(settings, stop))
+    settings = local_settings(server, group, database.url, extra)
     try:
-        await server.wait_for(
-            lambda: server.stats.requests.get("getUpdates", 0) > 0 or service.done()
-        )
-        if service.done():
-            service.result()
-        yield Desk(server, group, agent, admin, stranger, settings, database)
+        async with serving(settings, server):
+            yield Desk(server, group, agent, admin, stranger, settings, database)
     finally:
-        stop.set()
-        await asyncio.wait_for(service, 30)
         await server.stop()
