@@ -70,7 +70,6 @@ class Desk:
         wakeup: Callable[[], None] | None = None,
         mail_domain: str = "supportbot.invalid",
     ) -> None:
-        self._sessions = sessions
         self.sessions = sessions
         self.policy = policy
         self._templates = templates
@@ -84,7 +83,7 @@ class Desk:
         """Store a customer message: open, join or reopen a ticket, start the SLA wait, notify."""
         now = self._clock()
         at = incoming.received_at or now
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             key_id: int | None = None
             if incoming.dedup_key is not None:
                 dedup = (incoming.dedup_key[0], bounded_id(incoming.dedup_key[1]))
@@ -166,7 +165,7 @@ class Desk:
 
     async def set_plan(self, customer_id: int, plan: Plan) -> None:
         """Change a customer's plan; their open tickets move to the matching queue tier."""
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             customer = await session.get(Customer, customer_id, with_for_update=True)
             if customer is None:
                 raise InvalidAction(f"there is no customer {customer_id}")
@@ -427,7 +426,7 @@ class Desk:
             where = Customer.id.in_(
                 select(CustomerEmail.customer_id).where(CustomerEmail.address == address)
             )
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             banned = await session.scalar(select(Customer.banned_at).where(where))
         return banned is not None
 
@@ -436,7 +435,7 @@ class Desk:
     ) -> None:
         """Audit an action that was refused (a stranger, a forged button, a closed ticket)."""
         now = self._clock()
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             exists_ticket = ticket is not None and await session.get(Ticket, ticket) is not None
             audit.record(
                 session,
@@ -450,7 +449,7 @@ class Desk:
     async def request_new_ticket(self, ref: CustomerRef) -> None:
         """Remember a customer's `/new`: their next message opens a separate ticket."""
         now = self._clock()
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             customer = await self._customer(session, ref, now)
             customer.wants_new_ticket = True
 
@@ -464,7 +463,7 @@ class Desk:
         """
         now = self._clock()
         text = storable_text(text)
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             message = (
                 await session.scalars(
                     select(Message).where(
@@ -499,7 +498,7 @@ class Desk:
     async def mark_unreachable(self, telegram_id: int) -> None:
         """Telegram refused delivery to this customer (they blocked the bot)."""
         now = self._clock()
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             await session.execute(
                 update(Customer)
                 .where(Customer.telegram_id == telegram_id, Customer.unreachable_at.is_(None))
@@ -509,7 +508,7 @@ class Desk:
     async def quarantine(self, source: str, reference: str, raw: bytes, error: str) -> int:
         """Keep an event that could not be processed, and tell the agents about it."""
         now = self._clock()
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             row = Quarantined(
                 source=source,
                 reference=reference[:200],
@@ -549,14 +548,14 @@ class Desk:
     ) -> AsyncIterator[tuple[AsyncSession, Agent, Ticket, datetime]]:
         """One agent action's transaction: the agent checked, the ticket locked."""
         now = self._clock()
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             agent = await _agent(session, agent_id)
             ticket = await _ticket(session, number)
             yield session, agent, ticket, now
 
     async def agent_role(self, telegram_id: int) -> Role | None:
         """The role of an allowlisted agent, or None for anyone else."""
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             role = await session.scalar(
                 select(Agent.role).where(
                     Agent.telegram_id == telegram_id, Agent.removed_at.is_(None)
@@ -567,7 +566,7 @@ class Desk:
     async def ban(self, number: int, agent_id: int, *, banned: bool = True) -> None:
         """An admin bans (or unbans) the customer of a ticket: a banned customer gets nothing."""
         now = self._clock()
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             agent = await _agent(session, agent_id)
             if agent.role != Role.ADMIN.value:
                 raise NotAllowed("only an admin can ban or unban a customer")
