@@ -6,6 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
+import accounts.tables  # noqa: F401 - registers the accounts tables in the metadata
 from supportbot import db
 from tests.conftest import Database
 from tickets.tables import Base

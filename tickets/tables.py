@@ -136,6 +136,8 @@ class Ticket(Base):
     # The customer's plan when the ticket was written to; kept in step by set_plan.
     plan: Mapped[str] = mapped_column(String(16))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    # When the current assignee claimed it; a claim with no reply for long is released.
+    claimed_at: Mapped[datetime | None]
     waiting_since: Mapped[datetime | None]
     # The customer message that started the running wait (no foreign key: messages refer to
     # tickets already). A reply answers the wait only if it was written after this message.
@@ -324,3 +326,17 @@ class MailCursor(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class SlaAlert(Base):
+    """A warning the SLA watch gave about one wait of a ticket: given once per wait, ever."""
+
+    __tablename__ = "sla_alerts"
+    __table_args__ = (UniqueConstraint("ticket_id", "wait_started_at", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    # The ticket's waiting_since when the alert was given: a new wait gets new alerts.
+    wait_started_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(16))  # target | risk | breach | escalation
+    created_at: Mapped[datetime]

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import accounts.tables  # noqa: F401 - registers the accounts tables in the metadata
 from tickets.tables import Base
 
 connection = context.config.attributes.get("connection")

@@ -1,0 +1,1 @@
+"""Accounts: the ledger, balances, identity links, refunds, payouts and SLA credits."""
