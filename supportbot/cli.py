@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from sqlalchemy import select, update
 
+from accounts.importer import import_file
 from mail.imap import ImapIntake
 from supportbot import app, db
 from supportbot.demo import run_demo
@@ -81,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     quarantine_commands.add_parser("list", help="what is set aside, newest first")
     retry = quarantine_commands.add_parser("retry", help="take a set-aside mail in again")
     retry.add_argument("id", type=_positive)
+
+    accounts = commands.add_parser("accounts", help="customer accounts and their ledger")
+    account_commands = accounts.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    loading = account_commands.add_parser(
+        "import", help="load or update accounts, payments and usage from a billing export"
+    )
+    loading.add_argument("file", type=Path, help="a CSV or JSON export (see README, Accounts)")
+    loading.add_argument(
+        "--format", choices=["csv", "json"], help="default: from the suffix (.csv, else JSON)"
+    )
 
     agents = commands.add_parser("agents", help="who may work the queue")
     agent_commands = agents.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -200,6 +211,9 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "mail":
         await _with_service(settings, lambda service: _quarantine(service, args))
         return 0
+    if args.command == "accounts":
+        await _with_service(settings, lambda service: _import_accounts(service, args))
+        return 0
 
     async def job(service: app.Service) -> None:
         now = service.clock()
@@ -279,6 +293,26 @@ async def _quarantine(service: app.Service, args: argparse.Namespace) -> None:
             update(Quarantined).where(Quarantined.id == row.id).values(resolved_at=service.clock())
         )
     print(f"quarantined message {args.id} is now on ticket #{result.ticket}")
+
+
+async def _import_accounts(service: app.Service, args: argparse.Namespace) -> None:
+    path: Path = args.file
+    progress = _progress_line if sys.stderr.isatty() else None
+    try:
+        report = await import_file(
+            service.sessions, path, at=service.clock(), kind=args.format, progress=progress
+        )
+    finally:
+        if progress is not None:
+            print(file=sys.stderr)
+    print(f"{path.name}: {report.summary()}")
+
+
+def _progress_line(done: int, total: int) -> None:
+    share = done * 100 // total if total else 100
+    print(
+        f"\rimporting: {done:,}/{total:,} records ({share}%)", end="", file=sys.stderr, flush=True
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
