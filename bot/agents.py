@@ -32,6 +32,7 @@ AGENT_COMMANDS = {
     "note": "Internal note",
     "reply": "Answer a ticket by number",
     "macro": "Send a canned answer",
+    "balance": "Balance, plan, payments: /balance [N|EMAIL]",
     "help": "Agent commands",
 }
 
@@ -48,6 +49,7 @@ class AgentGroup:
         self._clock = parts.clock
         self._signer = signer
         self.chat_id = chat_id
+        self._accounts = parts.accounts
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -140,6 +142,9 @@ class AgentGroup:
             await self._desk.reply(target, agent, rest)
         elif name == "macro":
             await self._macro(message, agent, number, rest)
+        elif name == "balance" and self._accounts is not None:
+            text = await self._accounts.agent_balance(agent, args, ticket)
+            await self._answer(message, html.escape(text, quote=False))
         elif name == "queue":
             await self._queue(message)
         elif name == "stats":
@@ -224,6 +229,9 @@ class AgentGroup:
             await self._desk.refused(user.id, press.action.value, "not an agent", press.ticket)
             await query.answer("Only agents can use these buttons.", show_alert=True)
             return
+        if press.action is Action.BALANCE:
+            await self._balance_button(query, user.id, press.ticket)
+            return
         actions = {
             Action.CLAIM: self._desk.claim,
             Action.RELEASE: self._desk.release,
@@ -245,6 +253,28 @@ class AgentGroup:
             )
         except TelegramError as error:  # the action is done; a stale keyboard is only cosmetic
             log.warning("could not update the buttons of #%s: %s", press.ticket, error)
+
+    async def _balance_button(self, query: CallbackQuery, agent: int, ticket: int) -> None:
+        """The card's Balance button: the lookup is posted under the card (audited there)."""
+        if self._accounts is None or query.message is None:
+            await query.answer("Balance lookups are not switched on.", show_alert=True)
+            return
+        try:
+            text = await self._accounts.agent_balance(agent, str(ticket), None)
+        except SupportbotError as error:
+            await query.answer(str(error)[:200], show_alert=True)
+            return
+        await query.answer()
+        card = query.message
+        thread = getattr(card, "message_thread_id", None)
+        await self._limiter.acquire(card.chat.id)
+        await self._bot.send_message(
+            card.chat.id,
+            html.escape(text, quote=False),
+            parse_mode=ParseMode.HTML,
+            message_thread_id=thread if getattr(card, "is_topic_message", False) else None,
+            reply_to_message_id=card.message_id,
+        )
 
 
 def _number_and_rest(args: str, context: int | None) -> tuple[int | None, str]:

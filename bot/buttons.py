@@ -18,6 +18,7 @@ class Action(StrEnum):
     RELEASE = "release"
     CLOSE = "close"
     REOPEN = "reopen"
+    BALANCE = "balance"
 
 
 LABELS = {
@@ -25,6 +26,7 @@ LABELS = {
     Action.RELEASE: "↩️ Release",
     Action.CLOSE: "✅ Close",
     Action.REOPEN: "♻️ Reopen",
+    Action.BALANCE: "💰 Balance",
 }
 
 
@@ -66,9 +68,9 @@ class ButtonSigner:
     ) -> InlineKeyboardMarkup:
         """The buttons under a ticket's card, matching its state."""
         if closed:
-            actions = [Action.REOPEN]
+            actions = [Action.REOPEN, Action.BALANCE]
         else:
-            actions = [Action.RELEASE if claimed else Action.CLAIM, Action.CLOSE]
+            actions = [Action.RELEASE if claimed else Action.CLAIM, Action.CLOSE, Action.BALANCE]
         return InlineKeyboardMarkup(
             [[InlineKeyboardButton(LABELS[a], callback_data=self.data(a, ticket)) for a in actions]]
         )

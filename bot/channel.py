@@ -11,6 +11,7 @@ from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, BotCommand
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError
 from telegram.request import HTTPXRequest
 
+from bot.accounts import AccountServices
 from bot.agents import AGENT_COMMANDS, AgentGroup
 from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
@@ -44,6 +45,7 @@ class TelegramChannel:
         *,
         poll_timeout: int = 20,
         placement_interval: float = 5.0,
+        accounts: AccountServices | None = None,
     ) -> None:
         self._settings = settings
         self._desk = desk
@@ -53,6 +55,7 @@ class TelegramChannel:
         self._clock = clock
         self._poll_timeout = poll_timeout
         self._placement_interval = placement_interval
+        self._accounts = accounts
         self.limiter = TelegramLimiter()
         self.signer = ButtonSigner(settings.token)
         api = settings.api_url
@@ -100,7 +103,13 @@ class TelegramChannel:
             self.bot, self.limiter, self._sessions, chat_id, self.forum, self.signer, self._clock
         )
         parts = ChatParts(
-            self.bot, self._desk, self._policy, self._templates, self.limiter, self._clock
+            self.bot,
+            self._desk,
+            self._policy,
+            self._templates,
+            self.limiter,
+            self._clock,
+            self._accounts,
         )
         customers = CustomerChat(parts)
         agents = AgentGroup(parts, self.signer, chat_id)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from telegram import Bot, Message
 
+from bot.accounts import AccountServices
 from bot.convert import CARRIED, content_of, display_name, external_id
 from bot.limits import TelegramLimiter
 from supportbot.templates import Templates
@@ -23,6 +24,7 @@ CUSTOMER_COMMANDS = {
     "new": "Start a separate ticket",
     "status": "Your open tickets",
     "link": "Link this chat to your account",
+    "balance": "Your balance (once linked)",
 }
 
 
@@ -49,6 +51,7 @@ class ChatParts:
     templates: Templates
     limiter: TelegramLimiter
     clock: Clock
+    accounts: AccountServices | None = None  # /link and /balance; None: not switched on
 
 
 class CustomerChat:
@@ -61,6 +64,7 @@ class CustomerChat:
         self._templates = parts.templates
         self._limiter = parts.limiter
         self._clock = parts.clock
+        self._accounts = parts.accounts
 
     async def on_message(self, message: Message) -> None:
         """Handle one private message from a customer."""
@@ -134,8 +138,14 @@ class CustomerChat:
             else:
                 await self._desk.request_new_ticket(ref)
                 await self._answer(message, self._templates.render("telegram/new_ticket"))
+        elif name == "link" and self._accounts is not None:
+            assert ref.telegram_id is not None
+            await self._answer(message, await self._accounts.link(ref.telegram_id, ref.name, args))
         elif name == "link":
-            await self._answer(message, self._templates.render("telegram/link"))
+            await self._answer(message, self._templates.render("telegram/link", result="no_mail"))
+        elif name == "balance" and self._accounts is not None:
+            assert ref.telegram_id is not None
+            await self._answer(message, await self._accounts.customer_balance(ref.telegram_id))
         elif name == "status":
             assert ref.telegram_id is not None
             async with self._desk.sessions() as session:

@@ -162,6 +162,7 @@ class CardFacts:
     due_at: datetime | None
     marker: str = "🎫"
     subject: str = ""
+    identity: str = ""  # who the customer is and how sure we are (accounts.lookups)
 
     def header(self) -> str:
         """The card's first line: marker, number, plan, channel, customer and due time."""
@@ -179,9 +180,12 @@ def card_text(facts: CardFacts, body: str, *, attachments: int = 0) -> str:
     )
     room = MAX_TEXT - utf16_len(header) - 1 - utf16_len(footer)
     room -= utf16_len(subject) + 1 if subject else 0
+    identity = clip(one_line(facts.identity), 300)
+    room -= utf16_len(identity) + 1 if identity else 0
     text = clip(body.strip(), room) or "(no text)"
     subject_line = f"<i>{escape(subject)}</i>\n" if subject else ""
-    return f"<b>{escape(header)}</b>\n{subject_line}{escape(text)}{escape(footer)}"
+    identity_line = f"{escape(identity)}\n" if identity else ""
+    return f"<b>{escape(header)}</b>\n{identity_line}{subject_line}{escape(text)}{escape(footer)}"
 
 
 def notice_html(text: str) -> str:

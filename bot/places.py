@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accounts.lookups import identity_notes
 from tickets.model import Direction, OutboxStatus, Route, TicketStatus
 from tickets.ports import Clock
 from tickets.tables import AgentPost, Customer, Message, OutboxRow, Ticket
@@ -44,6 +45,7 @@ class TicketFacts:
     claimed: bool
     closed: bool
     place: Place
+    identity: str = ""  # the card's "who is this" line (accounts.lookups.identity_notes)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class PlaceBook:
                     .order_by(AgentPost.id)
                 )
             ).all()
+            identities = await identity_notes(session, (t.customer_id for t, _n in rows))
         threads: dict[int, int | None] = {}
         cards: dict[int, int | None] = {}
         for post in posts:  # the newest record of each kind wins
@@ -118,6 +121,7 @@ class PlaceBook:
                 claimed=ticket.assignee_id is not None,
                 closed=ticket.status == TicketStatus.CLOSED.value,
                 place=Place(threads.get(ticket.id), cards.get(ticket.id)),
+                identity=identities.get(ticket.customer_id, ""),
             )
             for ticket, name in rows
         }

@@ -112,6 +112,7 @@ class GroupPoster:
             due_at=ticket.due_at,
             marker=marker,
             subject=ticket.subject,
+            identity=ticket.identity,
         )
         text = card_text(
             facts, body.text if body else "", attachments=len(body.attachments) if body else 0

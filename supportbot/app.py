@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from accounts.billing import Billing, load_billing
+from accounts.linking import Linker
+from accounts.lookups import BalanceLookups
+from bot.accounts import AccountServices
 from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, notify_agents
 from mail.smtp import SmtpSender
@@ -70,6 +74,7 @@ class Service:
     desk: Desk
     wakeups: Wakeups
     clock: Clock
+    billing: Billing | None = None
 
     def outbox_worker(self, senders: dict[Route, Sender]) -> OutboxWorker:
         return OutboxWorker(
@@ -88,7 +93,8 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
         wakeups = Wakeups()
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
         desk = Desk(sessions, policy, templates, clock=clock, wakeup=wakeups, mail_domain=domain)
-        yield Service(settings, engine, sessions, policy, templates, desk, wakeups, clock)
+        billing = load_billing(settings.billing_factory, sessions)
+        yield Service(settings, engine, sessions, policy, templates, desk, wakeups, clock, billing)
 
 
 def missing_channels_message() -> str:
@@ -117,7 +123,16 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
             senders.update(telegram.senders())
         intake: ImapIntake | None = None
         smtp: SmtpSender | None = None
-        if settings.imap is not None and settings.smtp is not None and settings.support_address:
+        if settings.smtp is not None and settings.support_address:
+            # SMTP alone (no IMAP) still sends account link codes.
+            smtp = SmtpSender(
+                settings.smtp,
+                settings.support_address,
+                clock=clock,
+                attachment_loader=telegram.download if telegram is not None else None,
+            )
+            senders[Route.EMAIL] = smtp
+        if settings.imap is not None and smtp is not None and settings.support_address:
             intake = ImapIntake(
                 settings.imap,
                 service.desk,
@@ -128,13 +143,6 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     service.sessions, service.templates, clock=clock, wakeup=service.wakeups
                 ),
             )
-            smtp = SmtpSender(
-                settings.smtp,
-                settings.support_address,
-                clock=clock,
-                attachment_loader=telegram.download if telegram is not None else None,
-            )
-            senders[Route.EMAIL] = smtp
         # Agents' notices get a worker of their own: they are paced by the group's budget and
         # must not wait behind customer messages that are paced per chat (and vice versa).
         workers = [
@@ -172,9 +180,29 @@ async def start_telegram(service: Service) -> TelegramChannel:
         service.policy,
         service.templates,
         service.clock,
+        accounts=account_services(service),
     )
     await channel.start()
     return channel
+
+
+def account_services(service: Service) -> AccountServices:
+    """`/link` and `/balance`: codes are signed with the bot token and mailed by SMTP if set."""
+    settings = service.settings
+    assert settings.telegram is not None
+    billing = service.billing or load_billing(settings.billing_factory, service.sessions)
+    mail_from = settings.support_address if settings.smtp is not None else None
+    linker = Linker(
+        service.sessions,
+        billing,
+        service.templates,
+        secret=settings.telegram.token,
+        support_address=mail_from,
+        clock=service.clock,
+        wakeup=service.wakeups,
+    )
+    lookups = BalanceLookups(service.sessions, billing, service.templates, clock=service.clock)
+    return AccountServices(linker, lookups, service.templates)
 
 
 AVAILABLE_CHANNELS: frozenset[str] = frozenset({"telegram", "email"})

@@ -15,6 +15,8 @@ from tickets.sla import BusinessCalendar
 
 DEFAULT_DATABASE_URL = "sqlite:///supportbot.db"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+DEFAULT_BILLING_FACTORY = "accounts.billing:ledger_billing"
+_DOTTED = re.compile(r"^[A-Za-z_][\w.]*[:.][A-Za-z_]\w*$")
 _EMAIL = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
 
 
@@ -76,6 +78,8 @@ class Settings:
     smtp: SmtpSettings | None = None
     support_address: str | None = None
     log_level: str = "INFO"
+    # Who answers balance lookups: a factory `module:function` (see accounts/billing.py).
+    billing_factory: str = DEFAULT_BILLING_FACTORY
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -266,6 +270,9 @@ def load_settings(
         raise SettingsError(
             "TELEGRAM_TOKEN", "missing; agents answer email from the Telegram agents' group"
         )
+    billing_factory = read.text("BILLING_FACTORY", DEFAULT_BILLING_FACTORY)
+    if not _DOTTED.match(billing_factory):
+        raise SettingsError("BILLING_FACTORY", f"expected module:function, got {billing_factory!r}")
     return Settings(
         database_url=database_url,
         sla=sla,
@@ -274,4 +281,5 @@ def load_settings(
         smtp=smtp,
         support_address=support_address,
         log_level=log_level,
+        billing_factory=billing_factory,
     )

@@ -58,6 +58,7 @@ class OutboxKind(StrEnum):
     RECEIPT = "receipt"
     REPLY = "reply"
     AGENT_NOTICE = "agent_notice"
+    LINK_CODE = "link_code"  # the one-time code that links a Telegram user to an account
 
 
 class OutboxStatus(StrEnum):

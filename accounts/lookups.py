@@ -1,0 +1,257 @@
+"""Balance lookups for agents (`/balance`, the card's Balance button) and linked customers.
+
+Every lookup names who asked, what and for which ticket in the audit log; every refusal (no
+account matched, an unknown address, a customer who has not linked) is audited too and changes
+nothing else. The numbers come from the configured `Billing`; who the customer is comes from the
+ledger's identity rules (`accounts.ledger.owner_of_customer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.billing import AccountSummary, Billing
+from accounts.ledger import Identity, normalise_email, owner_of_customer
+from accounts.linking import is_address, linked_account
+from accounts.money import cents
+from accounts.tables import Account, AccountLink
+from tickets import audit
+from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
+from tickets.ports import Clock, Renderer, utcnow
+from tickets.tables import Agent, CustomerEmail, Message, Ticket
+
+IDENTITY_LABELS = {
+    Identity.LINKED: "linked by email code",
+    Identity.AUTHENTICATED: "matched by an authenticated sender address",
+    Identity.UNVERIFIED: "matched by sender address, NOT verified: check before any account action",
+}
+NO_MATCH = "👤 no account matched (not linked, no account with this sender address)"
+BY_ADDRESS = "looked up by address: the customer has not proven they own it"
+
+
+class NoAccount(NotFound):
+    """No account answers to the ticket's customer or to the address asked for."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an agent's `/balance` asks about: a ticket's customer, or an address."""
+
+    ticket: int | None
+    email: str | None
+
+
+def parse_target(args: str, context_ticket: int | None) -> Target:
+    """`/balance`, `/balance 42`, `/balance #42` or `/balance ann@example.com`."""
+    word = args.strip().split(" ", 1)[0] if args.strip() else ""
+    if not word:
+        if context_ticket is None:
+            raise InvalidAction(
+                "/balance needs a ticket or an address here, e.g. /balance 42 or "
+                "/balance ann@example.com"
+            )
+        return Target(context_ticket, None)
+    if word.removeprefix("#").isdigit():
+        return Target(int(word.removeprefix("#")), None)
+    if is_address(word):
+        return Target(context_ticket, normalise_email(word))
+    raise InvalidAction(f"{word!r} is neither a ticket number nor an email address")
+
+
+async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> dict[int, str]:
+    """One line per customer for ticket cards: the account's address and how sure we are.
+
+    The same rules as `owner_of_customer` (a code-proven link first, then the sender address
+    with its latest verdict), in three queries for any number of customers.
+    """
+    wanted = sorted(set(customer_ids))
+    if not wanted:
+        return {}
+    found: dict[int, tuple[str, Identity]] = {}
+    links = await session.execute(
+        select(AccountLink.customer_id, Account.email)
+        .join(Account, Account.id == AccountLink.account_id)
+        .where(AccountLink.customer_id.in_(wanted))
+    )
+    for customer_id, email in links:
+        found[customer_id] = (email, Identity.LINKED)
+    rest = [c for c in wanted if c not in found]
+    matched: dict[int, str] = {}
+    if rest:
+        rows = await session.execute(
+            select(CustomerEmail.customer_id, Account.email)
+            .join(Account, Account.email == CustomerEmail.address)
+            .where(CustomerEmail.customer_id.in_(rest))
+            .order_by(Account.id.desc())
+        )
+        matched = {customer_id: email for customer_id, email in rows}  # lowest id wins
+    if matched:
+        latest = (
+            select(Ticket.customer_id, func.max(Message.id).label("message_id"))
+            .join(Message, Message.ticket_id == Ticket.id)
+            .where(
+                Ticket.customer_id.in_(list(matched)),
+                Message.direction == "in",
+                Message.channel == "email",
+            )
+            .group_by(Ticket.customer_id)
+            .subquery()
+        )
+        verdicts: dict[int, str | None] = dict(
+            (
+                await session.execute(
+                    select(latest.c.customer_id, Message.auth).join(
+                        Message, Message.id == latest.c.message_id
+                    )
+                )
+            ).tuples()
+        )
+        for customer_id, email in matched.items():
+            sure = verdicts.get(customer_id) == "pass"
+            found[customer_id] = (email, Identity.AUTHENTICATED if sure else Identity.UNVERIFIED)
+    return {
+        c: f"👤 {found[c][0]} · {IDENTITY_LABELS[found[c][1]]}" if c in found else NO_MATCH
+        for c in wanted
+    }
+
+
+def eligibility_summary(summary: AccountSummary, now: datetime) -> str | None:
+    """The refund eligibility lines of a balance lookup, or None while there are none.
+
+    LEAD: the one call site for accounts/refunds.py — return its eligibility summary (amounts,
+    wallets, deadlines) for `summary.account_id` here; every agent lookup shows what it returns.
+    """
+    return None
+
+
+def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
+    return [
+        {
+            "paid_at": p.paid_at,
+            "amount": cents(p.amount_usd),
+            "crypto_amount": p.crypto_amount,
+            "currency": p.currency,
+            "chain": p.chain,
+            "wallet": p.wallet,
+            "tx_hash": p.tx_hash,
+            "pro_upgrade": p.purpose == "pro_upgrade",
+        }
+        for p in summary.payments
+    ]
+
+
+class BalanceLookups:
+    """Answers `/balance` for agents and for linked customers, auditing every answer."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        billing: Billing,
+        templates: Renderer,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._sessions = sessions
+        self._billing = billing
+        self._templates = templates
+        self._clock = clock
+
+    async def for_agent(self, agent_telegram_id: int, target: Target) -> str:
+        """An agent's lookup: balance, plan, payments with wallets, spend, eligibility."""
+        now = self._clock()
+        async with self._sessions() as session:
+            agent = await session.scalar(
+                select(Agent).where(
+                    Agent.telegram_id == agent_telegram_id, Agent.removed_at.is_(None)
+                )
+            )
+            if agent is None:
+                raise AgentNotFound(agent_telegram_id)
+            ticket = await session.get(Ticket, target.ticket) if target.ticket else None
+            email = target.email
+            identity = BY_ADDRESS
+            if email is None:
+                problem: SupportbotError | None = None
+                if ticket is None:
+                    problem = NotFound(f"there is no ticket #{target.ticket}")
+                else:
+                    owner = await owner_of_customer(session, ticket.customer_id)
+                    if owner is None:
+                        problem = NoAccount(
+                            f"#{ticket.id}: no account matches this customer (not linked, and "
+                            "no account has their email address); try /balance EMAIL"
+                        )
+                    else:
+                        email = owner.account.email
+                        identity = IDENTITY_LABELS[owner.identity]
+                if problem is not None:
+                    await self._audit(agent, "refused:balance", ticket, now, reason=str(problem))
+                    raise problem
+        assert email is not None
+        summary = await self._billing.lookup(email, now)
+        if summary is None:
+            await self._audit(
+                agent, "refused:balance", ticket, now, reason="unknown address", email=email
+            )
+            raise NoAccount(f"no account has the address {email}")
+        await self._audit(
+            agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
+        )
+        return self._templates.render(
+            "agents/balance",
+            ticket=ticket.id if ticket else None,
+            email=summary.email,
+            identity=identity,
+            plan=summary.plan,
+            pro_since=summary.pro_since,
+            balance=cents(summary.balance),
+            month_spend=cents(summary.month_spend),
+            payments=_payments(summary),
+            eligibility=eligibility_summary(summary, now),
+        )
+
+    async def _audit(
+        self, agent: Agent, action: str, ticket: Ticket | None, now: datetime, **details: Any
+    ) -> None:
+        async with self._sessions.begin() as session:
+            audit.record(
+                session,
+                at=now,
+                action=action,
+                agent=agent,
+                ticket_id=ticket.id if ticket else None,
+                **details,
+            )
+
+    async def for_customer(self, telegram_id: int) -> str:
+        """A linked customer's own balance, plan and recent payments; others are told to link."""
+        now = self._clock()
+        async with self._sessions() as session:
+            account = await linked_account(session, telegram_id)
+        summary = await self._billing.lookup(account.email, now) if account else None
+        async with self._sessions.begin() as session:
+            audit.record(
+                session,
+                at=now,
+                action="customer_balance" if summary else "refused:balance",
+                actor=f"telegram:{telegram_id}",
+                email=account.email if account else None,
+                reason=None if summary else "not linked" if account is None else "unknown",
+            )
+        if summary is None:
+            return self._templates.render("telegram/balance_unlinked", linked=account is not None)
+        return self._templates.render(
+            "telegram/balance",
+            email=summary.email,
+            plan=summary.plan,
+            pro_since=summary.pro_since,
+            balance=cents(summary.balance),
+            month_spend=cents(summary.month_spend),
+            payments=_payments(summary),
+        )

@@ -1,0 +1,51 @@
+"""Account commands in Telegram: a customer's `/link` and `/balance`, an agent's `/balance`.
+
+The chat classes (`bot.customers`, `bot.agents`) hand these commands here; this module turns
+them into calls of `accounts.linking` and `accounts.lookups` and renders the answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accounts.linking import CODE_TTL, Linker, LinkOutcome, LinkResult, is_code
+from accounts.lookups import BalanceLookups, parse_target
+from tickets.ports import Renderer
+
+
+@dataclass(frozen=True)
+class AccountServices:
+    """What the bot needs for account commands."""
+
+    linker: Linker
+    lookups: BalanceLookups
+    templates: Renderer
+
+    async def link(self, telegram_id: int, name: str, args: str) -> str:
+        """`/link EMAIL` asks for a code, `/link CODE` proves it; `/link` alone explains."""
+        words = args.split()
+        if len(words) != 1:
+            return self._link_text(LinkOutcome(LinkResult.NO_CODE), usage=True)
+        if is_code(words[0]):
+            outcome = await self.linker.confirm(telegram_id, name, words[0])
+        else:
+            outcome = await self.linker.request(telegram_id, name, words[0])
+        return self._link_text(outcome)
+
+    def _link_text(self, outcome: LinkOutcome, *, usage: bool = False) -> str:
+        return self.templates.render(
+            "telegram/link",
+            result="usage" if usage else outcome.result.value,
+            email=outcome.email or "",
+            attempts_left=outcome.attempts_left,
+            retry_at=outcome.retry_at,
+            minutes=int(CODE_TTL.total_seconds() // 60),
+        )
+
+    async def customer_balance(self, telegram_id: int) -> str:
+        """A customer's `/balance`: their linked account, or how to link one."""
+        return await self.lookups.for_customer(telegram_id)
+
+    async def agent_balance(self, agent: int, args: str, context_ticket: int | None) -> str:
+        """An agent's `/balance [N|EMAIL]` (plain text; the caller escapes it for HTML)."""
+        return await self.lookups.for_agent(agent, parse_target(args, context_ticket))
