@@ -31,7 +31,6 @@ IDENTITY_LABELS = {
     Identity.AUTHENTICATED: "matched by an authenticated sender address",
     Identity.UNVERIFIED: "matched by sender address, NOT verified: check before any account action",
 }
-NO_MATCH = "👤 no account matched (not linked, no account with this sender address)"
 BY_ADDRESS = "looked up by address: the customer has not proven they own it"
 
 
@@ -65,7 +64,7 @@ def parse_target(args: str, context_ticket: int | None) -> Target:
 
 
 async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> dict[int, str]:
-    """One line per customer for ticket cards: the account's address and how sure we are.
+    """A line for the ticket card of each customer matched to an account: address, certainty.
 
     The same rules as `owner_of_customer` (a code-proven link first, then the sender address
     with its latest verdict), in three queries for any number of customers.
@@ -115,10 +114,8 @@ async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> 
         for customer_id, email in matched.items():
             sure = verdicts.get(customer_id) == "pass"
             found[customer_id] = (email, Identity.AUTHENTICATED if sure else Identity.UNVERIFIED)
-    return {
-        c: f"👤 {found[c][0]} · {IDENTITY_LABELS[found[c][1]]}" if c in found else NO_MATCH
-        for c in wanted
-    }
+    # A customer with no account gets no line: most Telegram customers, whose cards stay short.
+    return {c: f"👤 {email} · {IDENTITY_LABELS[how]}" for c, (email, how) in found.items()}
 
 
 def eligibility_summary(summary: AccountSummary, now: datetime) -> str | None:
