@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from accounts.ledger import account_by_email
+from accounts.ledger import normalise_email
 from accounts.money import from_micros
 from accounts.tables import Account, LedgerEntry, Payment
 from tickets.errors import SupportbotError
@@ -158,12 +158,33 @@ class LedgerBilling:
         self._sessions = sessions
 
     async def lookup(self, email: str, now: datetime) -> AccountSummary | None:
-        """The ledger's summary of the account with this address."""
+        """The ledger's summary of the account with this address (two queries)."""
+        mine = LedgerEntry.account_id == Account.id
+        usage = (LedgerEntry.kind == "usage") & (LedgerEntry.at >= month_start(now))
+        total = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(mine)
+        used = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(mine, usage)
         async with self._sessions() as session:
-            account = await account_by_email(session, email)
-            if account is None:
+            row = (
+                await session.execute(
+                    select(
+                        Account,
+                        total.scalar_subquery().label("balance"),
+                        used.scalar_subquery().label("used"),
+                    ).where(Account.email == normalise_email(email))
+                )
+            ).first()
+            if row is None:
                 return None
-            return await summary_of(session, account, now)
+            account, balance, spent = row
+            return AccountSummary(
+                email=account.email,
+                plan=account.plan,
+                pro_since=account.pro_since,
+                balance=_decimal(balance),
+                month_spend=-_decimal(spent),
+                payments=tuple(await payments(session, account.id)),
+                account_id=account.id,
+            )
 
 
 def ledger_billing(sessions: async_sessionmaker[AsyncSession]) -> Billing:
