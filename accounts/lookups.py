@@ -102,15 +102,12 @@ async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> 
             .group_by(Ticket.customer_id)
             .subquery()
         )
-        verdicts: dict[int, str | None] = dict(
-            (
-                await session.execute(
-                    select(latest.c.customer_id, Message.auth).join(
-                        Message, Message.id == latest.c.message_id
-                    )
-                )
-            ).tuples()
+        rows = await session.execute(
+            select(latest.c.customer_id, Message.auth).join(
+                Message, Message.id == latest.c.message_id
+            )
         )
+        verdicts: dict[int, str | None] = {customer: auth for customer, auth in rows}
         for customer_id, email in matched.items():
             sure = verdicts.get(customer_id) == "pass"
             found[customer_id] = (email, Identity.AUTHENTICATED if sure else Identity.UNVERIFIED)

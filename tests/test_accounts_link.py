@@ -36,6 +36,7 @@ from tests import helpers
 from tests.conftest import START, Clock, Database
 from tests.test_accounts_import import CSV
 from tickets.agents import add_agent
+from tickets.desk import Desk
 from tickets.errors import InvalidAction
 from tickets.model import Role
 from tickets.tables import Customer
@@ -327,3 +328,19 @@ async def test_billing_port_swap(imported: Database, clock: Clock) -> None:
 async def test_bad_billing_factories(database: Database, path: str, problem: str) -> None:
     with pytest.raises(BillingError, match=problem):
         load_billing(path, database.sessions)
+
+
+async def test_identity_of_email_senders_follows_their_latest_verdict(
+    imported: Database, desk: Desk
+) -> None:
+    first = await desk.receive(helpers.email("Ann@example.com", "hi", auth="pass"))
+    stranger = await desk.receive(helpers.email("someone@example.net", "hello", auth="pass"))
+    async with imported.sessions() as session:
+        ann = (await helpers.ticket(imported, first.ticket)).customer_id
+        other = (await helpers.ticket(imported, stranger.ticket)).customer_id
+        notes = await identity_notes(session, [ann, other])
+    assert notes == {ann: "👤 ann@example.com · matched by an authenticated sender address"}
+    await desk.receive(helpers.email("ann@example.com", "again", auth="fail"))
+    async with imported.sessions() as session:
+        notes = await identity_notes(session, [ann])
+    assert "NOT verified" in notes[ann]
