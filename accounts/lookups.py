@@ -115,11 +115,16 @@ async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> 
     return {c: f"👤 {email} · {IDENTITY_LABELS[how]}" for c, (email, how) in found.items()}
 
 
-def eligibility_summary(summary: AccountSummary, now: datetime) -> str | None:
+async def eligibility_summary(
+    session: AsyncSession, summary: AccountSummary, now: datetime
+) -> str | None:
     """The refund eligibility lines of a balance lookup, or None while there are none.
 
-    LEAD: the one call site for accounts/refunds.py — return its eligibility summary (amounts,
-    wallets, deadlines) for `summary.account_id` here; every agent lookup shows what it returns.
+    LEAD: the one call site for accounts/refunds.py. Return its eligibility summary (amounts,
+    wallets, deadlines) here; every agent lookup (`/balance`, the Balance button) shows what
+    this returns under the payments. `summary.account_id` is the ledger account (None when a
+    deployment's own Billing answered); `accounts.billing.refund_inputs(session, account_id,
+    now)` reads the balance and the payments of the last 7 days the rule needs.
     """
     return None
 
@@ -197,6 +202,8 @@ class BalanceLookups:
         await self._audit(
             agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
         )
+        async with self._sessions() as session:
+            eligibility = await eligibility_summary(session, summary, now)
         return self._templates.render(
             "agents/balance",
             ticket=ticket.id if ticket else None,
@@ -207,7 +214,7 @@ class BalanceLookups:
             balance=cents(summary.balance),
             month_spend=cents(summary.month_spend),
             payments=_payments(summary),
-            eligibility=eligibility_summary(summary, now),
+            eligibility=eligibility,
         )
 
     async def _audit(
