@@ -13,15 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, String, bindparam, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from accounts.ledger import normalise_email
 from accounts.money import from_micros
 from accounts.tables import Account, LedgerEntry, Payment
 from tickets.errors import SupportbotError
+from tickets.tables import UTCDateTime
 
 DEFAULT_BILLING = "accounts.billing:ledger_billing"
 PAYMENTS_SHOWN = 5
@@ -158,33 +160,90 @@ class LedgerBilling:
         self._sessions = sessions
 
     async def lookup(self, email: str, now: datetime) -> AccountSummary | None:
-        """The ledger's summary of the account with this address (two queries)."""
-        mine = LedgerEntry.account_id == Account.id
-        usage = (LedgerEntry.kind == "usage") & (LedgerEntry.at >= month_start(now))
-        total = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(mine)
-        used = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(mine, usage)
+        """The ledger's summary of the account with this address, in one statement."""
         async with self._sessions() as session:
-            row = (
-                await session.execute(
-                    select(
-                        Account,
-                        total.scalar_subquery().label("balance"),
-                        used.scalar_subquery().label("used"),
-                    ).where(Account.email == normalise_email(email))
+            params = {"email": normalise_email(email), "month": month_start(now)}
+            rows = (await session.execute(SUMMARY_QUERY, params)).all()
+        if not rows:
+            return None
+        first = rows[0]
+        return AccountSummary(
+            email=first.email,
+            plan=first.plan,
+            pro_since=first.pro_since,
+            balance=_decimal(first.balance),
+            month_spend=-_decimal(first.used),
+            payments=tuple(
+                PaymentLine(
+                    paid_at=r.paid_at,
+                    purpose=r.purpose,
+                    amount_usd=r.amount_usd,
+                    crypto_amount=r.crypto_amount,
+                    currency=r.currency,
+                    chain=r.chain,
+                    wallet=r.wallet,
+                    tx_hash=r.tx_hash,
                 )
-            ).first()
-            if row is None:
-                return None
-            account, balance, spent = row
-            return AccountSummary(
-                email=account.email,
-                plan=account.plan,
-                pro_since=account.pro_since,
-                balance=_decimal(balance),
-                month_spend=-_decimal(spent),
-                payments=tuple(await payments(session, account.id)),
-                account_id=account.id,
-            )
+                for r in rows
+                if r.paid_at is not None
+            ),
+            account_id=first.id,
+        )
+
+
+def _summary_query() -> Select[Any]:
+    """The account, its balance and month's usage (one pass), and its last payments as rows.
+
+    A lookup is one round trip: the account row comes once per payment shown (or once, with
+    empty payment columns), the sums are computed once in a derived table. The statement is
+    built once (parameters `email` and `month`): building it costs more than running it.
+    """
+    email = bindparam("email", type_=String)
+    account_id = select(Account.id).where(Account.email == email).scalar_subquery()
+    month = bindparam("month", type_=UTCDateTime())
+    usage = (LedgerEntry.kind == "usage") & (LedgerEntry.at >= month)
+    sums = (
+        select(
+            func.coalesce(func.sum(LedgerEntry.amount), 0).label("balance"),
+            func.coalesce(func.sum(LedgerEntry.amount).filter(usage), 0).label("used"),
+        )
+        .where(LedgerEntry.account_id == account_id)
+        .subquery()
+    )
+    shown = aliased(Payment)
+    recent = (
+        select(shown.id)
+        .where(shown.account_id == Account.id)
+        .order_by(shown.paid_at.desc(), shown.id.desc())
+        .limit(PAYMENTS_SHOWN)
+        .correlate(Account)
+    )
+    return (
+        select(
+            Account.id,
+            Account.email,
+            Account.plan,
+            Account.pro_since,
+            sums.c.balance,
+            sums.c.used,
+            Payment.paid_at,
+            Payment.purpose,
+            Payment.amount_usd,
+            Payment.crypto_amount,
+            Payment.currency,
+            Payment.chain,
+            Payment.wallet,
+            Payment.tx_hash,
+        )
+        .select_from(Account)
+        .join(sums, true())
+        .outerjoin(Payment, Payment.id.in_(recent))
+        .where(Account.email == email)
+        .order_by(Payment.paid_at.desc(), Payment.id.desc())
+    )
+
+
+SUMMARY_QUERY = _summary_query()
 
 
 def ledger_billing(sessions: async_sessionmaker[AsyncSession]) -> Billing:
