@@ -17,7 +17,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Select, String, bindparam, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
 
 from accounts.ledger import normalise_email
 from accounts.money import from_micros
@@ -210,13 +209,12 @@ def _summary_query() -> Select[Any]:
         .where(LedgerEntry.account_id == account_id)
         .subquery()
     )
-    shown = aliased(Payment)
     recent = (
-        select(shown.id)
-        .where(shown.account_id == Account.id)
-        .order_by(shown.paid_at.desc(), shown.id.desc())
+        select(Payment)
+        .where(Payment.account_id == account_id)
+        .order_by(Payment.paid_at.desc(), Payment.id.desc())
         .limit(PAYMENTS_SHOWN)
-        .correlate(Account)
+        .subquery()
     )
     return (
         select(
@@ -226,20 +224,20 @@ def _summary_query() -> Select[Any]:
             Account.pro_since,
             sums.c.balance,
             sums.c.used,
-            Payment.paid_at,
-            Payment.purpose,
-            Payment.amount_usd,
-            Payment.crypto_amount,
-            Payment.currency,
-            Payment.chain,
-            Payment.wallet,
-            Payment.tx_hash,
+            recent.c.paid_at,
+            recent.c.purpose,
+            recent.c.amount_usd,
+            recent.c.crypto_amount,
+            recent.c.currency,
+            recent.c.chain,
+            recent.c.wallet,
+            recent.c.tx_hash,
         )
         .select_from(Account)
         .join(sums, true())
-        .outerjoin(Payment, Payment.id.in_(recent))
+        .outerjoin(recent, true())
         .where(Account.email == email)
-        .order_by(Payment.paid_at.desc(), Payment.id.desc())
+        .order_by(recent.c.paid_at.desc(), recent.c.id.desc())
     )
 
 

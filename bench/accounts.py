@@ -19,16 +19,19 @@ Targets, on SQLite and on PostgreSQL:
 The data: 100,000 accounts (20 % Pro); one of them has 10,000 entries (200 top-ups over 90
 days, 15 of them in the last 7 days, and 9,800 usage entries); the other 99,999 share 990,000
 entries (two top-ups each, the rest usage, spread over 90 days). Each call runs in its own
-session. 20 warm-up calls, then 500 timed lookups and 200 timed eligibility reads.
+session. 20 warm-up calls, then 500 timed lookups and 200 timed eligibility reads. The plan of
+the lookup's one statement is printed after the figures. `BENCH_ACCOUNTS` and `BENCH_ENTRIES`
+shrink the data for a quick check of the script (such figures measure nothing).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -41,7 +44,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import event, insert  # noqa: E402
 
 from accounts.billing import LedgerBilling, refund_inputs  # noqa: E402
 from accounts.lookups import BalanceLookups, Target  # noqa: E402
@@ -61,8 +64,8 @@ from supportbot.templates import Templates  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
 from tickets.model import Role  # noqa: E402
 
-ACCOUNTS = 100_000
-ENTRIES = 1_000_000
+ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "100000"))
+ENTRIES = int(os.environ.get("BENCH_ENTRIES", "1000000"))
 HEAVY_ENTRIES = 10_000
 HEAVY_PAYMENTS = 200
 HEAVY_RECENT = 15
@@ -84,6 +87,33 @@ class Result:
     command: Stats
     eligibility: Stats
     recent_payments: int
+    plan: list[str] = field(default_factory=list)
+
+
+async def lookup_plan(data: Database, now: datetime) -> list[str]:
+    """The plan of the one statement a balance lookup sends, as the driver got it."""
+    seen: list[tuple[str, Any]] = []
+
+    def listener(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(data.engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        await LedgerBilling(data.sessions).lookup(_email(1), now)
+    finally:
+        event.remove(data.engine.sync_engine, "before_cursor_execute", listener)
+    sql, params = next((q, p) for q, p in seen if q.lstrip().upper().startswith("SELECT"))
+    async with data.engine.connect() as connection:
+        if data.kind == "sqlite":
+            rows = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)).all()
+            lines = [str(tuple(row)[3]) for row in rows]
+        else:
+            explain = f"EXPLAIN (ANALYZE, BUFFERS) {sql}"
+            lines = [str(r[0]) for r in (await connection.exec_driver_sql(explain, params)).all()]
+        await connection.rollback()
+    return lines
 
 
 def _email(index: int) -> str:
@@ -224,9 +254,17 @@ async def run(kind: str, postgres_url: str) -> Result:
     now = datetime.now(UTC).replace(microsecond=0)
     async with database(kind, postgres_url) as data:
         seconds = await seed(data, now, rng)
+        plan = await lookup_plan(data, now)
+        print("\n".join(f"    {line}" for line in plan), flush=True)
         result = await measure(data, now, rng)
     return Result(
-        kind, seconds, result.lookup, result.command, result.eligibility, result.recent_payments
+        kind,
+        seconds,
+        result.lookup,
+        result.command,
+        result.eligibility,
+        result.recent_payments,
+        plan,
     )
 
 
@@ -259,6 +297,10 @@ def report(results: Sequence[Result]) -> None:
             f"{r.kind}: seeding and ANALYZE took {r.seed_seconds:.0f} s; the eligibility read "
             f"found {r.recent_payments} payments of the last 7 days"
         )
+    for r in results:
+        print(f"\n{r.kind}: plan of the balance lookup's statement")
+        for line in r.plan:
+            print(f"    {line}")
 
 
 async def main() -> int:
