@@ -22,6 +22,7 @@ from tickets.model import Route
 from tickets.outbox import OutboxWorker, Sender, Wakeups
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
+from tickets.watch import SlaWatch, WatchRules
 
 log = logging.getLogger("supportbot")
 
@@ -154,12 +155,32 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(telegram.run(stop))
                 if intake is not None:
                     tasks.create_task(intake.run(stop))
+                if telegram is not None:
+                    tasks.create_task(watch_from(service).run(stop))
         finally:
             if smtp is not None:
                 await smtp.close()
             if telegram is not None:
                 await telegram.close()
         log.info("supportbot stopped")
+
+
+def watch_from(service: Service) -> SlaWatch:
+    """The SLA watch, with the thresholds of the settings."""
+    sla = service.settings.sla
+    rules = WatchRules(
+        escalate_after_hours=sla.escalate_after_hours,
+        stale_claim_hours=sla.stale_claim_hours,
+        interval_seconds=sla.watch_interval_seconds,
+    )
+    return SlaWatch(
+        service.sessions,
+        service.policy,
+        service.templates,
+        rules=rules,
+        clock=service.clock,
+        wakeup=service.wakeups,
+    )
 
 
 async def start_telegram(service: Service) -> TelegramChannel:

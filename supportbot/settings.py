@@ -65,6 +65,9 @@ class SlaSettings:
     target_hours: float = 6.0
     risk_hours: float = 4.0
     reopen_days: int = 7
+    escalate_after_hours: float = 2.0
+    stale_claim_hours: float = 4.0
+    watch_interval_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,20 @@ def load_settings(
         target_hours=read.hours("SLA_TARGET_HOURS", 6.0),
         risk_hours=read.hours("SLA_RISK_HOURS", 4.0),
         reopen_days=read.integer("REOPEN_DAYS", 7, low=0, high=3650),
+        escalate_after_hours=read.hours("SLA_ESCALATE_AFTER_HOURS", 2.0),
+        stale_claim_hours=read.hours("SLA_STALE_CLAIM_HOURS", 4.0),
+        watch_interval_seconds=float(
+            read.integer("SLA_WATCH_INTERVAL_SECONDS", 60, low=1, high=3600)
+        ),
     )
+    for key, hours in (
+        ("SLA_ESCALATE_AFTER_HOURS", sla.escalate_after_hours),
+        ("SLA_STALE_CLAIM_HOURS", sla.stale_claim_hours),
+    ):
+        if hours > sla.response_hours:
+            raise SettingsError(
+                key, f"{hours:g} is more than SLA_RESPONSE_HOURS ({sla.response_hours:g})"
+            )
     smtp = _smtp(read, needed=imap is not None)
     telegram = _telegram(read)
     if imap is not None and telegram is None:
