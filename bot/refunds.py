@@ -8,7 +8,8 @@ import html
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message
 from telegram.constants import ParseMode
 
@@ -187,40 +188,43 @@ class CustomerRefunds:
             )
         )
         if intake.opened and not intake.duplicate:
-            await self._first_in_tier(intake.ticket, intake.message_id, now)
+            await first_in_tier(self._desk.sessions, self._policy, intake.ticket, now)
         return None
 
-    async def _first_in_tier(self, number: int, message_id: int, now: datetime) -> None:
-        """Move the request to the top of its tier without entering the risk band.
 
-        Its due time becomes one second before the earliest due time in its plan's tier outside
-        the risk window (never later than the SLA's own): it goes first among tickets that are
-        not at risk, and every ticket at risk or breached still goes before it, as the queue
-        policy says. A ticket ahead of nobody in its tier keeps its own due time.
-        """
-        async with self._desk.sessions.begin() as session:
-            ticket = await session.get(Ticket, number, with_for_update=True)
-            if ticket is None or ticket.due_at is None or ticket.waiting_message_id != message_id:
-                return
-            cutoff = self._policy.risk_cutoff(now)
-            earliest = await session.scalar(
-                select(Ticket.due_at)
-                .where(
-                    Ticket.due_at.is_not(None),
-                    Ticket.due_at > cutoff,
-                    Ticket.plan == ticket.plan,
-                    Ticket.id != ticket.id,
-                )
-                .order_by(Ticket.due_at)
-                .limit(1)
+async def first_in_tier(
+    sessions: async_sessionmaker[AsyncSession], policy: SlaPolicy, number: int, now: datetime
+) -> datetime | None:
+    """Move a refund request to the top of its tier without entering the risk band.
+
+    Its due time becomes one second before the earliest due time in its plan's tier outside the
+    risk window (never later than its own SLA due time, never inside the window): it goes first
+    among tickets that are not at risk, while every ticket at risk or breached still goes before
+    it, as the queue policy says. Returns the new due time, or None when it stays as it was.
+    """
+    async with sessions.begin() as session:
+        ticket = await session.get(Ticket, number, with_for_update=True)
+        if ticket is None or ticket.due_at is None:
+            return None
+        cutoff = policy.risk_cutoff(now)
+        earliest = await session.scalar(
+            select(Ticket.due_at)
+            .where(
+                Ticket.due_at.is_not(None),
+                Ticket.due_at > cutoff,
+                Ticket.plan == ticket.plan,
+                Ticket.id != ticket.id,
             )
-            if earliest is None or earliest > ticket.due_at:
-                return
-            moved = max(earliest - timedelta(seconds=1), cutoff + timedelta(seconds=1))
-            if moved < ticket.due_at:
-                await session.execute(
-                    update(Ticket).where(Ticket.id == number).values(due_at=moved)
-                )
+            .order_by(Ticket.due_at)
+            .limit(1)
+        )
+        if earliest is None:
+            return None
+        moved = max(earliest - timedelta(seconds=1), cutoff + timedelta(seconds=1))
+        if moved >= ticket.due_at:
+            return None
+        ticket.due_at = moved
+        return moved
 
 
 def _html(text: str) -> str:

@@ -1,0 +1,126 @@
+"""End to end: refunds through the real service and the local Telegram (and SMTP) servers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from accounts.tables import Payout, Refund
+from bot.local_api import SentMessage
+from tests import helpers
+from tests import refund_data as data
+from tests.conftest import Database
+from tests.telegram_harness import Desk, running_desk
+from tickets.ports import utcnow
+from tickets.tables import AuditEntry, Customer, Ticket
+
+
+async def account_for(
+    desk: Desk, customer_telegram_id: int | None, email: str, **extra: str
+) -> int:
+    """An account with top-ups of 30 (3 days ago, TOld) and 20 (yesterday, TNew), minus 5 used."""
+    now = utcnow()
+    async with desk.database.sessions.begin() as session:
+        owner = await data.account(session, email, at=now - timedelta(days=30))
+        await data.payment(session, owner, "30", at=now - timedelta(days=3), wallet="TOld")
+        await data.payment(session, owner, "20", at=now - timedelta(days=1), wallet="TNew")
+        await data.usage(session, owner, "5", at=now - timedelta(hours=5))
+        if customer_telegram_id is not None:
+            customer_id = await session.scalar(
+                select(Customer.id).where(Customer.telegram_id == customer_telegram_id)
+            )
+            assert customer_id is not None
+            await data.link(session, owner, customer_id, at=now)
+        return owner.id
+
+
+async def press(desk: Desk, who: object, message: SentMessage, data_: str, **kw: bool) -> str:
+    query = await desk.server.press_button(who, message, data_, **kw)  # type: ignore[arg-type]
+    answer = await desk.server.wait_for(lambda: desk.server.callback_answer(query))
+    return answer.text or ""
+
+
+async def test_agent_refunds_admin_approves_and_marks_paid_customer_sees_it(
+    database: Database,
+) -> None:
+    extra = {"REFUND_APPROVAL_ABOVE_USD": "30"}
+    async with running_desk(database, extra=extra) as desk:
+        ann, ticket = await desk.customer_opens("Ann", "Please refund my balance")
+        await account_for(desk, ann.id, "ann@example.org")
+        card = await desk.card_of(ticket.id)
+        *_, refund_button = card.callback_data()
+
+        assert "Refund panel" in await press(desk, desk.agent, card, refund_button)
+        panel = await desk.wait_group(f"💸 Refund for #{ticket.id}")
+        text = panel.text or ""
+        assert "$20.00 of $20.00" in text and "TNew" in text and "$25.00 of $30.00" in text
+        assert "Total: $45.00" in text and "an admin, must approve" in text
+        [confirm] = panel.callback_data()
+        assert len(confirm.encode()) <= 64
+
+        forged = confirm.replace(f":{ticket.id}:", f":{ticket.id + 1}:")
+        assert "not valid" in await press(desk, desk.agent, panel, forged, tampered=True)
+        assert "waiting for an admin" in await press(desk, desk.agent, panel, confirm)
+        held = await desk.wait_group("is waiting for an admin")
+        [approve] = held.callback_data()
+        assert "only an admin" in await press(desk, desk.agent, held, approve)
+        assert "done" in await press(desk, desk.admin, held, approve)
+        assert "already" in await press(desk, desk.admin, held, approve)  # a replayed press
+
+        notice = await desk.wait_customer(ann, "Your refund is on its way")
+        assert "$20.00 in USDT on tron to TNew" in (notice.text or "")
+        assert "$25.00 in USDT on tron to TOld" in (notice.text or "")
+
+        payouts = await helpers.rows(database, Payout)
+        assert [p.status for p in payouts] == ["pending", "pending"]
+        await desk.server.user_sends(
+            desk.agent, chat=desk.group, text=f"/paid {payouts[0].id} 0xdeadbeef42"
+        )
+        await desk.wait_group("only an admin can mark a payout sent")
+        await desk.server.user_sends(
+            desk.admin, chat=desk.group, text=f"/paid {payouts[0].id} 0xdeadbeef42"
+        )
+        await desk.wait_group(f"Payout {payouts[0].id} marked sent")
+        sent = await desk.wait_customer(ann, "Transaction hash: 0xdeadbeef42")
+        assert "$20.00 in USDT on tron to TNew" in (sent.text or "")
+
+        [refund] = await helpers.rows(database, Refund)
+        assert refund.status == "executed" and refund.ticket_id == ticket.id
+        actions = [e.action for e in await helpers.rows(database, AuditEntry)]
+        for expected in (
+            "refund_panel",
+            "refund_confirm",
+            "refused:refund_approve",
+            "refund_approve",
+            "refund_execute",
+            "refused:payout_sent",
+            "payout_sent",
+        ):
+            assert expected in actions, expected
+        assert "refused:button" in actions
+
+
+async def test_customer_refund_request_opens_a_ticket_with_the_summary(database: Database) -> None:
+    async with running_desk(database) as desk:
+        ann, _ = await desk.customer_opens("Ann", "hello")
+        stranger = desk.server.add_user("Zed")
+        await desk.server.user_sends(stranger, text="/refund")
+        await desk.wait_customer(stranger, "first link this chat")
+        await account_for(desk, ann.id, "ann@example.org")
+        await desk.server.user_sends(ann, text="/refund changed my mind")
+        await desk.server.wait_for(
+            lambda: (
+                len([m for m in desk.server.sent_to(ann.id) if "ticket number" in (m.text or "")])
+                >= 2
+            )
+        )
+        async with database.sessions() as session:
+            request = (
+                await session.scalars(select(Ticket).order_by(Ticket.id.desc()).limit(1))
+            ).one()
+        card = await desk.card_of(request.id)
+        text = card.text or ""
+        assert "Refund request" in text and "changed my mind" in text
+        assert "Refundable now: $45.00" in text and "TNew" in text
+        assert len(await helpers.tickets(database)) == 2, "Zed's /refund opened no ticket"
