@@ -11,6 +11,19 @@ from bot.local_api import SentMessage
 from tests import helpers
 from tests import refund_data as data
 from tests.conftest import Database
+from tests.mailservers import (  # noqa: F401 - fixtures are found by name
+    SUPPORT,
+    USER,
+    Dovecot,
+    Received,
+    SmtpServer,
+    customer_mail,
+    dovecot_fixture,
+    eventually,
+    mailbox_fixture,
+    smtp_server_fixture,
+    tls_files_fixture,
+)
 from tests.telegram_harness import Desk, running_desk
 from tickets.ports import utcnow
 from tickets.tables import AuditEntry, Customer, Ticket
@@ -124,3 +137,71 @@ async def test_customer_refund_request_opens_a_ticket_with_the_summary(database:
         assert "Refund request" in text and "changed my mind" in text
         assert "Refundable now: $45.00" in text and "TNew" in text
         assert len(await helpers.tickets(database)) == 2, "Zed's /refund opened no ticket"
+
+
+async def test_email_customer_is_told_by_mail_what_goes_where_and_the_hash(
+    database: Database, dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer
+) -> None:
+    imap = dovecot.settings(mailbox)
+    settings = {
+        "IMAP_HOST": imap.host,
+        "IMAP_PORT": str(imap.port),
+        "IMAP_USER": USER,
+        "IMAP_PASSWORD": imap.password,
+        "IMAP_TLS": "none",
+        "IMAP_MAILBOX": mailbox,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_TLS": "none",
+        "SUPPORT_ADDRESS": SUPPORT,
+    }
+    async with running_desk(database, extra=settings) as desk:
+        await account_for(desk, None, "carol@example.org")
+        dovecot.append(
+            mailbox,
+            customer_mail(
+                "Carol <carol@example.org>",
+                "Refund please",
+                "I topped up by mistake, please refund.",
+                message_id="<refund-1@example.org>",
+            ),
+        )
+        [ticket] = await eventually(lambda: helpers.tickets(database), within=30)
+        topic = await desk.topic_of(ticket.id)
+        await eventually(lambda: _mails(smtp_server, 1), within=30)  # the receipt
+
+        # No SPF/DKIM/DMARC pass on that mail: the panel offers no Confirm until an agent vouches.
+        await desk.server.user_sends(desk.agent, chat=desk.group, thread_id=topic, text="/refund")
+        first = await desk.wait_group("Identity NOT verified")
+        assert first.callback_data() == []
+        await desk.server.user_sends(
+            desk.agent, chat=desk.group, thread_id=topic, text="/refund verified"
+        )
+        panel = await desk.wait_group("You vouched for it")
+        [confirm] = panel.callback_data()
+        assert "done" in await press(desk, desk.agent, panel, confirm)
+
+        notice = (await eventually(lambda: _mails(smtp_server, 2), within=30))[1].message
+        assert notice["To"] == "carol@example.org" and notice["Auto-Submitted"] == "auto-generated"
+        assert notice["Subject"] == f"[#{ticket.id}] Refund please"
+        assert notice["In-Reply-To"] == "<refund-1@example.org>"
+        body = notice.get_body(("plain",))
+        assert body is not None
+        text = body.get_content()
+        assert "$20.00 in USDT on tron to TNew" in text and "$25.00 in USDT on tron to TOld" in text
+
+        payouts = await helpers.rows(database, Payout)
+        await desk.server.user_sends(
+            desk.admin, chat=desk.group, text=f"/paid {payouts[1].id} 0xfeed00cafe"
+        )
+        await desk.wait_group("The customer is told by email (carol@example.org)")
+        paid = (await eventually(lambda: _mails(smtp_server, 3), within=30))[2].message
+        paid_body = paid.get_body(("plain",))
+        assert paid_body is not None
+        assert "Transaction hash: 0xfeed00cafe" in paid_body.get_content()
+        assert "$25.00 in USDT on tron to TOld" in paid_body.get_content()
+
+
+async def _mails(server: SmtpServer, count: int) -> list[Received]:
+    got = server.received
+    return got if len(got) >= count else []
