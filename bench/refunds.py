@@ -32,6 +32,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 from sqlalchemy import insert, select  # noqa: E402
 
+from accounts.money import cents  # noqa: E402
 from accounts.refunding import load_plan  # noqa: E402
 from accounts.tables import Account, LedgerEntry, Payment, Payout, Refund  # noqa: E402
 from bench.common import (  # noqa: E402
@@ -228,7 +229,7 @@ async def main() -> int:
                     f"{r.stats.p99:.1f}",
                     f"{r.stats.max:.1f}",
                     f"p50 ≤ {TARGET_MS:.0f}: {verdict(r.stats.p50 <= TARGET_MS)}",
-                    f"${r.total} in {r.parts} payouts",
+                    f"{cents(r.total)} in {r.parts} payouts",
                 ]
                 for r in results
             ],

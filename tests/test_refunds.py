@@ -160,13 +160,16 @@ async def test_bad_input_is_refused_changes_nothing_and_is_audited(
         await refunds.panel(999, AGENT)
     with pytest.raises(NotAllowed):
         await refunds.panel(number, 4242)  # not an agent
+    stranger = await desk.receive(helpers.email("nobody@example.org", "refund", auth="pass"))
+    with pytest.raises(RefundRefused, match=r"no account matches .*\(nobody@example.org\)"):
+        await refunds.panel(stranger.ticket, AGENT)  # an email no account is registered with
     with pytest.raises(RefundRefused, match="does not name"):
         await refunds.confirm(number, AGENT, "' or 1=1 --")
     with pytest.raises(NotFound):
         await refunds.approve(77, ADMIN)
     assert await helpers.rows(database, Refund) == []
     reasons = [e.action for e in await helpers.audit(database) if e.action.startswith("refused")]
-    assert len(reasons) == 5
+    assert len(reasons) == 6
 
 
 async def test_nothing_to_refund_and_already_refunded(
