@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.refunds import AccountFacts, PaymentFacts, Purpose, plan_refund
+from supportbot.settings import SettingsError, load_settings
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -173,3 +174,17 @@ def test_plans_are_frozen() -> None:
     plan = plan_refund(account("10"), [topup(1, "10", DAY)], NOW)
     with pytest.raises(AttributeError):
         plan.balance = Decimal(0)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, Decimal(100)), ("250", Decimal(250)), ("0", Decimal(0))]
+)
+def test_the_approval_limit_setting(raw: str | None, expected: Decimal) -> None:
+    environ = {} if raw is None else {"REFUND_APPROVAL_ABOVE_USD": raw}
+    assert load_settings(environ, env_file=None).refund_approval_above == expected
+
+
+@pytest.mark.parametrize("raw", ["lots", "-1", "NaN", "1e12"])
+def test_a_broken_approval_limit_names_the_key(raw: str) -> None:
+    with pytest.raises(SettingsError, match=r"^REFUND_APPROVAL_ABOVE_USD: "):
+        load_settings({"REFUND_APPROVAL_ABOVE_USD": raw}, env_file=None)

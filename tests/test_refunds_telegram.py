@@ -205,3 +205,39 @@ async def test_email_customer_is_told_by_mail_what_goes_where_and_the_hash(
 async def _mails(server: SmtpServer, count: int) -> list[Received]:
     got = server.received
     return got if len(got) >= count else []
+
+
+async def test_the_running_service_reports_an_overdue_payout_once(database: Database) -> None:
+    old = utcnow() - timedelta(days=5, hours=1)
+    async with database.sessions.begin() as session:
+        owner = await data.account(session, "late@example.org", at=old)
+        paid = await data.payment(session, owner, "12", at=old, wallet="TLate")
+        refund = Refund(
+            account_id=owner.id,
+            key="k-late",
+            status="executed",
+            total=paid.amount_usd,
+            created_at=old,
+            executed_at=old,
+        )
+        session.add(refund)
+        await session.flush()
+        session.add(
+            Payout(
+                refund_id=refund.id,
+                payment_id=paid.id,
+                amount_usd=paid.amount_usd,
+                currency="USDT",
+                chain="tron",
+                wallet="TLate",
+                status="pending",
+                created_at=old,
+            )
+        )
+    async with running_desk(database) as desk:
+        alert = await desk.wait_group("has been pending since")
+        assert "$12.00 USDT on tron to TLate" in (alert.text or "")
+    [payout] = await helpers.rows(database, Payout)
+    assert payout.alerted_at is not None
+    alerts = [e for e in await helpers.rows(database, AuditEntry) if e.action == "payout_overdue"]
+    assert len(alerts) == 1
