@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from accounts.refunds import AccountFacts, PaymentFacts, Purpose, plan_refund
 from supportbot.settings import SettingsError, load_settings
@@ -188,3 +190,37 @@ def test_the_approval_limit_setting(raw: str | None, expected: Decimal) -> None:
 def test_a_broken_approval_limit_names_the_key(raw: str) -> None:
     with pytest.raises(SettingsError, match=r"^REFUND_APPROVAL_ABOVE_USD: "):
         load_settings({"REFUND_APPROVAL_ABOVE_USD": raw}, env_file=None)
+
+
+amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal(500), places=2)
+
+
+@given(
+    balance=st.decimals(min_value=Decimal(-50), max_value=Decimal(2000), places=2),
+    payments=st.lists(
+        st.tuples(amounts, st.integers(min_value=0, max_value=14 * 24), st.booleans()),
+        max_size=12,
+    ),
+)
+def test_the_split_always_keeps_the_rules(
+    balance: Decimal, payments: list[tuple[Decimal, int, bool]]
+) -> None:
+    facts = [
+        topup(i, str(amount), timedelta(hours=hours), wallet=f"W{i}", refunded=refunded)
+        for i, (amount, hours, refunded) in enumerate(payments, start=1)
+    ]
+    plan = plan_refund(account(str(balance)), facts, NOW)
+    eligible = [p for p in facts if not p.refunded and p.deadline > NOW]
+    assert plan.total == min(
+        max(balance, Decimal(0)), sum((p.amount for p in eligible), Decimal(0))
+    )
+    by_id = {p.id: p for p in facts}
+    for part in plan.parts:
+        paid = by_id[part.payment_id]
+        assert 0 < part.amount <= paid.amount and part.wallet == paid.wallet
+        assert not paid.refunded and paid.deadline > NOW
+    # Newest first: only the oldest payment that got anything can have got less than it paid.
+    short = [p for p in plan.parts if p.amount < p.paid]
+    assert short in ([], list(plan.parts[-1:]))
+    assert [p.paid_at for p in plan.parts] == sorted((p.paid_at for p in plan.parts), reverse=True)
+    assert {p.payment_id for p in plan.parts} | {e.payment_id for e in plan.excluded} == set(by_id)
