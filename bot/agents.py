@@ -15,6 +15,7 @@ from telegram.error import TelegramError
 from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
+from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
@@ -39,7 +40,13 @@ AGENT_COMMANDS = {
 class AgentGroup:
     """Everything agents do in their group turns into a core operation, checked and audited."""
 
-    def __init__(self, parts: ChatParts, signer: ButtonSigner, chat_id: int) -> None:
+    def __init__(
+        self,
+        parts: ChatParts,
+        signer: ButtonSigner,
+        chat_id: int,
+        refunds: AgentRefunds | None = None,
+    ) -> None:
         self._bot = parts.bot
         self._desk = parts.desk
         self._policy = parts.policy
@@ -48,6 +55,7 @@ class AgentGroup:
         self._clock = parts.clock
         self._signer = signer
         self.chat_id = chat_id
+        self._refunds = refunds
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -101,6 +109,9 @@ class AgentGroup:
     async def _command(
         self, message: Message, agent: int, ticket: int | None, name: str, args: str
     ) -> None:
+        if name in ("refund", "approve", "paid") and self._refunds is not None:
+            await self._refunds.command(message, agent, ticket, name, args)
+            return
         number, rest = _number_and_rest(args, ticket)
         simple: dict[str, Callable[[int, int], Awaitable[None]]] = {
             "take": self._desk.claim,
@@ -223,6 +234,10 @@ class AgentGroup:
         if role is None:
             await self._desk.refused(user.id, press.action.value, "not an agent", press.ticket)
             await query.answer("Only agents can use these buttons.", show_alert=True)
+            return
+        if press.action in BUTTON_ACTIONS:
+            if self._refunds is not None:
+                await self._refunds.on_button(query, press, user.id)
             return
         actions = {
             Action.CLAIM: self._desk.claim,

@@ -9,6 +9,7 @@ from telegram import Bot, Message
 
 from bot.convert import CARRIED, content_of, display_name, external_id
 from bot.limits import TelegramLimiter
+from bot.refunds import CustomerRefunds
 from supportbot.templates import Templates
 from tickets import queue
 from tickets.desk import Desk
@@ -23,6 +24,7 @@ CUSTOMER_COMMANDS = {
     "new": "Start a separate ticket",
     "status": "Your open tickets",
     "link": "Link this chat to your account",
+    "refund": "Ask for a refund (linked accounts)",
 }
 
 
@@ -54,7 +56,8 @@ class ChatParts:
 class CustomerChat:
     """Turns a customer's private messages into tickets and answers their commands."""
 
-    def __init__(self, parts: ChatParts) -> None:
+    def __init__(self, parts: ChatParts, refunds: CustomerRefunds | None = None) -> None:
+        self._refunds = refunds
         self._bot = parts.bot
         self._desk = parts.desk
         self._policy = parts.policy
@@ -136,6 +139,10 @@ class CustomerChat:
                 await self._answer(message, self._templates.render("telegram/new_ticket"))
         elif name == "link":
             await self._answer(message, self._templates.render("telegram/link"))
+        elif name == "refund" and self._refunds is not None:
+            answer = await self._refunds.request(message, ref, args)
+            if answer is not None:
+                await self._answer(message, answer)
         elif name == "status":
             assert ref.telegram_id is not None
             async with self._desk.sessions() as session:

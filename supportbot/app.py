@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from accounts.payouts import PayoutDesk
+from accounts.refunding import RefundDesk
 from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, notify_agents
 from mail.smtp import SmtpSender
@@ -71,6 +74,8 @@ class Service:
     desk: Desk
     wakeups: Wakeups
     clock: Clock
+    refunds: RefundDesk
+    payouts: PayoutDesk
 
     def outbox_worker(self, senders: dict[Route, Sender]) -> OutboxWorker:
         return OutboxWorker(
@@ -89,7 +94,18 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
         wakeups = Wakeups()
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
         desk = Desk(sessions, policy, templates, clock=clock, wakeup=wakeups, mail_domain=domain)
-        yield Service(settings, engine, sessions, policy, templates, desk, wakeups, clock)
+        refunds = RefundDesk(
+            sessions,
+            templates,
+            clock=clock,
+            approval_above=settings.refund_approval_above,
+            mail_domain=domain,
+            wakeup=wakeups,
+        )
+        payouts = PayoutDesk(sessions, templates, clock=clock, mail_domain=domain, wakeup=wakeups)
+        yield Service(
+            settings, engine, sessions, policy, templates, desk, wakeups, clock, refunds, payouts
+        )
 
 
 def missing_channels_message() -> str:
@@ -155,8 +171,10 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(telegram.run(stop))
                 if intake is not None:
                     tasks.create_task(intake.run(stop))
+                tasks.create_task(_every(PAYOUT_CHECK_SECONDS, service.payouts.alert_overdue, stop))
                 if telegram is not None:
-                    tasks.create_task(watch_from(service).run(stop))
+                    watch = watch_from(service)
+                    tasks.create_task(_every(watch.rules.interval_seconds, watch.sweep, stop))
         finally:
             if smtp is not None:
                 await smtp.close()
@@ -183,6 +201,20 @@ def watch_from(service: Service) -> SlaWatch:
     )
 
 
+PAYOUT_CHECK_SECONDS = 600.0
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
+    """Run a periodic job until `stop`; a failure is logged and tried again next time."""
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            log.exception("periodic job %s failed", getattr(job, "__name__", job))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+
 async def start_telegram(service: Service) -> TelegramChannel:
     """Build and start the Telegram channel from the service's settings."""
     assert service.settings.telegram is not None
@@ -193,6 +225,8 @@ async def start_telegram(service: Service) -> TelegramChannel:
         service.policy,
         service.templates,
         service.clock,
+        refunds=service.refunds,
+        payouts=service.payouts,
     )
     await channel.start()
     return channel

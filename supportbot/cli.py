@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 from sqlalchemy import select, update
 
+from accounts.money import cents
+from accounts.payouts import payout_list, write_csv
 from mail.imap import ImapIntake
 from supportbot import app, db
 from supportbot.demo import run_demo
@@ -82,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     retry = quarantine_commands.add_parser("retry", help="take a set-aside mail in again")
     retry.add_argument("id", type=_positive)
 
+    _payout_commands(commands)
+
     agents = commands.add_parser("agents", help="who may work the queue")
     agent_commands = agents.add_subparsers(dest="action", required=True, parser_class=_Parser)
     add = agent_commands.add_parser("add", help="allow a Telegram user to act as an agent")
@@ -93,6 +97,43 @@ def _parser() -> argparse.ArgumentParser:
     remove = agent_commands.add_parser("remove", help="take a user off the allowlist")
     remove.add_argument("telegram_id", type=_telegram_id)
     return parser
+
+
+def _payout_commands(commands: Any) -> None:
+    payouts = commands.add_parser("payouts", help="refund payouts, for finance")
+    steps = payouts.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = steps.add_parser("list", help="payouts oldest first")
+    listing.add_argument("--status", choices=["pending", "sent", "all"], default="all")
+    export = steps.add_parser("export", help="payouts as CSV")
+    export.add_argument("--csv", type=Path, required=True, metavar="FILE", help="'-' for stdout")
+    export.add_argument("--status", choices=["pending", "sent", "all"], default="all")
+    mark = steps.add_parser("mark-sent", help="record a payout as sent; the customer is told")
+    mark.add_argument("id", type=_positive)
+    mark.add_argument("tx_hash")
+
+
+async def _payouts(service: app.Service, args: argparse.Namespace) -> None:
+    if args.action == "mark-sent":
+        print(await service.payouts.mark_sent(args.id, args.tx_hash, actor="cli"))
+        return
+    async with service.sessions() as session:
+        rows = await payout_list(session, None if args.status == "all" else args.status)
+    if args.action == "export":
+        if str(args.csv) == "-":
+            write_csv(rows, sys.stdout)
+        else:
+            with args.csv.open("w", newline="", encoding="utf-8") as out:
+                write_csv(rows, out)
+            print(f"{len(rows)} payouts written to {args.csv}")
+        return
+    if not rows:
+        print("no payouts")
+    for p in rows:
+        sent = f"sent {when(p.sent_at)} {p.tx_hash}" if p.sent_at else "pending"
+        print(
+            f"{p.id:>5}  {when(p.created_at)}  {cents(p.amount_usd):>10} {p.currency:<6} "
+            f"{p.chain:<10} {p.wallet}  #{p.ticket or '—'} {p.account}  {sent}"
+        )
 
 
 def _positive(raw: str) -> int:
@@ -199,6 +240,9 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "mail":
         await _with_service(settings, lambda service: _quarantine(service, args))
+        return 0
+    if args.command == "payouts":
+        await _with_service(settings, lambda service: _payouts(service, args))
         return 0
 
     async def job(service: app.Service) -> None:

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -79,6 +80,8 @@ class Settings:
     smtp: SmtpSettings | None = None
     support_address: str | None = None
     log_level: str = "INFO"
+    # Refunds above this total (USD) wait for an admin's approval.
+    refund_approval_above: Decimal = Decimal(100)
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -231,6 +234,17 @@ def _smtp(read: _Reader, needed: bool) -> SmtpSettings | None:
     )
 
 
+def _refund_approval_above(read: _Reader) -> Decimal:
+    raw = read.text("REFUND_APPROVAL_ABOVE_USD", "100")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError("REFUND_APPROVAL_ABOVE_USD", f"expected dollars, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or value >= 10**9:
+        raise SettingsError("REFUND_APPROVAL_ABOVE_USD", f"expected 0 or more dollars, got {raw!r}")
+    return value
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -283,6 +297,7 @@ def load_settings(
             "TELEGRAM_TOKEN", "missing; agents answer email from the Telegram agents' group"
         )
     return Settings(
+        refund_approval_above=_refund_approval_above(read),
         database_url=database_url,
         sla=sla,
         telegram=telegram,

@@ -58,6 +58,8 @@ class OutboxKind(StrEnum):
     RECEIPT = "receipt"
     REPLY = "reply"
     AGENT_NOTICE = "agent_notice"
+    # An automatic factual notice to a customer (refund on its way, payout sent, …).
+    NOTICE = "notice"
 
 
 class OutboxStatus(StrEnum):

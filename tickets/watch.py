@@ -12,8 +12,6 @@ business hours exactly when `24 - h` are left, so "ran 6 hours" is `due_at <= ad
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,7 +95,7 @@ class SweepReport:
 
 
 class SlaWatch:
-    """Sweeps the waiting tickets every `interval_seconds` and tells agents what changed."""
+    """Sweeps the waiting tickets (the service calls `sweep` every `interval_seconds`)."""
 
     def __init__(
         self,
@@ -115,18 +113,6 @@ class SlaWatch:
         self.rules = rules or WatchRules()
         self._clock = clock
         self._wakeup = wakeup
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Sweep until `stop` is set; a failed sweep is logged and tried again next time."""
-        while not stop.is_set():
-            try:
-                await self.sweep()
-            except Exception:  # the watch must outlive a database hiccup
-                log.exception(
-                    "SLA watch: sweep failed; retrying in %ss", self.rules.interval_seconds
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.rules.interval_seconds)
 
     async def sweep(self) -> SweepReport:
         """One pass: warnings, escalations and stale claims, each in its own transaction."""
