@@ -12,7 +12,6 @@ business hours exactly when `24 - h` are left, so "ran 6 hours" is `due_at <= ad
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,8 +27,6 @@ from tickets.policy import SlaPolicy
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.storage import insert_ignore
 from tickets.tables import Agent, Customer, SlaAlert, Ticket
-
-log = logging.getLogger(__name__)
 
 
 class Alert(StrEnum):
