@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from accounts.credit_run import MonthlyCredits, notice_routes
 from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, notify_agents
 from mail.smtp import SmtpSender
@@ -157,6 +158,16 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(intake.run(stop))
                 if telegram is not None:
                     tasks.create_task(watch_from(service).run(stop))
+                if settings.uptime is not None:  # automatic SLA credits, 1st to 10th, hourly
+                    credits = MonthlyCredits(
+                        service.sessions,
+                        service.templates,
+                        settings.uptime,
+                        notice_routes(settings),
+                        clock=clock,
+                        wakeup=service.wakeups,
+                    )
+                    tasks.create_task(credits.run(stop))
         finally:
             if smtp is not None:
                 await smtp.close()

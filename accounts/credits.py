@@ -1,0 +1,385 @@
+"""SLA credits: who gets 1 % of their net spend back when a month's uptime fell short.
+
+The rules (README "SLA credits", docs/decisions.md):
+
+* Only a month whose uptime is below 99.5 % gives credits.
+* An account counts as Pro for the month when it is on Pro now and became Pro before the month
+  ended (`pro_since` unknown counts as Pro). An upgrade refunded since is back on Basic: nothing.
+* It must have had a positive balance at some time in the month: the balance at the month's
+  start, or after any of its entries within the month (in time order), above zero.
+* Net spend = what its `usage` entries in the month took from the balance, less usage given back
+  (positive `usage` entries), never below zero. Top-ups, refunds, credits and adjustments are
+  not spend.
+* The credit is 1 % of that, rounded half-even to the cent; one that rounds to $0.00 is not given.
+* Once per account and month, enforced by the UNIQUE(account_id, month) of `sla_credits`: each
+  account is credited in its own transaction that inserts that row first, so re-runs and
+  concurrent runs find it there and credit nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts.ledger import balance
+from accounts.money import cents
+from accounts.tables import Account, AccountLink, LedgerEntry, SlaCredit
+from accounts.uptime import Month, Uptime
+from tickets import audit
+from tickets.model import OutboxKind, Route
+from tickets.outbox import enqueue
+from tickets.ports import Renderer
+from tickets.tables import Customer
+
+PROMISE = Decimal("99.5")
+RATE = Decimal("0.01")
+CENT = Decimal("0.01")
+
+
+# -- the policy (pure) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One ledger entry of the month, as the policy sees it (entries come in time order)."""
+
+    kind: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Assessment:
+    positive: bool
+    net_spend: Decimal
+
+
+def assess(opening: Decimal, movements: Iterable[Movement]) -> Assessment:
+    """Whether the balance was above zero at some time in the month, and the month's net spend."""
+    running = opening
+    positive = opening > 0
+    usage = Decimal(0)
+    for movement in movements:
+        running += movement.amount
+        positive = positive or running > 0
+        if movement.kind == "usage":
+            usage += movement.amount
+    return Assessment(positive=positive, net_spend=max(Decimal(0), -usage))
+
+
+def credit_for(net_spend: Decimal) -> Decimal:
+    """1 % of the net spend, rounded half-even to the cent."""
+    return (net_spend * RATE).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def gives_credits(uptime: Uptime) -> bool:
+    """Only a month below the promised 99.5 % gives credits."""
+    return uptime.below(PROMISE)
+
+
+class LineStatus(StrEnum):
+    TO_CREDIT = "to credit"
+    CREDITED = "credited already"
+    BELOW_A_CENT = "below one cent"
+
+
+@dataclass(frozen=True)
+class CreditLine:
+    """One Pro account that had money in the month: its net spend and its credit."""
+
+    account_id: int
+    email: str
+    net_spend: Decimal
+    amount: Decimal
+    status: LineStatus
+
+
+@dataclass(frozen=True)
+class CreditPlan:
+    """What a month's SLA credits are (or were): the preview, and what `apply` writes."""
+
+    month: Month
+    uptime: Uptime
+    lines: tuple[CreditLine, ...]
+
+    @property
+    def applies(self) -> bool:
+        return gives_credits(self.uptime)
+
+    def with_status(self, status: LineStatus) -> list[CreditLine]:
+        return [line for line in self.lines if line.status is status]
+
+    def total(self, status: LineStatus = LineStatus.TO_CREDIT) -> Decimal:
+        return sum((line.amount for line in self.with_status(status)), Decimal(0))
+
+
+# -- reading the ledger ---------------------------------------------------------------------------
+
+
+def _is_pro(month: Month) -> Any:
+    return (Account.plan == "pro") & or_(Account.pro_since.is_(None), Account.pro_since < month.end)
+
+
+async def plan_credits(session: AsyncSession, month: Month, uptime: Uptime) -> CreditPlan:
+    """The month's credits as they stand: every Pro account with money in the month."""
+    if not gives_credits(uptime):
+        return CreditPlan(month, uptime, ())
+    pro = select(Account.id).where(_is_pro(month)).scalar_subquery()
+    emails = dict(
+        (await session.execute(select(Account.id, Account.email).where(_is_pro(month)))).tuples()
+    )
+    opening: dict[int, Decimal] = dict(
+        (
+            await session.execute(
+                select(LedgerEntry.account_id, func.sum(LedgerEntry.amount))
+                .where(LedgerEntry.account_id.in_(pro), LedgerEntry.at < month.start)
+                .group_by(LedgerEntry.account_id)
+            )
+        ).tuples()
+    )
+    done: dict[int, Decimal] = dict(
+        (
+            await session.execute(
+                select(SlaCredit.account_id, SlaCredit.amount).where(SlaCredit.month == str(month))
+            )
+        ).tuples()
+    )
+    movements: dict[int, list[Movement]] = {}
+    rows = await session.stream(
+        select(LedgerEntry.account_id, LedgerEntry.kind, LedgerEntry.amount)
+        .where(
+            LedgerEntry.account_id.in_(pro),
+            LedgerEntry.at >= month.start,
+            LedgerEntry.at < month.end,
+        )
+        .order_by(LedgerEntry.account_id, LedgerEntry.at, LedgerEntry.id)
+        .execution_options(yield_per=10_000)
+    )
+    async for account_id, kind, amount in rows:
+        movements.setdefault(account_id, []).append(Movement(kind, amount))
+    lines = []
+    for account_id in sorted(emails):
+        found = assess(opening.get(account_id, Decimal(0)), movements.get(account_id, ()))
+        if not found.positive:
+            continue
+        amount = credit_for(found.net_spend)
+        if account_id in done:
+            status, amount = LineStatus.CREDITED, done[account_id]
+        else:
+            status = LineStatus.TO_CREDIT if amount > 0 else LineStatus.BELOW_A_CENT
+        lines.append(CreditLine(account_id, emails[account_id], found.net_spend, amount, status))
+    return CreditPlan(month, uptime, tuple(lines))
+
+
+# -- applying -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoticeRoutes:
+    """Which customer channels can carry a credit notice in this configuration."""
+
+    telegram: bool
+    email: bool
+    mail_domain: str = "supportbot.invalid"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one apply run did."""
+
+    month: Month
+    credited: tuple[CreditLine, ...]
+    already: int  # found credited by an earlier or concurrent run
+    by_telegram: int
+    by_email: int
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.credited), Decimal(0))
+
+    @property
+    def not_told(self) -> int:
+        return len(self.credited) - self.by_telegram - self.by_email
+
+
+async def apply_credits(
+    sessions: async_sessionmaker[AsyncSession],
+    plan: CreditPlan,
+    *,
+    templates: Renderer,
+    routes: NoticeRoutes,
+    at: datetime,
+    actor: str,
+) -> Applied:
+    """Credit every line still to credit, each in its own transaction, then tell the agents."""
+    credited: list[CreditLine] = []
+    already = told_telegram = told_email = 0
+    if not plan.applies:
+        return Applied(plan.month, (), 0, 0, 0)
+    for line in plan.with_status(LineStatus.TO_CREDIT):
+        async with sessions.begin() as session:
+            done, route = await _credit_one(session, plan, line, templates, routes, at, actor)
+        if not done:
+            already += 1
+            continue
+        credited.append(line)
+        told_telegram += route is Route.TELEGRAM
+        told_email += route is Route.EMAIL
+    applied = Applied(plan.month, tuple(credited), already, told_telegram, told_email)
+    if credited:
+        async with sessions.begin() as session:
+            _summary(session, plan, applied, templates, at)
+    return applied
+
+
+async def _credit_one(
+    session: AsyncSession,
+    plan: CreditPlan,
+    line: CreditLine,
+    templates: Renderer,
+    routes: NoticeRoutes,
+    at: datetime,
+    actor: str,
+) -> tuple[bool, Route | None]:
+    """Credit one account once: whether this run credited it, and how the customer is told."""
+    month, uptime = str(plan.month), str(plan.uptime.percent)
+    credit_id = await _insert_ignore(
+        session,
+        {
+            "account_id": line.account_id,
+            "month": month,
+            "net_spend": line.net_spend,
+            "amount": line.amount,
+            "uptime": uptime,
+            "created_at": at,
+            "details": plan.uptime.detail[:2000],
+        },
+    )
+    if credit_id is None:
+        return False, None
+    entry = LedgerEntry(
+        account_id=line.account_id,
+        kind="credit",
+        amount=line.amount,
+        at=at,
+        external_id=f"sla-credit:{month}:{line.account_id}",
+        note=f"SLA credit for {month}: uptime {uptime} %, 1 % of net spend {line.net_spend}",
+    )
+    session.add(entry)
+    await session.flush()
+    await session.execute(
+        update(SlaCredit).where(SlaCredit.id == credit_id).values(ledger_entry_id=entry.id)
+    )
+    new_balance = await balance(session, line.account_id)
+    route = await _tell_customer(session, plan, line, new_balance, templates, routes, at)
+    audit.record(
+        session,
+        at=at,
+        action="sla_credit",
+        actor=actor,
+        account_id=line.account_id,
+        month=month,
+        uptime=uptime,
+        net_spend=str(line.net_spend),
+        amount=str(line.amount),
+        notice=route.value if route is not None else "none",
+    )
+    return True, route
+
+
+async def _insert_ignore(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING on either database; the new row's id, or None."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = await session.execute(
+        insert(SlaCredit).values(**values).on_conflict_do_nothing().returning(SlaCredit.id)
+    )
+    inserted = result.scalar()
+    return int(inserted) if inserted is not None else None
+
+
+async def _tell_customer(
+    session: AsyncSession,
+    plan: CreditPlan,
+    line: CreditLine,
+    new_balance: Decimal,
+    templates: Renderer,
+    routes: NoticeRoutes,
+    at: datetime,
+) -> Route | None:
+    """A factual notice over the customer's channel: a linked Telegram chat, else the email."""
+    facts = {
+        "month": str(plan.month),
+        "month_label": plan.month.label,
+        "uptime": plan.uptime.percent,
+        "net_spend": cents(line.net_spend),
+        "amount": cents(line.amount),
+        "balance": cents(new_balance),
+        "email": line.email,
+    }
+    text = templates.render("accounts/sla_credit", **facts)
+    payload: dict[str, Any] = {"event": "sla_credit", "text": text, "automatic": True}
+    chat = None
+    if routes.telegram:
+        chat = await session.scalar(
+            select(Customer.telegram_id)
+            .join(AccountLink, AccountLink.customer_id == Customer.id)
+            .where(
+                AccountLink.account_id == line.account_id,
+                Customer.telegram_id.is_not(None),
+                Customer.unreachable_at.is_(None),
+                Customer.banned_at.is_(None),
+            )
+            .order_by(AccountLink.linked_at.desc(), AccountLink.id.desc())
+            .limit(1)
+        )
+    if chat is not None:
+        route, recipient = Route.TELEGRAM, str(chat)
+    elif routes.email:
+        route, recipient = Route.EMAIL, line.email
+        payload["subject_line"] = templates.render("accounts/sla_credit_subject", **facts)
+        payload["message_id"] = (
+            f"<sla-credit-{plan.month}-{line.account_id}-{uuid.uuid4().hex[:12]}"
+            f"@{routes.mail_domain}>"
+        )
+    else:
+        return None
+    enqueue(
+        session, route=route, recipient=recipient, kind=OutboxKind.RECEIPT, payload=payload, at=at
+    )
+    return route
+
+
+def _summary(
+    session: AsyncSession, plan: CreditPlan, applied: Applied, templates: Renderer, at: datetime
+) -> None:
+    payload: dict[str, Any] = {"event": "sla_credits", "ticket": None}
+    payload["text"] = templates.render(
+        "agents/sla_credits",
+        month=str(plan.month),
+        month_label=plan.month.label,
+        uptime=plan.uptime.percent,
+        source=plan.uptime.source,
+        credited=len(applied.credited),
+        total=cents(applied.total),
+        already=applied.already + len(plan.with_status(LineStatus.CREDITED)),
+        by_telegram=applied.by_telegram,
+        by_email=applied.by_email,
+        not_told=applied.not_told,
+    )
+    enqueue(
+        session,
+        route=Route.AGENTS,
+        recipient="agents",
+        kind=OutboxKind.AGENT_NOTICE,
+        payload=payload,
+        at=at,
+    )
