@@ -133,25 +133,18 @@ async def plan_credits(session: AsyncSession, month: Month, uptime: Uptime) -> C
     if not gives_credits(uptime):
         return CreditPlan(month, uptime, ())
     pro = select(Account.id).where(_is_pro(month)).scalar_subquery()
-    emails = dict(
-        (await session.execute(select(Account.id, Account.email).where(_is_pro(month)))).tuples()
+    accounts = await session.execute(select(Account.id, Account.email).where(_is_pro(month)))
+    emails: dict[int, str] = {account_id: email for account_id, email in accounts}
+    sums = await session.execute(
+        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.account_id.in_(pro), LedgerEntry.at < month.start)
+        .group_by(LedgerEntry.account_id)
     )
-    opening: dict[int, Decimal] = dict(
-        (
-            await session.execute(
-                select(LedgerEntry.account_id, func.sum(LedgerEntry.amount))
-                .where(LedgerEntry.account_id.in_(pro), LedgerEntry.at < month.start)
-                .group_by(LedgerEntry.account_id)
-            )
-        ).tuples()
+    opening: dict[int, Decimal] = {account_id: total for account_id, total in sums}
+    credited = await session.execute(
+        select(SlaCredit.account_id, SlaCredit.amount).where(SlaCredit.month == str(month))
     )
-    done: dict[int, Decimal] = dict(
-        (
-            await session.execute(
-                select(SlaCredit.account_id, SlaCredit.amount).where(SlaCredit.month == str(month))
-            )
-        ).tuples()
-    )
+    done: dict[int, Decimal] = {account_id: amount for account_id, amount in credited}
     movements: dict[int, list[Movement]] = {}
     rows = await session.stream(
         select(LedgerEntry.account_id, LedgerEntry.kind, LedgerEntry.amount)
