@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from sqlalchemy import select, update
 
 from mail.imap import ImapIntake
-from supportbot import app, db
+from supportbot import app, credits_command, db
 from supportbot.demo import run_demo
 from supportbot.settings import Settings, SettingsError, load_settings
 from supportbot.templates import when
@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     remove = agent_commands.add_parser("remove", help="take a user off the allowlist")
     remove.add_argument("telegram_id", type=_telegram_id)
+    credits_command.add_parser(commands)
     return parser
 
 
@@ -199,6 +200,9 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "mail":
         await _with_service(settings, lambda service: _quarantine(service, args))
+        return 0
+    if args.command == "credits":
+        await _with_service(settings, lambda service: credits_command.run(args, service))
         return 0
 
     async def job(service: app.Service) -> None:
