@@ -19,7 +19,15 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts import uptime as uptime_data
-from accounts.credits import Applied, NoticeRoutes, apply_credits, gives_credits, plan_credits
+from accounts.credits import (
+    Applied,
+    LineStatus,
+    NoticeRoutes,
+    apply_credits,
+    gives_credits,
+    plan_credits,
+)
+from accounts.money import cents
 from accounts.uptime import Month, Uptime, UptimeError
 from supportbot.settings import Settings, UptimeSettings
 from tickets.ports import Clock, Renderer
@@ -107,6 +115,7 @@ class MonthlyCredits:
     async def run_once(self, now: datetime) -> Applied | None:
         """Credit the previous month if `now` is the 1st to the 10th and it fell short."""
         if now.astimezone(UTC).day > LAST_DAY:
+            log.debug("SLA credits: past the %dth of the month, nothing to do", LAST_DAY)
             return None
         month = Month.of(now).previous()
         uptime = configured_uptime(self._source, month)
@@ -130,13 +139,13 @@ class MonthlyCredits:
             at=now,
             actor="system:sla-credits",
         )
-        if applied.credited:
-            log.info(
-                "SLA credits for %s: %d accounts credited, %s in all",
-                month,
-                len(applied.credited),
-                applied.total,
-            )
-            if self._wakeup is not None:
-                self._wakeup()
+        log.info(
+            "SLA credits for %s: %d accounts credited now (%s), %d before",
+            month,
+            len(applied.credited),
+            cents(applied.total),
+            applied.already + len(plan.with_status(LineStatus.CREDITED)),
+        )
+        if applied.credited and self._wakeup is not None:
+            self._wakeup()
         return applied

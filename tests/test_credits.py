@@ -90,7 +90,7 @@ def test_credit_is_one_percent_half_even_to_the_cent(spend: str, credit: str) ->
 # -- on the databases ----------------------------------------------------------------------------
 
 
-async def march_ledgers(database: Database) -> dict[str, int]:
+async def march_ledgers(database: Database, *, ann_telegram_id: int = 7001) -> dict[str, int]:
     """Pro and Basic accounts around March 2026, each a case of the rules."""
     async with database.sessions.begin() as s:
         return {
@@ -104,7 +104,7 @@ async def march_ledgers(database: Database) -> dict[str, int]:
                     Entry(mar(20), "usage", "-20"),
                     Entry(mar(21), "usage", "5"),
                 ],
-                telegram_id=7001,
+                telegram_id=ann_telegram_id,
             ),
             # empty at the month's start, tops up and spends it all: $50 → $0.50
             "bob": await add_account(
