@@ -23,11 +23,16 @@ from accounts.credits import (
 from accounts.ledger import balance
 from accounts.tables import LedgerEntry, SlaCredit
 from accounts.uptime import Month, given
+from mail.smtp import SmtpSender
 from supportbot import db
 from supportbot.templates import Templates
 from tests import helpers
-from tests.conftest import Database
+from tests.conftest import Clock, Database
 from tests.ledger_data import Entry, add_account
+from tests.mailservers import SUPPORT, SmtpServer, smtp_server_fixture  # noqa: F401 - a fixture
+from tickets.desk import Desk
+from tickets.model import Route
+from tickets.outbox import OutboxWorker
 from tickets.tables import AuditEntry, OutboxRow
 
 MARCH = Month(2026, 3)
@@ -324,3 +329,30 @@ async def test_concurrent_runs_credit_each_account_once(database: Database) -> N
             )
         ).all()
     assert len(per_account) == 5 and {count for _, count in per_account} == {1}
+
+
+async def test_an_email_notice_reaches_the_mail_server(
+    database: Database, desk: Desk, clock: Clock, smtp_server: SmtpServer
+) -> None:
+    await march_ledgers(database)
+    async with database.sessions() as session:
+        plan = await plan_credits(session, MARCH, given("99.2"))
+    routes = NoticeRoutes(telegram=False, email=True, mail_domain="example.org")
+    assert await apply(database, plan, routes) == 5
+    sender = SmtpSender(smtp_server.settings(), SUPPORT, clock=clock, timeout=5)
+    try:
+        worker = OutboxWorker(database.sessions, {Route.EMAIL: sender}, desk, clock=clock)
+        while await worker.run_once():
+            pass
+    finally:
+        await sender.close()
+    received = {r.rcpt_tos: r.message for r in smtp_server.received}
+    assert len(received) == 5
+    bob = received[("bob@example.com",)]
+    assert bob["Subject"] == "SLA credit for March 2026: $0.50"
+    assert bob["Auto-Submitted"] == "auto-generated"
+    assert bob["Message-ID"].startswith("<sla-credit-2026-03-")
+    body = bob.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "Credit: $0.50" in text and "New balance: $0.50" in text and "bob@example.com" in text
