@@ -1,0 +1,49 @@
+"""The uptime source settings of the automatic SLA credits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supportbot.settings import SettingsError, UptimeSettings, load_settings
+
+
+def test_no_uptime_source_means_no_automatic_credits() -> None:
+    assert load_settings({}, env_file=None).uptime is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            {"UPTIME_CHECKS_FILE": "/data/checks.csv", "UPTIME_MAINTENANCE_FILE": "/data/m.csv"},
+            UptimeSettings(
+                checks_file=Path("/data/checks.csv"), maintenance_file=Path("/data/m.csv")
+            ),
+        ),
+        (
+            {"UPTIME_INSTATUS_FILE": "export.json"},
+            UptimeSettings(instatus_file=Path("export.json")),
+        ),
+    ],
+)
+def test_uptime_sources(environ: dict[str, str], expected: UptimeSettings) -> None:
+    assert load_settings(environ, env_file=None).uptime == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "key"),
+    [
+        ({"UPTIME_CHECKS_FILE": "c.csv", "UPTIME_INSTATUS_FILE": "i.json"}, "UPTIME_INSTATUS_FILE"),
+        ({"UPTIME_MAINTENANCE_FILE": "m.csv"}, "UPTIME_MAINTENANCE_FILE"),
+        (
+            {"UPTIME_MAINTENANCE_FILE": "m.csv", "UPTIME_INSTATUS_FILE": "i"},
+            "UPTIME_MAINTENANCE_FILE",
+        ),
+    ],
+)
+def test_conflicting_sources_name_the_key(environ: dict[str, str], key: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ, env_file=None)
+    assert error.value.key == key
