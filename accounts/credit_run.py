@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,6 +31,8 @@ from accounts.credits import (
 from accounts.money import cents
 from accounts.uptime import Month, Uptime, UptimeError
 from supportbot.settings import Settings, UptimeSettings
+from tickets.model import OutboxKind, Route
+from tickets.outbox import enqueue
 from tickets.ports import Clock, Renderer
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,7 @@ class MonthlyCredits:
         self._clock = clock
         self._wakeup = wakeup
         self._interval = interval
+        self._told: set[tuple[Month, str]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check at start and then every interval until `stop`; a failure waits for the next."""
@@ -114,17 +118,24 @@ class MonthlyCredits:
 
     async def run_once(self, now: datetime) -> Applied | None:
         """Credit the previous month if `now` is the 1st to the 10th and it fell short."""
-        if now.astimezone(UTC).day > LAST_DAY:
+        day = now.astimezone(UTC).day
+        if day > LAST_DAY:
             log.debug("SLA credits: past the %dth of the month, nothing to do", LAST_DAY)
             return None
         month = Month.of(now).previous()
-        uptime = configured_uptime(self._source, month)
+        try:
+            uptime = configured_uptime(self._source, month)
+        except UptimeError as error:
+            await self._tell_agents(month, str(error), now)
+            raise
         if not uptime.complete:
             log.warning(
                 "SLA credits: the uptime data for %s does not reach the month's end yet; "
                 "checking again later",
                 month,
             )
+            if day == LAST_DAY:
+                await self._tell_agents(month, "the uptime data does not reach its end", now)
             return None
         if not gives_credits(uptime):
             log.info("SLA credits: uptime %s %% in %s; no credits", uptime.percent, month)
@@ -149,3 +160,28 @@ class MonthlyCredits:
         if applied.credited and self._wakeup is not None:
             self._wakeup()
         return applied
+
+    async def _tell_agents(self, month: Month, problem: str, now: datetime) -> None:
+        """The agents hear once (per process) that a month's credits are stuck, and why."""
+        if (month, problem) in self._told:
+            return
+        self._told.add((month, problem))
+        payload: dict[str, Any] = {"event": "sla_credits_problem", "ticket": None}
+        payload["text"] = self._templates.render(
+            "agents/sla_credits_problem",
+            month=str(month),
+            month_label=month.label,
+            problem=problem,
+            last_day=LAST_DAY,
+        )
+        async with self._sessions.begin() as session:
+            enqueue(
+                session,
+                route=Route.AGENTS,
+                recipient="agents",
+                kind=OutboxKind.AGENT_NOTICE,
+                payload=payload,
+                at=now,
+            )
+        if self._wakeup is not None:
+            self._wakeup()
