@@ -19,19 +19,18 @@ The rules (README "SLA credits", docs/decisions.md):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, literal, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.ledger import balance
-from accounts.money import cents
+from accounts.money import Money, cents
 from accounts.tables import Account, AccountLink, LedgerEntry, SlaCredit
 from accounts.uptime import Month, Uptime
 from tickets import audit
@@ -43,17 +42,19 @@ from tickets.tables import Customer
 PROMISE = Decimal("99.5")
 RATE = Decimal("0.01")
 CENT = Decimal("0.01")
+ZERO = literal(Decimal(0), Money)
 
 
 # -- the policy (pure) ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Movement:
-    """One ledger entry of the month, as the policy sees it (entries come in time order)."""
+class MonthTotals:
+    """An account's month as the ledger sums it up (the database does the summing)."""
 
-    kind: str
-    amount: Decimal
+    opening: Decimal  # the balance when the month starts
+    usage: Decimal  # the sum of its `usage` entries in the month (debits are negative)
+    peak: Decimal | None  # the highest running sum of its month's entries, in time order
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,10 @@ class Assessment:
     net_spend: Decimal
 
 
-def assess(opening: Decimal, movements: Iterable[Movement]) -> Assessment:
+def assess(month: MonthTotals) -> Assessment:
     """Whether the balance was above zero at some time in the month, and the month's net spend."""
-    running = opening
-    positive = opening > 0
-    usage = Decimal(0)
-    for movement in movements:
-        running += movement.amount
-        positive = positive or running > 0
-        if movement.kind == "usage":
-            usage += movement.amount
-    return Assessment(positive=positive, net_spend=max(Decimal(0), -usage))
+    positive = month.opening > 0 or (month.peak is not None and month.opening + month.peak > 0)
+    return Assessment(positive=positive, net_spend=max(Decimal(0), -month.usage))
 
 
 def credit_for(net_spend: Decimal) -> Decimal:
@@ -145,22 +139,38 @@ async def plan_credits(session: AsyncSession, month: Month, uptime: Uptime) -> C
         select(SlaCredit.account_id, SlaCredit.amount).where(SlaCredit.month == str(month))
     )
     done: dict[int, Decimal] = {account_id: amount for account_id, amount in credited}
-    movements: dict[int, list[Movement]] = {}
-    rows = await session.stream(
-        select(LedgerEntry.account_id, LedgerEntry.kind, LedgerEntry.amount)
+    # Per account: its usage in the month, and the highest balance change after any of its
+    # entries (a running sum in time order); opening + that peak is its highest balance.
+    running = func.sum(LedgerEntry.amount).over(
+        partition_by=LedgerEntry.account_id,
+        order_by=(LedgerEntry.at, LedgerEntry.id),
+        rows=(None, 0),
+    )
+    entries = (
+        select(
+            LedgerEntry.account_id.label("account_id"),
+            case((LedgerEntry.kind == "usage", LedgerEntry.amount), else_=ZERO).label("usage"),
+            running.label("running"),
+        )
         .where(
             LedgerEntry.account_id.in_(pro),
             LedgerEntry.at >= month.start,
             LedgerEntry.at < month.end,
         )
-        .order_by(LedgerEntry.account_id, LedgerEntry.at, LedgerEntry.id)
-        .execution_options(yield_per=10_000)
+        .subquery()
     )
-    async for account_id, kind, amount in rows:
-        movements.setdefault(account_id, []).append(Movement(kind, amount))
+    month_rows = await session.execute(
+        select(
+            entries.c.account_id,
+            type_coerce(func.sum(entries.c.usage), Money),
+            type_coerce(func.max(entries.c.running), Money),
+        ).group_by(entries.c.account_id)
+    )
+    totals = {account_id: (usage, peak) for account_id, usage, peak in month_rows}
     lines = []
     for account_id in sorted(emails):
-        found = assess(opening.get(account_id, Decimal(0)), movements.get(account_id, ()))
+        usage, peak = totals.get(account_id, (Decimal(0), None))
+        found = assess(MonthTotals(opening.get(account_id, Decimal(0)), usage, peak))
         if not found.positive:
             continue
         amount = credit_for(found.net_spend)

@@ -13,7 +13,7 @@ from accounts.credits import (
     Assessment,
     CreditPlan,
     LineStatus,
-    Movement,
+    MonthTotals,
     NoticeRoutes,
     apply_credits,
     assess,
@@ -51,29 +51,22 @@ APR = datetime(2026, 4, 1, tzinfo=UTC)  # the first instant after March
 # -- the policy, pure ----------------------------------------------------------------------------
 
 
-def moves(*pairs: tuple[str, str]) -> list[Movement]:
-    return [Movement(kind, Decimal(amount)) for kind, amount in pairs]
-
-
 @pytest.mark.parametrize(
-    ("opening", "movements", "expected"),
+    ("opening", "usage", "peak", "expected"),
     [
-        ("100", moves(("usage", "-30"), ("usage", "-20"), ("usage", "5")), (True, "45")),
-        # zero at the start, a top-up spent at once: positive in between
-        ("0", moves(("topup", "50"), ("usage", "-50")), (True, "50")),
-        ("0", moves(), (False, "0")),
-        ("-5", moves(("adjustment", "3")), (False, "0")),
-        # refunds, top-ups, credits and adjustments are not spend
-        ("20", moves(("refund", "-20"), ("credit", "1"), ("adjustment", "-1")), (True, "0")),
-        # usage given back beyond what was used is not negative spend
-        ("10", moves(("usage", "4")), (True, "0")),
-        # the balance touches zero and never goes above it
-        ("0", moves(("usage", "0")), (False, "0")),
+        ("100", "-45", "-30", (True, "45")),  # money at the start
+        ("0", "-50", "50", (True, "50")),  # empty at the start, a top-up spent at once
+        ("0", "0", None, (False, "0")),  # no entries in the month
+        ("-5", "0", "3", (False, "0")),  # never above zero
+        ("0", "-10", "-10", (False, "10")),  # never above zero (the spend is moot)
+        ("-10", "0", "10.000001", (True, "0")),  # one micro-dollar above zero
+        ("10", "4", "4", (True, "0")),  # usage given back beyond what was used: not negative
     ],
 )
-def test_assess(opening: str, movements: list[Movement], expected: tuple[bool, str]) -> None:
+def test_assess(opening: str, usage: str, peak: str | None, expected: tuple[bool, str]) -> None:
     positive, spend = expected
-    assert assess(Decimal(opening), movements) == Assessment(positive, Decimal(spend))
+    month = MonthTotals(Decimal(opening), Decimal(usage), None if peak is None else Decimal(peak))
+    assert assess(month) == Assessment(positive, Decimal(spend))
 
 
 @pytest.mark.parametrize(
