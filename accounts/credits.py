@@ -11,9 +11,10 @@ The rules (README "SLA credits", docs/decisions.md):
   (positive `usage` entries), never below zero. Top-ups, refunds, credits and adjustments are
   not spend.
 * The credit is 1 % of that, rounded half-even to the cent; one that rounds to $0.00 is not given.
-* Once per account and month, enforced by the UNIQUE(account_id, month) of `sla_credits`: each
-  account is credited in its own transaction that inserts that row first, so re-runs and
-  concurrent runs find it there and credit nothing twice.
+* Once per account and month, enforced by the UNIQUE(account_id, month) of `sla_credits`: an
+  account's credit (that row first, then its ledger entry, notice and audit entry) is written in
+  one transaction, with a batch of other accounts in account order; re-runs and concurrent runs
+  find the row there (PostgreSQL makes them wait for it to commit) and credit nothing twice.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ PROMISE = Decimal("99.5")
 RATE = Decimal("0.01")
 CENT = Decimal("0.01")
 ZERO = literal(Decimal(0), Money)
+BATCH = 100  # accounts credited per transaction
 
 
 # -- the policy (pure) ----------------------------------------------------------------------------
@@ -221,21 +223,27 @@ async def apply_credits(
     routes: NoticeRoutes,
     at: datetime,
     actor: str,
+    batch: int = BATCH,
 ) -> Applied:
-    """Credit every line still to credit, each in its own transaction, then tell the agents."""
+    """Credit every line still to credit, a batch of accounts per transaction; tell the agents."""
     credited: list[CreditLine] = []
     already = told_telegram = told_email = 0
     if not plan.applies:
         return Applied(plan.month, (), 0, 0, 0)
-    for line in plan.with_status(LineStatus.TO_CREDIT):
+    lines = plan.with_status(LineStatus.TO_CREDIT)  # in account order, so batches never deadlock
+    for low in range(0, len(lines), batch):
+        outcomes = []
         async with sessions.begin() as session:
-            done, route = await _credit_one(session, plan, line, templates, routes, at, actor)
-        if not done:
-            already += 1
-            continue
-        credited.append(line)
-        told_telegram += route is Route.TELEGRAM
-        told_email += route is Route.EMAIL
+            for line in lines[low : low + batch]:
+                done, route = await _credit_one(session, plan, line, templates, routes, at, actor)
+                outcomes.append((line, done, route))
+        for line, done, route in outcomes:
+            if not done:
+                already += 1
+                continue
+            credited.append(line)
+            told_telegram += route is Route.TELEGRAM
+            told_email += route is Route.EMAIL
     applied = Applied(plan.month, tuple(credited), already, told_telegram, told_email)
     if credited:
         async with sessions.begin() as session:

@@ -214,9 +214,17 @@ async def plan(database: Database) -> CreditPlan:
         return await plan_credits(session, MARCH, given("99"))
 
 
-async def apply(database: Database, plan: CreditPlan, routes: NoticeRoutes = ROUTES) -> int:
+async def apply(
+    database: Database, plan: CreditPlan, routes: NoticeRoutes = ROUTES, batch: int = 100
+) -> int:
     applied = await apply_credits(
-        database.sessions, plan, templates=Templates(), routes=routes, at=NOW, actor="test"
+        database.sessions,
+        plan,
+        templates=Templates(),
+        routes=routes,
+        at=NOW,
+        actor="test",
+        batch=batch,
     )
     return len(applied.credited)
 
@@ -299,13 +307,16 @@ async def test_without_a_customer_channel_nobody_is_told_but_credits_apply(
     assert "0 by Telegram, 0 by email, 5 not told (no reachable channel)" in agents.payload["text"]
 
 
-async def test_concurrent_runs_credit_each_account_once(database: Database) -> None:
+@pytest.mark.parametrize("batch", [1, 2, 100])
+async def test_concurrent_runs_credit_each_account_once(database: Database, batch: int) -> None:
     await march_ledgers(database)
     other = db.create_engine(database.url)
     try:
         second = Database(database.kind, database.url, other, db.session_factory(other))
         plans = await asyncio.gather(plan(database), plan(second))
-        done = await asyncio.gather(apply(database, plans[0]), apply(second, plans[1]))
+        done = await asyncio.gather(
+            apply(database, plans[0], batch=batch), apply(second, plans[1], batch=batch)
+        )
     finally:
         await other.dispose()
     assert sum(done) == 5  # however the two runs interleave
