@@ -280,3 +280,19 @@ def test_bad_instatus_exports_name_the_field(export: str, message: str) -> None:
     with pytest.raises(UptimeError) as error:
         parse_instatus(export, "i.json")
     assert message in str(error.value)
+
+
+def test_the_readme_instatus_example() -> None:
+    export = """{
+      "incidents": [
+        {"id": "ckf01m59u", "name": "API down", "status": "RESOLVED", "impact": "MAJOROUTAGE",
+         "started": "2026-03-12T10:00:00.000Z", "resolved": "2026-03-12T14:00:00.000Z"}
+      ],
+      "maintenances": [
+        {"id": "ckf1fzzbt", "name": "Database upgrade", "status": "COMPLETED",
+         "start": "2026-03-14T02:00:00.000Z", "duration": 60}
+      ]
+    }"""
+    incidents, maintenances = parse_instatus(export)
+    # (744 h - 1 h - 4 h) / (744 h - 1 h) = 99.46164… %
+    assert from_incidents(incidents, Month(2026, 3), maintenances).percent == Decimal("99.4616")
