@@ -173,7 +173,7 @@ async def plan_credits(session: AsyncSession, month: Month, uptime: Uptime) -> C
     for account_id in sorted(emails):
         usage, peak = totals.get(account_id, (Decimal(0), None))
         found = assess(MonthTotals(opening.get(account_id, Decimal(0)), usage, peak))
-        if not found.positive:
+        if not found.positive and account_id not in done:
             continue
         amount = credit_for(found.net_spend)
         if account_id in done:
