@@ -27,6 +27,7 @@ from accounts.credits import (
     apply_credits,
     gives_credits,
     plan_credits,
+    record_refusal,
 )
 from accounts.money import cents
 from accounts.uptime import Month, Uptime, UptimeError
@@ -175,6 +176,9 @@ class MonthlyCredits:
             last_day=LAST_DAY,
         )
         async with self._sessions.begin() as session:
+            record_refusal(
+                session, month=month, reason=problem[:500], actor="system:sla-credits", at=now
+            )
             enqueue(
                 session,
                 route=Route.AGENTS,

@@ -306,6 +306,15 @@ async def _credit_one(
     return True, route
 
 
+def record_refusal(
+    session: AsyncSession, *, month: Month, reason: str, actor: str, at: datetime
+) -> None:
+    """Audit credits that were asked for but refused (unusable uptime data)."""
+    audit.record(
+        session, at=at, action="refused:sla_credits", actor=actor, month=str(month), reason=reason
+    )
+
+
 async def _insert_ignore(session: AsyncSession, values: dict[str, Any]) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING on either database; the new row's id, or None."""
     dialect = session.get_bind().dialect.name

@@ -15,6 +15,7 @@ from accounts.credits import (
     LineStatus,
     apply_credits,
     plan_credits,
+    record_refusal,
 )
 from accounts.money import cents
 from accounts.uptime import Month, Uptime, UptimeError, given
@@ -60,7 +61,15 @@ def _uptime(args: argparse.Namespace, service: app.Service, month: Month) -> Upt
 async def run(args: argparse.Namespace, service: app.Service) -> None:
     """Compute the plan from the uptime given; print it, and write it with --apply."""
     month = Month.parse(args.month)
-    uptime = _uptime(args, service, month)  # a bad file stops here, before any write
+    try:
+        uptime = _uptime(args, service, month)  # a bad file stops here, before any credit
+    except UptimeError as error:
+        if args.apply:
+            async with service.sessions.begin() as session:
+                record_refusal(
+                    session, month=month, reason=str(error)[:500], actor="cli", at=service.clock()
+                )
+        raise
     async with service.sessions() as session:
         plan = await plan_credits(session, month, uptime)
     applied = None

@@ -81,6 +81,9 @@ async def test_a_bad_file_tells_the_agents_once_and_credits_nobody(
         "is missing. Nobody has been credited for March 2026 yet."
     )
     assert await helpers.rows(database, SlaCredit) == []
+    [refusal] = await helpers.audit(database)
+    assert refusal.action == "refused:sla_credits" and refusal.actor == "system:sla-credits"
+    assert "incidents[0].started is missing" in refusal.details["reason"]
 
 
 async def test_checks_that_do_not_reach_the_months_end_wait(

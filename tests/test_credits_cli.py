@@ -130,6 +130,13 @@ async def test_a_bad_file_is_one_line_and_nothing_is_applied(
     )
     assert await helpers.rows(database, SlaCredit) == []
     assert await helpers.rows(database, LedgerEntry, LedgerEntry.kind == "credit") == []
+    [refusal] = await helpers.audit(database)
+    assert (refusal.action, refusal.actor, refusal.details["month"]) == (
+        "refused:sla_credits",
+        "cli",
+        "2026-03",
+    )
+    assert "line 44642" in refusal.details["reason"]
 
 
 def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
