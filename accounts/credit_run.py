@@ -77,7 +77,8 @@ def notice_routes(settings: Settings) -> NoticeRoutes:
     address = settings.support_address or ""
     return NoticeRoutes(
         telegram=settings.telegram is not None,
-        email=settings.smtp is not None and bool(address),
+        # as `supportbot.app.run` builds the email sender: only with the whole email channel
+        email=settings.imap is not None and settings.smtp is not None and bool(address),
         mail_domain=address.rpartition("@")[2] or "supportbot.invalid",
     )
 

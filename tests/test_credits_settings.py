@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from accounts.credit_run import notice_routes
+from accounts.credits import NoticeRoutes
 from supportbot.settings import SettingsError, UptimeSettings, load_settings
 
 
@@ -47,3 +49,15 @@ def test_conflicting_sources_name_the_key(environ: dict[str, str], key: str) -> 
     with pytest.raises(SettingsError) as error:
         load_settings(environ, env_file=None)
     assert error.value.key == key
+
+
+def test_notices_go_only_over_channels_the_service_runs() -> None:
+    token = {"TELEGRAM_TOKEN": "123456:ABCdefGHIjklMNOpqrSTUvwxYZ012345", "AGENT_CHAT_ID": "-100"}
+    smtp_only = {**token, "SMTP_HOST": "smtp.example.com", "SUPPORT_ADDRESS": "help@example.com"}
+    assert notice_routes(load_settings(smtp_only, env_file=None)) == NoticeRoutes(
+        telegram=True, email=False, mail_domain="example.com"
+    )
+    email = {**smtp_only, "IMAP_HOST": "imap.example.com", "IMAP_USER": "u", "IMAP_PASSWORD": "p"}
+    assert notice_routes(load_settings(email, env_file=None)) == NoticeRoutes(
+        telegram=True, email=True, mail_domain="example.com"
+    )
