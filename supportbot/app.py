@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from accounts.credit_run import MonthlyCredits, notice_routes
 from accounts.payouts import PayoutDesk
 from accounts.refunding import RefundDesk
 from bot.channel import TelegramChannel
@@ -175,6 +176,16 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                 if telegram is not None:
                     watch = watch_from(service)
                     tasks.create_task(_every(watch.rules.interval_seconds, watch.sweep, stop))
+                if settings.uptime is not None:  # automatic SLA credits, 1st to 10th, hourly
+                    credits = MonthlyCredits(
+                        service.sessions,
+                        service.templates,
+                        settings.uptime,
+                        notice_routes(settings),
+                        clock=clock,
+                        wakeup=service.wakeups,
+                    )
+                    tasks.create_task(credits.run(stop))
         finally:
             if smtp is not None:
                 await smtp.close()

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from accounts.money import cents
 from accounts.payouts import payout_list, write_csv
 from mail.imap import ImapIntake
-from supportbot import app, db
+from supportbot import app, credits_command, db
 from supportbot.demo import run_demo
 from supportbot.settings import Settings, SettingsError, load_settings
 from supportbot.templates import when
@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     remove = agent_commands.add_parser("remove", help="take a user off the allowlist")
     remove.add_argument("telegram_id", type=_telegram_id)
+    credits_command.add_parser(commands)
     return parser
 
 
@@ -237,12 +238,13 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
             current, head = await db.revisions(engine)
             print(f"schema revision {current or 'none'} (newest {head})")
         return 0
-
-    if args.command == "mail":
-        await _with_service(settings, lambda service: _quarantine(service, args))
-        return 0
-    if args.command == "payouts":
-        await _with_service(settings, lambda service: _payouts(service, args))
+    service_jobs: dict[str, Callable[[app.Service], Awaitable[None]]] = {
+        "mail": lambda service: _quarantine(service, args),
+        "payouts": lambda service: _payouts(service, args),
+        "credits": lambda service: credits_command.run(args, service),
+    }
+    if args.command in service_jobs:
+        await _with_service(settings, service_jobs[args.command])
         return 0
 
     async def job(service: app.Service) -> None:

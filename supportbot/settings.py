@@ -72,6 +72,15 @@ class SlaSettings:
 
 
 @dataclass(frozen=True)
+class UptimeSettings:
+    """Where the month's uptime comes from for the automatic SLA credits (one source)."""
+
+    checks_file: Path | None = None
+    maintenance_file: Path | None = None
+    instatus_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     sla: SlaSettings
@@ -82,6 +91,7 @@ class Settings:
     log_level: str = "INFO"
     # Refunds above this total (USD) wait for an admin's approval.
     refund_approval_above: Decimal = Decimal(100)
+    uptime: UptimeSettings | None = None
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -245,6 +255,23 @@ def _refund_approval_above(read: _Reader) -> Decimal:
     return value
 
 
+def _uptime(read: _Reader) -> UptimeSettings | None:
+    checks = read.text("UPTIME_CHECKS_FILE")
+    maintenance = read.text("UPTIME_MAINTENANCE_FILE")
+    instatus = read.text("UPTIME_INSTATUS_FILE")
+    if checks and instatus:
+        raise SettingsError("UPTIME_INSTATUS_FILE", "set either it or UPTIME_CHECKS_FILE, not both")
+    if maintenance and not checks:
+        raise SettingsError("UPTIME_MAINTENANCE_FILE", "needs UPTIME_CHECKS_FILE")
+    if not checks and not instatus:
+        return None
+    return UptimeSettings(
+        checks_file=Path(checks) if checks else None,
+        maintenance_file=Path(maintenance) if maintenance else None,
+        instatus_file=Path(instatus) if instatus else None,
+    )
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -305,4 +332,5 @@ def load_settings(
         smtp=smtp,
         support_address=support_address,
         log_level=log_level,
+        uptime=_uptime(read),
     )
