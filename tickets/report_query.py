@@ -1,0 +1,100 @@
+"""The rows a monthly report is built from, read from the database (SQL kept here, math in
+`tickets/reports.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tickets.reports import ResponseRow, WaitRow, nearest_rank
+from tickets.tables import Agent, Response, Ticket
+
+# Responses are streamed from the database in chunks of this many rows.
+CHUNK = 10_000
+
+
+async def agent_names(session: AsyncSession) -> dict[int, str]:
+    """Agents by id, named as the group knows them (their name, else their Telegram id)."""
+    rows = await session.execute(select(Agent.id, Agent.name, Agent.telegram_id))
+    return {row.id: row.name or str(row.telegram_id) for row in rows}
+
+
+async def responses(session: AsyncSession, start: datetime, end: datetime) -> list[ResponseRow]:
+    """Every response answered in [start, end), in the order they were answered."""
+    return [row async for row in _responses(session, start, end)]
+
+
+async def _responses(
+    session: AsyncSession, start: datetime, end: datetime
+) -> AsyncIterator[ResponseRow]:
+    names = await agent_names(session)
+    query = (
+        select(
+            Response.ticket_id,
+            Response.plan,
+            Response.channel,
+            Response.agent_id,
+            Response.waiting_since,
+            Response.answered_at,
+            Response.business_hours,
+        )
+        .where(Response.answered_at >= start, Response.answered_at < end)
+        .order_by(Response.answered_at, Response.id)
+        .execution_options(yield_per=CHUNK)
+    )
+    result = await session.stream(query)
+    async for partition in result.partitions():
+        for ticket, plan, channel, agent, since, answered, hours in partition:
+            yield ResponseRow(
+                ticket=ticket,
+                plan=plan,
+                channel=channel,
+                agent=names.get(agent) if agent is not None else None,
+                waiting_since=since,
+                answered_at=answered,
+                business_hours=hours,
+            )
+
+
+async def open_waits(session: AsyncSession, end: datetime) -> list[WaitRow]:
+    """Waits unanswered at `end` that may be past due by then: still waiting, or answered later.
+
+    The due-time filter of still-waiting tickets uses the queue's index on `due_at`; the report
+    applies the exact rule (`tickets.reports`).
+    """
+    waiting = await session.execute(
+        select(Ticket.id, Ticket.plan, Ticket.channel, Ticket.waiting_since).where(
+            Ticket.due_at.is_not(None), Ticket.due_at <= end, Ticket.waiting_since < end
+        )
+    )
+    rows = [
+        WaitRow(t, plan, channel, since, None)
+        for t, plan, channel, since in waiting
+        if since is not None
+    ]
+    later = await session.execute(
+        select(
+            Response.ticket_id,
+            Response.plan,
+            Response.channel,
+            Response.waiting_since,
+            Response.answered_at,
+        ).where(Response.answered_at >= end, Response.waiting_since < end)
+    )
+    rows.extend(WaitRow(t, plan, channel, since, at) for t, plan, channel, since, at in later)
+    return rows
+
+
+async def median_since(session: AsyncSession, start: datetime) -> tuple[int, float | None]:
+    """How many responses were answered since `start`, and their nearest-rank median."""
+    hours = sorted(
+        (
+            await session.scalars(
+                select(Response.business_hours).where(Response.answered_at >= start)
+            )
+        ).all()
+    )
+    return len(hours), nearest_rank(hours, 50)
