@@ -15,6 +15,7 @@ from telegram.error import TelegramError
 from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
+from bot.reports import send_report
 from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 AGENT_COMMANDS = {
     "queue": "The top of the queue",
-    "stats": "Open, waiting, at risk, breached",
+    "stats": "Open, waiting, at risk, breached, today's median",
+    "report": "SLA report of a month (YYYY-MM)",
     "take": "Claim a ticket",
     "release": "Give a ticket back",
     "close": "Close a ticket",
@@ -46,6 +48,7 @@ class AgentGroup:
         self._templates = parts.templates
         self._limiter = parts.limiter
         self._clock = parts.clock
+        self._parts = parts
         self._signer = signer
         self.chat_id = chat_id
 
@@ -144,6 +147,8 @@ class AgentGroup:
             await self._queue(message)
         elif name == "stats":
             await self._stats(message)
+        elif name == "report":
+            await send_report(self._parts, message, agent, args)
         elif name in ("help", "start"):
             await self._answer(
                 message,
@@ -191,11 +196,8 @@ class AgentGroup:
         now = self._clock()
         async with self._desk.sessions() as session:
             s = await queue.stats(session, self._policy, now)
-        oldest = when(s.oldest_wait) if s.oldest_wait else "—"
         await self._answer(
-            message,
-            f"<b>Now</b>: {s.open} open · {s.waiting} waiting on us · {s.at_risk} at risk · "
-            f"{s.breached} breached\nOldest wait since {html.escape(oldest)}",
+            message, html.escape(self._templates.render("agents/stats", stats=s), quote=False)
         )
 
     async def _answer(self, message: Message, text: str) -> None:

@@ -40,7 +40,7 @@ def render_png(report: MonthlyReport) -> bytes:
     edges = [float(h) for h in range(int(cap) + 1)]
     if edges[-1] < cap:
         edges.append(cap)
-    edges.append(cap + max(1.0, cap / 16))  # the overflow bar
+    edges.append(cap + max(2.0, cap / 12))  # the overflow bar
     so_far = "" if report.period.complete else " (so far)"
     figure.suptitle(
         f"Response times, {report.period.month.title}{so_far} — business hours, per plan",
@@ -78,7 +78,7 @@ def render_png(report: MonthlyReport) -> bytes:
         )
         ax.set_title(f"{plan.capitalize()} — {figures}", loc="left", fontsize=11)
         ax.set_xlim(0, edges[-1])
-        ticks = [t for t in range(0, int(cap) + 1, 6)]
+        ticks = list(range(0, int(cap), 6))
         ax.set_xticks([*ticks, (cap + edges[-1]) / 2])
         ax.set_xticklabels([*(str(t) for t in ticks), f">{cap:g}"])
         ax.set_ylabel("responses")
