@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from sqlalchemy import select, update
 
 from mail.imap import ImapIntake
-from supportbot import app, db
+from supportbot import app, db, reporting
 from supportbot.demo import run_demo
 from supportbot.settings import Settings, SettingsError, load_settings
 from supportbot.templates import when
@@ -26,6 +26,8 @@ from tickets import queue
 from tickets.agents import add_agent, remove_agent
 from tickets.errors import SupportbotError
 from tickets.model import QueueEntry, Role, TicketView
+from tickets.report_chart import render_png
+from tickets.reports import InvalidMonth, Month
 from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
@@ -82,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     retry = quarantine_commands.add_parser("retry", help="take a set-aside mail in again")
     retry.add_argument("id", type=_positive)
 
+    report = commands.add_parser("report", help="SLA report of a month: text, CSV, chart")
+    report.add_argument(
+        "--month", type=_month, default=None, help="YYYY-MM (default: this month so far)"
+    )
+    report.add_argument("--csv", type=Path, help="write one row per response to this file")
+    report.add_argument("--png", type=Path, help="write the chart to this PNG file")
+
     agents = commands.add_parser("agents", help="who may work the queue")
     agent_commands = agents.add_subparsers(dest="action", required=True, parser_class=_Parser)
     add = agent_commands.add_parser("add", help="allow a Telegram user to act as an agent")
@@ -112,6 +121,13 @@ def _ticket_number(raw: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a ticket number such as 42, got {raw!r}"
         ) from None
+
+
+def _month(raw: str) -> Month:
+    try:
+        return Month.parse(raw)
+    except InvalidMonth as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _telegram_id(raw: str) -> int:
@@ -200,6 +216,9 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "mail":
         await _with_service(settings, lambda service: _quarantine(service, args))
         return 0
+    if args.command == "report":
+        await _with_service(settings, lambda service: _report(service, args))
+        return 0
 
     async def job(service: app.Service) -> None:
         now = service.clock()
@@ -279,6 +298,22 @@ async def _quarantine(service: app.Service, args: argparse.Namespace) -> None:
             update(Quarantined).where(Quarantined.id == row.id).values(resolved_at=service.clock())
         )
     print(f"quarantined message {args.id} is now on ticket #{result.ticket}")
+
+
+async def _report(service: app.Service, args: argparse.Namespace) -> None:
+    report, rows = await reporting.load(
+        service.sessions, service.policy, service.clock(), args.month
+    )
+    print(reporting.report_text(service.templates, report))
+    try:
+        if args.csv is not None:
+            args.csv.write_text(reporting.csv_text(rows, service.policy), encoding="utf-8")
+            print(f"\n{len(rows)} responses written to {args.csv}")
+        if args.png is not None:
+            args.png.write_bytes(render_png(report))
+            print(f"chart written to {args.png}")
+    except OSError as error:
+        raise SupportbotError(f"cannot write {error.filename}: {error.strerror}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
