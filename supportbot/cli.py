@@ -302,7 +302,7 @@ async def _quarantine(service: app.Service, args: argparse.Namespace) -> None:
 
 async def _report(service: app.Service, args: argparse.Namespace) -> None:
     report, rows = await reporting.load(
-        service.sessions, service.policy, service.clock(), args.month
+        service.sessions, service.policy, service.clock(), args.month, rows=args.csv is not None
     )
     print(reporting.report_text(service.templates, report))
     try:

@@ -17,7 +17,14 @@ from bot.format import MAX_TEXT, clip, utf16_len
 from supportbot.templates import Templates
 from tickets import report_query
 from tickets.policy import SlaPolicy
-from tickets.reports import Month, MonthlyReport, ResponseRow, build_report, period_of
+from tickets.reports import (
+    Month,
+    MonthlyReport,
+    ResponseRow,
+    build_report,
+    period_of,
+    report_from_times,
+)
 
 # What the Telegram text shows before it says "… and N more": tried in turn until the text fits.
 TELEGRAM_LIMITS = ((10, 10, 12), (5, 5, 8), (3, 3, 5), (0, 0, 3))
@@ -103,10 +110,18 @@ async def load(
     policy: SlaPolicy,
     now: datetime,
     month: Month | None = None,
+    *,
+    rows: bool = False,
 ) -> tuple[MonthlyReport, list[ResponseRow]]:
-    """A month's report (default: the current month so far) and the responses it counts."""
+    """A month's report (default: the current month so far); with `rows`, also every response
+    it counts as a whole row (for the CSV), else only those over the SLA."""
     period = period_of(month or Month.of(now, policy), policy, now)
     async with sessions() as session:
-        rows = await report_query.responses(session, period.start, period.end)
         waits = await report_query.open_waits(session, period.end)
-    return build_report(period, policy, rows, waits), rows
+        if rows:
+            every = await report_query.responses(session, period.start, period.end)
+            return build_report(period, policy, every, waits), every
+        times, late = await report_query.response_times(
+            session, period.start, period.end, policy.response_hours
+        )
+    return report_from_times(period, policy, times, late, waits), late

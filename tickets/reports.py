@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from tickets.errors import SupportbotError
 from tickets.policy import SlaPolicy
@@ -41,11 +41,13 @@ __all__ = [
     "MonthlyReport",
     "OverdueWait",
     "ResponseRow",
+    "ResponseTime",
     "Summary",
     "WaitRow",
     "build_report",
     "nearest_rank",
     "period_of",
+    "report_from_times",
 ]
 
 _MONTH_RE: Final = re.compile(r"(\d{4})-(\d{2})")
@@ -137,6 +139,16 @@ class ResponseRow:
     agent: str | None
     waiting_since: datetime
     answered_at: datetime
+    business_hours: float
+
+
+class ResponseTime(NamedTuple):
+    """What the figures need of a response. A NamedTuple, not a dataclass: a busy month makes
+    150,000 of them, and a tuple is built several times faster."""
+
+    plan: str
+    channel: str
+    agent: str | None
     business_hours: float
 
 
@@ -270,33 +282,44 @@ def build_report(
     responses: Iterable[ResponseRow],
     waits: Iterable[WaitRow] = (),
 ) -> MonthlyReport:
-    """Compute a month's report from its responses and the waits open at its end."""
+    """Compute a month's report from whole response rows and the waits open at its end."""
+    inside = [r for r in responses if period.start <= r.answered_at < period.end]
+    times = [ResponseTime(r.plan, r.channel, r.agent, r.business_hours) for r in inside]
+    return report_from_times(period, policy, times, inside, waits)
+
+
+def report_from_times(
+    period: Period,
+    policy: SlaPolicy,
+    times: Iterable[ResponseTime],
+    late: Iterable[ResponseRow],
+    waits: Iterable[WaitRow] = (),
+) -> MonthlyReport:
+    """Compute a month's report from the times of its responses (answered in the period) and
+    the whole rows of at least those over the SLA: the figures need no timestamps, so a
+    month of 150,000 responses is read without converting 300,000 of them."""
     everything: list[float] = []
     plans: dict[str, list[float]] = defaultdict(list)
     channels: dict[str, list[float]] = defaultdict(list)
     agents: dict[str, list[float]] = defaultdict(list)
-    late: list[LateResponse] = []
-    for row in responses:
-        if not period.start <= row.answered_at < period.end:
-            continue
-        hours = row.business_hours
-        agent = row.agent or NO_AGENT
+    for plan, channel, agent, hours in times:
         everything.append(hours)
-        plans[row.plan].append(hours)
-        channels[row.channel].append(hours)
-        agents[agent].append(hours)
-        if hours > policy.response_hours:
-            late.append(
-                LateResponse(
-                    row.ticket,
-                    row.plan,
-                    row.channel,
-                    agent,
-                    row.waiting_since,
-                    row.answered_at,
-                    hours,
-                )
-            )
+        plans[plan].append(hours)
+        channels[channel].append(hours)
+        agents[agent or NO_AGENT].append(hours)
+    over = [
+        LateResponse(
+            r.ticket,
+            r.plan,
+            r.channel,
+            r.agent or NO_AGENT,
+            r.waiting_since,
+            r.answered_at,
+            r.business_hours,
+        )
+        for r in late
+        if r.business_hours > policy.response_hours and period.start <= r.answered_at < period.end
+    ]
     for values in (everything, *plans.values(), *channels.values(), *agents.values()):
         values.sort()
 
@@ -314,7 +337,7 @@ def build_report(
         by_plan=breakdown(plans, _plan_order),
         by_channel=breakdown(channels, lambda name: (0, name)),
         by_agent=breakdown(agents, lambda name: (-len(agents[name]), name)),
-        late=tuple(sorted(late, key=lambda r: (-r.business_hours, r.ticket))),
+        late=tuple(sorted(over, key=lambda r: (-r.business_hours, r.ticket))),
         overdue=_overdue(period, policy, waits),
         distribution=tuple((name, tuple(plans[name])) for name in sorted(plans, key=_plan_order)),
     )
