@@ -173,7 +173,7 @@ async def stats(session: AsyncSession, policy: SlaPolicy, now: datetime) -> Queu
     waiting_count, risky, breached, oldest = row
     local = now.astimezone(policy.calendar.tz)
     midnight = datetime(local.year, local.month, local.day, tzinfo=policy.calendar.tz)
-    answered_today, median_today = await report_query.median_since(session, midnight)
+    answered_today, median_today = await report_query.median_between(session, midnight, now)
     return QueueStats(
         open=int(open_count or 0),
         waiting=int(waiting_count),

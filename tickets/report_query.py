@@ -141,12 +141,16 @@ async def open_waits(session: AsyncSession, end: datetime) -> list[WaitRow]:
     return rows
 
 
-async def median_since(session: AsyncSession, start: datetime) -> tuple[int, float | None]:
-    """How many responses were answered since `start`, and their nearest-rank median."""
+async def median_between(
+    session: AsyncSession, start: datetime, end: datetime
+) -> tuple[int, float | None]:
+    """How many responses were answered in [start, end), and their nearest-rank median."""
     hours = sorted(
         (
             await session.scalars(
-                select(Response.business_hours).where(Response.answered_at >= start)
+                select(Response.business_hours).where(
+                    Response.answered_at >= start, Response.answered_at < end
+                )
             )
         ).all()
     )
