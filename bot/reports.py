@@ -18,6 +18,7 @@ from telegram.constants import ParseMode
 from bot.customers import ChatParts
 from bot.format import MAX_CAPTION, clip
 from supportbot import reporting
+from tickets.errors import SupportbotError
 from tickets.report_chart import render_png
 from tickets.reports import InvalidMonth, Month
 
@@ -44,7 +45,11 @@ async def send_report(parts: ChatParts, message: Message, agent: int, args: str)
         message_thread_id=thread,
         reply_parameters=reply,
     )
-    png = await asyncio.to_thread(render_png, report)
+    try:
+        png = await asyncio.to_thread(render_png, report)
+    except Exception as error:  # the figures went out; a chart that fails must not hide them
+        log.exception("the chart of %s could not be drawn", report.period.month)
+        raise SupportbotError(f"the chart could not be drawn ({type(error).__name__})") from None
     await parts.limiter.acquire(message.chat_id)
     await parts.bot.send_photo(
         message.chat_id,
