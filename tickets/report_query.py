@@ -80,7 +80,9 @@ async def response_times(
             Response.agent_id,
             Response.business_hours,
             case((Response.business_hours > over, Response.id)),
-        ).where(Response.answered_at >= start, Response.answered_at < end)
+        )
+        .where(Response.answered_at >= start, Response.answered_at < end)
+        .order_by(Response.business_hours)  # sorted in C; the report's sorts become merges
     )
     times: list[ResponseTime] = []
     slow: list[int] = []
