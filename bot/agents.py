@@ -16,6 +16,7 @@ from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
+from bot.reports import send_report
 from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 AGENT_COMMANDS = {
     "queue": "The top of the queue",
-    "stats": "Open, waiting, at risk, breached",
+    "stats": "Open, waiting, at risk, breached, today's median",
+    "report": "SLA report of a month (YYYY-MM)",
     "take": "Claim a ticket",
     "release": "Give a ticket back",
     "close": "Close a ticket",
@@ -53,6 +55,7 @@ class AgentGroup:
         self._templates = parts.templates
         self._limiter = parts.limiter
         self._clock = parts.clock
+        self._parts = parts
         self._signer = signer
         self.chat_id = chat_id
         self._refunds = refunds
@@ -112,6 +115,30 @@ class AgentGroup:
         if name in ("refund", "approve", "paid") and self._refunds is not None:
             await self._refunds.command(message, agent, ticket, name, args)
             return
+        if name in _DONE or name in ("ban", "unban", "note", "reply", "macro"):
+            await self._on_ticket(message, agent, ticket, name, args)
+        elif name == "queue":
+            await self._queue(message)
+        elif name == "stats":
+            await self._stats(message)
+        elif name == "report":
+            await send_report(self._parts, message, agent, args)
+        elif name in ("help", "start"):
+            await self._answer(
+                message,
+                html.escape(
+                    self._templates.render("agents/help", macros=self._macros()), quote=False
+                ),
+            )
+        else:
+            await self._answer(
+                message, f"⚠️ Unknown command /{html.escape(name)}. /help lists them."
+            )
+
+    async def _on_ticket(
+        self, message: Message, agent: int, ticket: int | None, name: str, args: str
+    ) -> None:
+        """Commands about one ticket: the number given, or the topic or card written in."""
         number, rest = _number_and_rest(args, ticket)
         simple: dict[str, Callable[[int, int], Awaitable[None]]] = {
             "take": self._desk.claim,
@@ -123,14 +150,7 @@ class AgentGroup:
         if name in simple:
             target = _need(number, name)
             await simple[name](target, agent)
-            done = {
-                "take": "claimed",
-                "claim": "claimed",
-                "release": "released",
-                "close": "closed",
-                "reopen": "reopened",
-            }[name]
-            await self._answer(message, f"#{target} {done}.")
+            await self._answer(message, f"#{target} {_DONE[name]}.")
         elif name in ("ban", "unban"):
             target = _need(number, name)
             await self._desk.ban(target, agent, banned=name == "ban")
@@ -149,23 +169,8 @@ class AgentGroup:
                 await self._answer(message, "⚠️ /reply needs the text of the answer.")
                 return
             await self._desk.reply(target, agent, rest)
-        elif name == "macro":
-            await self._macro(message, agent, number, rest)
-        elif name == "queue":
-            await self._queue(message)
-        elif name == "stats":
-            await self._stats(message)
-        elif name in ("help", "start"):
-            await self._answer(
-                message,
-                html.escape(
-                    self._templates.render("agents/help", macros=self._macros()), quote=False
-                ),
-            )
         else:
-            await self._answer(
-                message, f"⚠️ Unknown command /{html.escape(name)}. /help lists them."
-            )
+            await self._macro(message, agent, number, rest)
 
     async def _macro(self, message: Message, agent: int, number: int | None, name: str) -> None:
         target = _need(number, "macro")
@@ -202,11 +207,8 @@ class AgentGroup:
         now = self._clock()
         async with self._desk.sessions() as session:
             s = await queue.stats(session, self._policy, now)
-        oldest = when(s.oldest_wait) if s.oldest_wait else "—"
         await self._answer(
-            message,
-            f"<b>Now</b>: {s.open} open · {s.waiting} waiting on us · {s.at_risk} at risk · "
-            f"{s.breached} breached\nOldest wait since {html.escape(oldest)}",
+            message, html.escape(self._templates.render("agents/stats", stats=s), quote=False)
         )
 
     async def _answer(self, message: Message, text: str) -> None:
@@ -260,6 +262,15 @@ class AgentGroup:
             )
         except TelegramError as error:  # the action is done; a stale keyboard is only cosmetic
             log.warning("could not update the buttons of #%s: %s", press.ticket, error)
+
+
+_DONE = {
+    "take": "claimed",
+    "claim": "claimed",
+    "release": "released",
+    "close": "closed",
+    "reopen": "reopened",
+}
 
 
 def _number_and_rest(args: str, context: int | None) -> tuple[int | None, str]:

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from accounts.money import cents
 from accounts.payouts import payout_list, write_csv
 from mail.imap import ImapIntake
-from supportbot import app, credits_command, db
+from supportbot import app, credits_command, db, reporting
 from supportbot.demo import run_demo
 from supportbot.settings import Settings, SettingsError, load_settings
 from supportbot.templates import when
@@ -28,6 +28,8 @@ from tickets import queue
 from tickets.agents import add_agent, remove_agent
 from tickets.errors import SupportbotError
 from tickets.model import QueueEntry, Role, TicketView
+from tickets.report_chart import render_png
+from tickets.reports import InvalidMonth, Month
 from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
@@ -85,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("id", type=_positive)
 
     _payout_commands(commands)
+    report = commands.add_parser("report", help="SLA report of a month: text, CSV, chart")
+    report.add_argument(
+        "--month", type=_month, default=None, help="YYYY-MM (default: this month so far)"
+    )
+    report.add_argument("--csv", type=Path, help="write one row per response to this file")
+    report.add_argument("--png", type=Path, help="write the chart to this PNG file")
 
     agents = commands.add_parser("agents", help="who may work the queue")
     agent_commands = agents.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -154,6 +162,13 @@ def _ticket_number(raw: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a ticket number such as 42, got {raw!r}"
         ) from None
+
+
+def _month(raw: str) -> Month:
+    try:
+        return Month.parse(raw)
+    except InvalidMonth as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _telegram_id(raw: str) -> int:
@@ -242,6 +257,7 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
         "mail": lambda service: _quarantine(service, args),
         "payouts": lambda service: _payouts(service, args),
         "credits": lambda service: credits_command.run(args, service),
+        "report": lambda service: _report(service, args),
     }
     if args.command in service_jobs:
         await _with_service(settings, service_jobs[args.command])
@@ -325,6 +341,22 @@ async def _quarantine(service: app.Service, args: argparse.Namespace) -> None:
             update(Quarantined).where(Quarantined.id == row.id).values(resolved_at=service.clock())
         )
     print(f"quarantined message {args.id} is now on ticket #{result.ticket}")
+
+
+async def _report(service: app.Service, args: argparse.Namespace) -> None:
+    report, rows = await reporting.load(
+        service.sessions, service.policy, service.clock(), args.month, rows=args.csv is not None
+    )
+    print(reporting.report_text(service.templates, report))
+    try:
+        if args.csv is not None:
+            args.csv.write_text(reporting.csv_text(rows, service.policy), encoding="utf-8")
+            print(f"\n{len(rows)} responses written to {args.csv}")
+        if args.png is not None:
+            args.png.write_bytes(render_png(report))
+            print(f"chart written to {args.png}")
+    except OSError as error:
+        raise SupportbotError(f"cannot write {error.filename}: {error.strerror}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -245,3 +245,6 @@ class QueueStats:
     at_risk: int
     breached: int
     oldest_wait: datetime | None
+    # Responses answered since midnight (the SLA calendar's zone) and their median business hours.
+    answered_today: int = 0
+    median_today: float | None = None
