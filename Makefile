@@ -42,6 +42,8 @@ bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQ
 	$(PY) bench/telegram.py
 	$(PY) bench/mail.py
 	$(PY) bench/accounts.py
+	$(PY) bench/refunds.py
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,6 +15,8 @@ from telegram.error import TelegramError
 from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
+from bot.refunds import BUTTON_ACTIONS, AgentRefunds
+from bot.reports import send_report
 from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
@@ -24,7 +26,8 @@ log = logging.getLogger(__name__)
 
 AGENT_COMMANDS = {
     "queue": "The top of the queue",
-    "stats": "Open, waiting, at risk, breached",
+    "stats": "Open, waiting, at risk, breached, today's median",
+    "report": "SLA report of a month (YYYY-MM)",
     "take": "Claim a ticket",
     "release": "Give a ticket back",
     "close": "Close a ticket",
@@ -40,15 +43,23 @@ AGENT_COMMANDS = {
 class AgentGroup:
     """Everything agents do in their group turns into a core operation, checked and audited."""
 
-    def __init__(self, parts: ChatParts, signer: ButtonSigner, chat_id: int) -> None:
+    def __init__(
+        self,
+        parts: ChatParts,
+        signer: ButtonSigner,
+        chat_id: int,
+        refunds: AgentRefunds | None = None,
+    ) -> None:
         self._bot = parts.bot
         self._desk = parts.desk
         self._policy = parts.policy
         self._templates = parts.templates
         self._limiter = parts.limiter
         self._clock = parts.clock
+        self._parts = parts
         self._signer = signer
         self.chat_id = chat_id
+        self._refunds = refunds
         self._accounts = parts.accounts
 
     # -- messages ---------------------------------------------------------------------------
@@ -103,6 +114,36 @@ class AgentGroup:
     async def _command(
         self, message: Message, agent: int, ticket: int | None, name: str, args: str
     ) -> None:
+        if name in ("refund", "approve", "paid") and self._refunds is not None:
+            await self._refunds.command(message, agent, ticket, name, args)
+            return
+        if name in _DONE or name in ("ban", "unban", "note", "reply", "macro"):
+            await self._on_ticket(message, agent, ticket, name, args)
+        elif name == "balance" and self._accounts is not None:
+            text = await self._accounts.agent_balance(agent, args, ticket)
+            await self._answer(message, html.escape(text, quote=False))
+        elif name == "queue":
+            await self._queue(message)
+        elif name == "stats":
+            await self._stats(message)
+        elif name == "report":
+            await send_report(self._parts, message, agent, args)
+        elif name in ("help", "start"):
+            await self._answer(
+                message,
+                html.escape(
+                    self._templates.render("agents/help", macros=self._macros()), quote=False
+                ),
+            )
+        else:
+            await self._answer(
+                message, f"⚠️ Unknown command /{html.escape(name)}. /help lists them."
+            )
+
+    async def _on_ticket(
+        self, message: Message, agent: int, ticket: int | None, name: str, args: str
+    ) -> None:
+        """Commands about one ticket: the number given, or the topic or card written in."""
         number, rest = _number_and_rest(args, ticket)
         simple: dict[str, Callable[[int, int], Awaitable[None]]] = {
             "take": self._desk.claim,
@@ -114,14 +155,7 @@ class AgentGroup:
         if name in simple:
             target = _need(number, name)
             await simple[name](target, agent)
-            done = {
-                "take": "claimed",
-                "claim": "claimed",
-                "release": "released",
-                "close": "closed",
-                "reopen": "reopened",
-            }[name]
-            await self._answer(message, f"#{target} {done}.")
+            await self._answer(message, f"#{target} {_DONE[name]}.")
         elif name in ("ban", "unban"):
             target = _need(number, name)
             await self._desk.ban(target, agent, banned=name == "ban")
@@ -140,26 +174,8 @@ class AgentGroup:
                 await self._answer(message, "⚠️ /reply needs the text of the answer.")
                 return
             await self._desk.reply(target, agent, rest)
-        elif name == "macro":
-            await self._macro(message, agent, number, rest)
-        elif name == "balance" and self._accounts is not None:
-            text = await self._accounts.agent_balance(agent, args, ticket)
-            await self._answer(message, html.escape(text, quote=False))
-        elif name == "queue":
-            await self._queue(message)
-        elif name == "stats":
-            await self._stats(message)
-        elif name in ("help", "start"):
-            await self._answer(
-                message,
-                html.escape(
-                    self._templates.render("agents/help", macros=self._macros()), quote=False
-                ),
-            )
         else:
-            await self._answer(
-                message, f"⚠️ Unknown command /{html.escape(name)}. /help lists them."
-            )
+            await self._macro(message, agent, number, rest)
 
     async def _macro(self, message: Message, agent: int, number: int | None, name: str) -> None:
         target = _need(number, "macro")
@@ -196,11 +212,8 @@ class AgentGroup:
         now = self._clock()
         async with self._desk.sessions() as session:
             s = await queue.stats(session, self._policy, now)
-        oldest = when(s.oldest_wait) if s.oldest_wait else "—"
         await self._answer(
-            message,
-            f"<b>Now</b>: {s.open} open · {s.waiting} waiting on us · {s.at_risk} at risk · "
-            f"{s.breached} breached\nOldest wait since {html.escape(oldest)}",
+            message, html.escape(self._templates.render("agents/stats", stats=s), quote=False)
         )
 
     async def _answer(self, message: Message, text: str) -> None:
@@ -231,6 +244,10 @@ class AgentGroup:
             return
         if press.action is Action.BALANCE:
             await self._balance_button(query, user.id, press.ticket)
+            return
+        if press.action in BUTTON_ACTIONS:
+            if self._refunds is not None:
+                await self._refunds.on_button(query, press, user.id)
             return
         actions = {
             Action.CLAIM: self._desk.claim,
@@ -275,6 +292,15 @@ class AgentGroup:
             message_thread_id=thread if getattr(card, "is_topic_message", False) else None,
             reply_to_message_id=card.message_id,
         )
+
+
+_DONE = {
+    "take": "claimed",
+    "claim": "claimed",
+    "release": "released",
+    "close": "closed",
+    "reopen": "reopened",
+}
 
 
 def _number_and_rest(args: str, context: int | None) -> tuple[int | None, str]:

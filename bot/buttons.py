@@ -19,6 +19,10 @@ class Action(StrEnum):
     CLOSE = "close"
     REOPEN = "reopen"
     BALANCE = "balance"
+    # Refunds (bot/refunds.py): open the panel, confirm a plan, approve a held refund.
+    REFUND = "refund"
+    CONFIRM_REFUND = "rconf"
+    APPROVE_REFUND = "rappr"
 
 
 LABELS = {
@@ -27,13 +31,15 @@ LABELS = {
     Action.CLOSE: "✅ Close",
     Action.REOPEN: "♻️ Reopen",
     Action.BALANCE: "💰 Balance",
+    Action.REFUND: "💸 Refund",
 }
 
 
 @dataclass(frozen=True)
 class Press:
     action: Action
-    ticket: int
+    ticket: int  # the ticket; for APPROVE_REFUND the refund's id
+    arg: str = ""  # CONFIRM_REFUND: the plan's fingerprint (and "v" if the agent vouched)
 
 
 class ButtonSigner:
@@ -46,9 +52,12 @@ class ButtonSigner:
         digest = hmac.new(self._key, body.encode(), hashlib.sha256).digest()[:9]
         return base64.urlsafe_b64encode(digest).decode()
 
-    def data(self, action: Action, ticket: int) -> str:
-        body = f"{action.value}:{ticket}"
-        return f"{body}:{self._mac(body)}"
+    def data(self, action: Action, ticket: int, arg: str = "") -> str:
+        body = f"{action.value}:{ticket}" + (f":{arg}" if arg else "")
+        data = f"{body}:{self._mac(body)}"
+        if len(data.encode()) > 64:
+            raise ValueError(f"button data over Telegram's 64 bytes: {data!r}")
+        return data
 
     def check(self, data: str | None) -> Press | None:
         """The press a button's data stands for, or None when it was not made by us."""
@@ -57,9 +66,10 @@ class ButtonSigner:
         body, _, mac = data.rpartition(":")
         if not hmac.compare_digest(mac, self._mac(body)):
             return None
-        action, _, number = body.partition(":")
+        action, _, rest = body.partition(":")
+        number, _, arg = rest.partition(":")
         try:
-            return Press(Action(action), int(number))
+            return Press(Action(action), int(number), arg)
         except ValueError:
             return None
 
@@ -71,6 +81,15 @@ class ButtonSigner:
             actions = [Action.REOPEN, Action.BALANCE]
         else:
             actions = [Action.RELEASE if claimed else Action.CLAIM, Action.CLOSE, Action.BALANCE]
-        return InlineKeyboardMarkup(
-            [[InlineKeyboardButton(LABELS[a], callback_data=self.data(a, ticket)) for a in actions]]
-        )
+        rows = [
+            [InlineKeyboardButton(LABELS[a], callback_data=self.data(a, ticket)) for a in actions]
+        ]
+        if not closed:
+            rows.append([self.button(LABELS[Action.REFUND], Action.REFUND, ticket)])
+        return InlineKeyboardMarkup(rows)
+
+    def button(
+        self, label: str, action: Action, number: int, arg: str = ""
+    ) -> InlineKeyboardButton:
+        """One signed button."""
+        return InlineKeyboardButton(label, callback_data=self.data(action, number, arg))

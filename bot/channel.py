@@ -11,12 +11,15 @@ from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, BotCommand
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError
 from telegram.request import HTTPXRequest
 
+from accounts.payouts import PayoutDesk
+from accounts.refunding import RefundDesk
 from bot.accounts import AccountServices
 from bot.agents import AGENT_COMMANDS, AgentGroup
 from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
+from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from mail.compose import FileData
 from supportbot.settings import TelegramSettings
@@ -46,6 +49,8 @@ class TelegramChannel:
         poll_timeout: int = 20,
         placement_interval: float = 5.0,
         accounts: AccountServices | None = None,
+        refunds: RefundDesk | None = None,
+        payouts: PayoutDesk | None = None,
     ) -> None:
         self._settings = settings
         self._desk = desk
@@ -56,6 +61,8 @@ class TelegramChannel:
         self._poll_timeout = poll_timeout
         self._placement_interval = placement_interval
         self._accounts = accounts
+        self._refunds = refunds or RefundDesk(sessions, templates, clock=clock)
+        self._payouts = payouts or PayoutDesk(sessions, templates, clock=clock)
         self.limiter = TelegramLimiter()
         self.signer = ButtonSigner(settings.token)
         api = settings.api_url
@@ -96,7 +103,10 @@ class TelegramChannel:
             scope=BotCommandScopeAllPrivateChats(),
         )
         await self.bot.set_my_commands(
-            [BotCommand(name, text) for name, text in AGENT_COMMANDS.items()],
+            [
+                BotCommand(name, text)
+                for name, text in {**AGENT_COMMANDS, **AGENT_REFUND_COMMANDS}.items()
+            ],
             scope=BotCommandScopeChat(chat_id),
         )
         self._feed = AgentFeed(
@@ -111,8 +121,11 @@ class TelegramChannel:
             self._clock,
             self._accounts,
         )
-        customers = CustomerChat(parts)
-        agents = AgentGroup(parts, self.signer, chat_id)
+        customers = CustomerChat(
+            parts, CustomerRefunds(self._desk, self._policy, self._templates, self._clock)
+        )
+        money = AgentRefunds(self.bot, self.limiter, self.signer, self._refunds, self._payouts)
+        agents = AgentGroup(parts, self.signer, chat_id, money)
         self._poller = Poller(
             self.bot, self._desk, customers, agents, poll_timeout=self._poll_timeout
         )

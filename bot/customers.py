@@ -10,6 +10,7 @@ from telegram import Bot, Message
 from bot.accounts import AccountServices
 from bot.convert import CARRIED, content_of, display_name, external_id
 from bot.limits import TelegramLimiter
+from bot.refunds import CustomerRefunds
 from supportbot.templates import Templates
 from tickets import queue
 from tickets.desk import Desk
@@ -25,6 +26,7 @@ CUSTOMER_COMMANDS = {
     "status": "Your open tickets",
     "link": "Link this chat to your account",
     "balance": "Your balance (once linked)",
+    "refund": "Ask for a refund (linked accounts)",
 }
 
 
@@ -57,7 +59,8 @@ class ChatParts:
 class CustomerChat:
     """Turns a customer's private messages into tickets and answers their commands."""
 
-    def __init__(self, parts: ChatParts) -> None:
+    def __init__(self, parts: ChatParts, refunds: CustomerRefunds | None = None) -> None:
+        self._refunds = refunds
         self._bot = parts.bot
         self._desk = parts.desk
         self._policy = parts.policy
@@ -146,6 +149,10 @@ class CustomerChat:
         elif name == "balance" and self._accounts is not None:
             assert ref.telegram_id is not None
             await self._answer(message, await self._accounts.customer_balance(ref.telegram_id))
+        elif name == "refund" and self._refunds is not None:
+            answer = await self._refunds.request(message, ref, args)
+            if answer is not None:
+                await self._answer(message, answer)
         elif name == "status":
             assert ref.telegram_id is not None
             async with self._desk.sessions() as session:

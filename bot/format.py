@@ -25,6 +25,7 @@ MIN_IMPORTANT = 160
 NAME_IN_LINE = 24
 
 _SPACES = re.compile(r"\s+")
+_TAGS = re.compile(r"<[^>]+>")
 _JOINERS = frozenset("\u200d")
 _EXTENDERS = frozenset("\u200d\ufe0e\ufe0f\u20e3")
 _GRAPHEME_BACKOFF = 32
@@ -125,13 +126,14 @@ def _boundary(window: str) -> int:
     return max(space, 0)
 
 
-def sla_state(due_at: datetime | None, now: datetime) -> str:
+def sla_state(due_at: datetime | None, now: datetime, *, at_risk: bool = False) -> str:
     """A ticket's SLA state in a few characters: `due Mon 20:00`, `BREACHED`, `answered`."""
     if due_at is None:
         return "answered"
     if due_at <= now:
         return "🔴 BREACHED"
-    return "due " + due_at.astimezone(UTC).strftime("%a %H:%M")
+    due = "due " + due_at.astimezone(UTC).strftime("%a %H:%M")
+    return f"🟠 {due}" if at_risk else due
 
 
 def topic_title(number: int, plan: str, customer: str, state: str = "") -> str:
@@ -188,9 +190,25 @@ def card_text(facts: CardFacts, body: str, *, attachments: int = 0) -> str:
     return f"<b>{escape(header)}</b>\n{identity_line}{subject_line}{escape(text)}{escape(footer)}"
 
 
-def notice_html(text: str) -> str:
-    """A plain notice as HTML: escaped, and clipped to one message."""
-    return escape(clip(text.strip(), MAX_TEXT)) or "…"
+def notice_html(text: str, mentions: Sequence[Sequence[object]] = ()) -> str:
+    """A plain notice as HTML: escaped, clipped to one message, then any people it mentions."""
+    tail = mentions_html(mentions)
+    room = MAX_TEXT - utf16_len(html.unescape(_TAGS.sub("", tail)))
+    return (escape(clip(text.strip(), room)) or "…") + tail
+
+
+def mentions_html(mentions: Sequence[Sequence[object]]) -> str:
+    """Links that notify Telegram users, from `[telegram_id, name]` pairs (bad pairs skipped)."""
+    links = []
+    for mention in mentions:
+        if len(mention) != 2:
+            continue
+        user, name = mention
+        if isinstance(user, bool) or not isinstance(user, int) or user <= 0:
+            continue
+        label = clip(one_line(str(name)), 64) or "agent"
+        links.append(f'<a href="tg://user?id={user}">{escape(label)}</a>')
+    return ("\n" + " ".join(links)) if links else ""
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from accounts.billing import Billing, load_billing
+from accounts.credit_run import MonthlyCredits, notice_routes
 from accounts.linking import Linker
 from accounts.lookups import BalanceLookups
+from accounts.payouts import PayoutDesk
+from accounts.refunding import RefundDesk
 from bot.accounts import AccountServices
 from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, notify_agents
@@ -26,6 +30,7 @@ from tickets.model import Route
 from tickets.outbox import OutboxWorker, Sender, Wakeups
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
+from tickets.watch import SlaWatch, WatchRules
 
 log = logging.getLogger("supportbot")
 
@@ -74,6 +79,8 @@ class Service:
     desk: Desk
     wakeups: Wakeups
     clock: Clock
+    refunds: RefundDesk
+    payouts: PayoutDesk
     billing: Billing | None = None
 
     def outbox_worker(self, senders: dict[Route, Sender]) -> OutboxWorker:
@@ -94,7 +101,28 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
         desk = Desk(sessions, policy, templates, clock=clock, wakeup=wakeups, mail_domain=domain)
         billing = load_billing(settings.billing_factory, sessions)
-        yield Service(settings, engine, sessions, policy, templates, desk, wakeups, clock, billing)
+        refunds = RefundDesk(
+            sessions,
+            templates,
+            clock=clock,
+            approval_above=settings.refund_approval_above,
+            mail_domain=domain,
+            wakeup=wakeups,
+        )
+        payouts = PayoutDesk(sessions, templates, clock=clock, mail_domain=domain, wakeup=wakeups)
+        yield Service(
+            settings,
+            engine,
+            sessions,
+            policy,
+            templates,
+            desk,
+            wakeups,
+            clock,
+            refunds,
+            payouts,
+            billing,
+        )
 
 
 def missing_channels_message() -> str:
@@ -122,16 +150,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
         if telegram is not None:
             senders.update(telegram.senders())
         intake: ImapIntake | None = None
-        smtp: SmtpSender | None = None
-        if settings.smtp is not None and settings.support_address:
-            # SMTP alone (no IMAP) still sends account link codes.
-            smtp = SmtpSender(
-                settings.smtp,
-                settings.support_address,
-                clock=clock,
-                attachment_loader=telegram.download if telegram is not None else None,
-            )
-            senders[Route.EMAIL] = smtp
+        smtp = smtp_sender(settings, telegram, clock)
+        senders.update({Route.EMAIL: smtp} if smtp is not None else {})
         if settings.imap is not None and smtp is not None and settings.support_address:
             intake = ImapIntake(
                 settings.imap,
@@ -162,12 +182,72 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(telegram.run(stop))
                 if intake is not None:
                     tasks.create_task(intake.run(stop))
+                tasks.create_task(_every(PAYOUT_CHECK_SECONDS, service.payouts.alert_overdue, stop))
+                if telegram is not None:
+                    watch = watch_from(service)
+                    tasks.create_task(_every(watch.rules.interval_seconds, watch.sweep, stop))
+                if settings.uptime is not None:  # automatic SLA credits, 1st to 10th, hourly
+                    credits = MonthlyCredits(
+                        service.sessions,
+                        service.templates,
+                        settings.uptime,
+                        notice_routes(settings),
+                        clock=clock,
+                        wakeup=service.wakeups,
+                    )
+                    tasks.create_task(credits.run(stop))
         finally:
             if smtp is not None:
                 await smtp.close()
             if telegram is not None:
                 await telegram.close()
         log.info("supportbot stopped")
+
+
+def smtp_sender(
+    settings: Settings, telegram: TelegramChannel | None, clock: Clock
+) -> SmtpSender | None:
+    """The SMTP sender, when SMTP is set: SMTP alone (no IMAP) still sends account link codes."""
+    if settings.smtp is None or not settings.support_address:
+        return None
+    return SmtpSender(
+        settings.smtp,
+        settings.support_address,
+        clock=clock,
+        attachment_loader=telegram.download if telegram is not None else None,
+    )
+
+
+def watch_from(service: Service) -> SlaWatch:
+    """The SLA watch, with the thresholds of the settings."""
+    sla = service.settings.sla
+    rules = WatchRules(
+        escalate_after_hours=sla.escalate_after_hours,
+        stale_claim_hours=sla.stale_claim_hours,
+        interval_seconds=sla.watch_interval_seconds,
+    )
+    return SlaWatch(
+        service.sessions,
+        service.policy,
+        service.templates,
+        rules=rules,
+        clock=service.clock,
+        wakeup=service.wakeups,
+    )
+
+
+PAYOUT_CHECK_SECONDS = 600.0
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
+    """Run a periodic job until `stop`; a failure is logged and tried again next time."""
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            log.exception("periodic job %s failed", getattr(job, "__name__", job))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def start_telegram(service: Service) -> TelegramChannel:
@@ -181,6 +261,8 @@ async def start_telegram(service: Service) -> TelegramChannel:
         service.templates,
         service.clock,
         accounts=account_services(service),
+        refunds=service.refunds,
+        payouts=service.payouts,
     )
     await channel.start()
     return channel

@@ -18,8 +18,10 @@ from typing import Any, NoReturn
 from sqlalchemy import select, update
 
 from accounts.importer import import_file
+from accounts.money import cents
+from accounts.payouts import payout_list, write_csv
 from mail.imap import ImapIntake
-from supportbot import app, db
+from supportbot import app, credits_command, db, reporting
 from supportbot.demo import run_demo
 from supportbot.settings import Settings, SettingsError, load_settings
 from supportbot.templates import when
@@ -27,6 +29,8 @@ from tickets import queue
 from tickets.agents import add_agent, remove_agent
 from tickets.errors import SupportbotError
 from tickets.model import QueueEntry, Role, TicketView
+from tickets.report_chart import render_png
+from tickets.reports import InvalidMonth, Month
 from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
@@ -92,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     loading.add_argument(
         "--format", choices=["csv", "json"], help="default: from the suffix (.csv, else JSON)"
     )
+    _payout_commands(commands)
+    report = commands.add_parser("report", help="SLA report of a month: text, CSV, chart")
+    report.add_argument(
+        "--month", type=_month, default=None, help="YYYY-MM (default: this month so far)"
+    )
+    report.add_argument("--csv", type=Path, help="write one row per response to this file")
+    report.add_argument("--png", type=Path, help="write the chart to this PNG file")
 
     agents = commands.add_parser("agents", help="who may work the queue")
     agent_commands = agents.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -103,7 +114,45 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     remove = agent_commands.add_parser("remove", help="take a user off the allowlist")
     remove.add_argument("telegram_id", type=_telegram_id)
+    credits_command.add_parser(commands)
     return parser
+
+
+def _payout_commands(commands: Any) -> None:
+    payouts = commands.add_parser("payouts", help="refund payouts, for finance")
+    steps = payouts.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = steps.add_parser("list", help="payouts oldest first")
+    listing.add_argument("--status", choices=["pending", "sent", "all"], default="all")
+    export = steps.add_parser("export", help="payouts as CSV")
+    export.add_argument("--csv", type=Path, required=True, metavar="FILE", help="'-' for stdout")
+    export.add_argument("--status", choices=["pending", "sent", "all"], default="all")
+    mark = steps.add_parser("mark-sent", help="record a payout as sent; the customer is told")
+    mark.add_argument("id", type=_positive)
+    mark.add_argument("tx_hash")
+
+
+async def _payouts(service: app.Service, args: argparse.Namespace) -> None:
+    if args.action == "mark-sent":
+        print(await service.payouts.mark_sent(args.id, args.tx_hash, actor="cli"))
+        return
+    async with service.sessions() as session:
+        rows = await payout_list(session, None if args.status == "all" else args.status)
+    if args.action == "export":
+        if str(args.csv) == "-":
+            write_csv(rows, sys.stdout)
+        else:
+            with args.csv.open("w", newline="", encoding="utf-8") as out:
+                write_csv(rows, out)
+            print(f"{len(rows)} payouts written to {args.csv}")
+        return
+    if not rows:
+        print("no payouts")
+    for p in rows:
+        sent = f"sent {when(p.sent_at)} {p.tx_hash}" if p.sent_at else "pending"
+        print(
+            f"{p.id:>5}  {when(p.created_at)}  {cents(p.amount_usd):>10} {p.currency:<6} "
+            f"{p.chain:<10} {p.wallet}  #{p.ticket or '—'} {p.account}  {sent}"
+        )
 
 
 def _positive(raw: str) -> int:
@@ -123,6 +172,13 @@ def _ticket_number(raw: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a ticket number such as 42, got {raw!r}"
         ) from None
+
+
+def _month(raw: str) -> Month:
+    try:
+        return Month.parse(raw)
+    except InvalidMonth as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _telegram_id(raw: str) -> int:
@@ -207,12 +263,15 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
             current, head = await db.revisions(engine)
             print(f"schema revision {current or 'none'} (newest {head})")
         return 0
-
-    if args.command == "mail":
-        await _with_service(settings, lambda service: _quarantine(service, args))
-        return 0
-    if args.command == "accounts":
-        await _with_service(settings, lambda service: _import_accounts(service, args))
+    service_jobs: dict[str, Callable[[app.Service], Awaitable[None]]] = {
+        "mail": lambda service: _quarantine(service, args),
+        "payouts": lambda service: _payouts(service, args),
+        "credits": lambda service: credits_command.run(args, service),
+        "report": lambda service: _report(service, args),
+        "accounts": lambda service: _import_accounts(service, args),
+    }
+    if args.command in service_jobs:
+        await _with_service(settings, service_jobs[args.command])
         return 0
 
     async def job(service: app.Service) -> None:
@@ -313,6 +372,22 @@ def _progress_line(done: int, total: int) -> None:
     print(
         f"\rimporting: {done:,}/{total:,} records ({share}%)", end="", file=sys.stderr, flush=True
     )
+
+
+async def _report(service: app.Service, args: argparse.Namespace) -> None:
+    report, rows = await reporting.load(
+        service.sessions, service.policy, service.clock(), args.month, rows=args.csv is not None
+    )
+    print(reporting.report_text(service.templates, report))
+    try:
+        if args.csv is not None:
+            args.csv.write_text(reporting.csv_text(rows, service.policy), encoding="utf-8")
+            print(f"\n{len(rows)} responses written to {args.csv}")
+        if args.png is not None:
+            args.png.write_bytes(render_png(report))
+            print(f"chart written to {args.png}")
+    except OSError as error:
+        raise SupportbotError(f"cannot write {error.filename}: {error.strerror}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,12 +13,15 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from sqlalchemy import func, select
 
+from accounts.tables import Account, AccountLink, LedgerEntry, Payment, Payout
 from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
 from mail.local_server import LocalMailServer
 from supportbot import app
@@ -225,7 +228,9 @@ async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> N
     sam = server.add_user("Sam", username="sam_support")
     ann = server.add_user("Ann")
     bob = server.add_user("Bob")
+    ada = server.add_user("Ada", username="ada_admin")
     await server.add_member(group, sam)
+    await server.add_member(group, ada)
     settings = local_settings(
         server, group, f"sqlite:///{folder / 'demo.db'}", mail.environment(SUPPORT_ADDRESS)
     )
@@ -235,17 +240,20 @@ async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> N
         f"outgoing mail kept by SMTP 127.0.0.1:{mail.smtp.port}"
     )
     print(
-        "Sam is an agent. Ann is on the free Basic plan, Bob bought Pro, Carol writes by email.\n"
+        "Sam is an agent, Ada an admin. Ann is on the free Basic plan, Bob bought Pro, Carol "
+        "writes by email.\n"
     )
     async with serving(settings, server), app.build(settings) as look:
         async with look.sessions.begin() as session:
             await add_agent(session, sam.id, Role.AGENT, "Sam", at=utcnow(), actor="demo")
+            await add_agent(session, ada.id, Role.ADMIN, "Ada", at=utcnow(), actor="demo")
             # What the billing import will do: Bob is known as a Pro customer.
             session.add(Customer(telegram_id=bob.id, name="Bob", plan="pro", created_at=utcnow()))
         shown = Transcript(server, group, {ann.id: "Ann", bob.id: "Bob"}, mail)
         scene = _Scene(server, look, shown, mail)
         await _conversations(scene, group, sam, ann, bob)
         await _email(scene, group, sam)
+        await _refund(scene, group, sam, ada, bob)
         print(
             f"\nThe note stayed internal: Ann saw {len(server.sent_to(ann.id))} messages, "
             f"none of them the note. Telegram answered 429 "
@@ -348,6 +356,96 @@ async def _email(scene: _Scene, group: SimChat, sam: SimUser) -> None:
     )
     print("\n— The queue: Carol's answer waits on us —")
     await _print_queue(scene.look)
+
+
+async def _refund(scene: _Scene, group: SimChat, sam: SimUser, ada: SimUser, bob: SimUser) -> None:
+    """Bob asks for his money back; Sam confirms the panel; Ada marks the payouts sent."""
+    print(
+        "\n— Refunds: Bob's account (linked with /link) has a 40 USDT top-up from yesterday, "
+        "5 of it used, and his Pro upgrade of two days ago, Pro limits not used yet —"
+    )
+    now = utcnow()
+    async with scene.look.sessions.begin() as session:
+        account = Account(
+            email="bob@example.com",
+            plan="pro",
+            pro_since=now - timedelta(days=2),
+            created_at=now - timedelta(days=40),
+            updated_at=now,
+        )
+        session.add(account)
+        await session.flush()
+        for purpose, amount, ago, wallet, currency, chain in (
+            ("pro_upgrade", "19", timedelta(days=2), "bc1qbobwallet7x", "BTC", "bitcoin"),
+            ("topup", "40", timedelta(days=1), "TBobTronWallet9", "USDT", "tron"),
+        ):
+            payment = Payment(
+                account_id=account.id,
+                external_id=f"demo-{purpose}",
+                purpose=purpose,
+                amount_usd=Decimal(amount),
+                crypto_amount=amount,
+                currency=currency,
+                chain=chain,
+                wallet=wallet,
+                tx_hash=f"0xdemo{purpose}",
+                paid_at=now - ago,
+            )
+            session.add(payment)
+            await session.flush()
+            if purpose == "topup":
+                session.add(
+                    LedgerEntry(
+                        account_id=account.id,
+                        kind="topup",
+                        amount=Decimal(40),
+                        at=now - ago,
+                        payment_id=payment.id,
+                    )
+                )
+        session.add(LedgerEntry(account_id=account.id, kind="usage", amount=Decimal(-5), at=now))
+        customer = await session.scalar(select(Customer.id).where(Customer.telegram_id == bob.id))
+        assert customer is not None
+        session.add(
+            AccountLink(customer_id=customer, account_id=account.id, method="code", linked_at=now)
+        )
+    number = len(await scene.tickets()) + 1
+    await scene.customer_writes(bob, "/refund I no longer need the API, sorry", number)
+    await scene.topic(number)
+    await scene.settle(1.0)
+    card = scene.server.sent_to(group, await scene.topic(number))[0]
+    scene.shown.person(sam, "agents' group", f"[presses 💸 Refund on the card of #{number}]")
+    await scene.server.press_button(sam, card, card.callback_data()[-1])
+
+    def panel() -> SentMessage | None:
+        found = [m for m in scene.server.sent_to(group) if "💸 Refund for" in (m.text or "")]
+        return found[-1] if found else None
+
+    shown = await scene.server.wait_for(panel, 10)
+    await scene.settle(0.3)
+    scene.shown.person(sam, "agents' group", "[presses ✅ Confirm on the panel]")
+    await scene.server.press_button(sam, shown, shown.callback_data()[0])
+
+    async def paid_out() -> bool:
+        async with scene.look.sessions() as session:
+            return bool((await session.scalars(select(Payout.id))).all())
+
+    await _until(paid_out)
+    await scene.settle(1.0)
+    async with scene.look.sessions() as session:
+        payouts = list((await session.scalars(select(Payout).order_by(Payout.id))).all())
+    for payout in payouts:
+        text = f"/paid {payout.id} 0x{payout.id:02d}c0ffee{payout.wallet[-4:].lower()}"
+        scene.shown.person(ada, "agents' group", text)
+        await scene.server.user_sends(ada, chat=group, text=text)
+
+    async def told() -> bool:
+        sent = [m.text or "" for m in scene.server.sent_to(bob.id)]
+        return sum("Transaction hash" in t for t in sent) >= len(payouts)
+
+    await _until(told)
+    await scene.settle(0.5)
+    print(f"\nBob got his money back to the wallets he paid from; #{number} shows it all.")
 
 
 async def _print_queue(look: app.Service) -> None:

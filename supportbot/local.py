@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from bot.local_api import LocalBotApi, SimChat
 from supportbot import app
 from supportbot.settings import Settings, load_settings
+from tickets.ports import Clock, utcnow
 
 
 def local_settings(
@@ -32,11 +33,16 @@ def local_settings(
 
 @asynccontextmanager
 async def serving(
-    settings: Settings, server: LocalBotApi, *, startup: float = 10.0, shutdown: float = 30.0
+    settings: Settings,
+    server: LocalBotApi,
+    *,
+    startup: float = 10.0,
+    shutdown: float = 30.0,
+    clock: Clock = utcnow,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run the service for the block: ready once it polls the server; a failed start raises."""
     stop = asyncio.Event()
-    service = asyncio.create_task(app.run(settings, stop))
+    service = asyncio.create_task(app.run(settings, stop, clock=clock))
     try:
         await server.wait_for(
             lambda: server.stats.requests.get("getUpdates", 0) > 0 or service.done(), startup

@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -67,6 +68,18 @@ class SlaSettings:
     target_hours: float = 6.0
     risk_hours: float = 4.0
     reopen_days: int = 7
+    escalate_after_hours: float = 2.0
+    stale_claim_hours: float = 4.0
+    watch_interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class UptimeSettings:
+    """Where the month's uptime comes from for the automatic SLA credits (one source)."""
+
+    checks_file: Path | None = None
+    maintenance_file: Path | None = None
+    instatus_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,9 @@ class Settings:
     log_level: str = "INFO"
     # Who answers balance lookups: a factory `module:function` (see accounts/billing.py).
     billing_factory: str = DEFAULT_BILLING_FACTORY
+    # Refunds above this total (USD) wait for an admin's approval.
+    refund_approval_above: Decimal = Decimal(100)
+    uptime: UptimeSettings | None = None
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -232,6 +248,34 @@ def _smtp(read: _Reader, needed: bool) -> SmtpSettings | None:
     )
 
 
+def _refund_approval_above(read: _Reader) -> Decimal:
+    raw = read.text("REFUND_APPROVAL_ABOVE_USD", "100")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError("REFUND_APPROVAL_ABOVE_USD", f"expected dollars, got {raw!r}") from None
+    if not value.is_finite() or value < 0 or value >= 10**9:
+        raise SettingsError("REFUND_APPROVAL_ABOVE_USD", f"expected 0 or more dollars, got {raw!r}")
+    return value
+
+
+def _uptime(read: _Reader) -> UptimeSettings | None:
+    checks = read.text("UPTIME_CHECKS_FILE")
+    maintenance = read.text("UPTIME_MAINTENANCE_FILE")
+    instatus = read.text("UPTIME_INSTATUS_FILE")
+    if checks and instatus:
+        raise SettingsError("UPTIME_INSTATUS_FILE", "set either it or UPTIME_CHECKS_FILE, not both")
+    if maintenance and not checks:
+        raise SettingsError("UPTIME_MAINTENANCE_FILE", "needs UPTIME_CHECKS_FILE")
+    if not checks and not instatus:
+        return None
+    return UptimeSettings(
+        checks_file=Path(checks) if checks else None,
+        maintenance_file=Path(maintenance) if maintenance else None,
+        instatus_file=Path(instatus) if instatus else None,
+    )
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -263,7 +307,20 @@ def load_settings(
         target_hours=read.hours("SLA_TARGET_HOURS", 6.0),
         risk_hours=read.hours("SLA_RISK_HOURS", 4.0),
         reopen_days=read.integer("REOPEN_DAYS", 7, low=0, high=3650),
+        escalate_after_hours=read.hours("SLA_ESCALATE_AFTER_HOURS", 2.0),
+        stale_claim_hours=read.hours("SLA_STALE_CLAIM_HOURS", 4.0),
+        watch_interval_seconds=float(
+            read.integer("SLA_WATCH_INTERVAL_SECONDS", 60, low=1, high=3600)
+        ),
     )
+    for key, hours in (
+        ("SLA_ESCALATE_AFTER_HOURS", sla.escalate_after_hours),
+        ("SLA_STALE_CLAIM_HOURS", sla.stale_claim_hours),
+    ):
+        if hours > sla.response_hours:
+            raise SettingsError(
+                key, f"{hours:g} is more than SLA_RESPONSE_HOURS ({sla.response_hours:g})"
+            )
     smtp = _smtp(read, needed=imap is not None)
     telegram = _telegram(read)
     if imap is not None and telegram is None:
@@ -274,6 +331,7 @@ def load_settings(
     if not _DOTTED.match(billing_factory):
         raise SettingsError("BILLING_FACTORY", f"expected module:function, got {billing_factory!r}")
     return Settings(
+        refund_approval_above=_refund_approval_above(read),
         database_url=database_url,
         sla=sla,
         telegram=telegram,
@@ -282,4 +340,5 @@ def load_settings(
         support_address=support_address,
         log_level=log_level,
         billing_factory=billing_factory,
+        uptime=_uptime(read),
     )

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+import accounts.tables  # noqa: F401 - the accounts tables are truncated with the rest
 from supportbot import db
 from supportbot.templates import Templates
 from tickets.desk import Desk

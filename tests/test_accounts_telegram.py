@@ -101,8 +101,7 @@ async def test_link_by_mailed_code_then_balance_for_customer_and_agents(
         await desk.wait_group("no account has the address ghost@example.com")
 
         # The card's Balance button, as an agent, a stranger and a forger press it.
-        balance_button = card.callback_data()[-1]
-        assert balance_button.startswith("balance:")
+        [balance_button] = [d for d in card.callback_data() if d.startswith("balance:")]
         before = len(desk.server.sent_to(desk.group, thread_id=topic))
         press = await desk.server.press_button(desk.admin, card, balance_button)
         await desk.server.wait_for(lambda: desk.server.callback_answer(press))

@@ -60,6 +60,7 @@ def test_demo_shows_both_sides_and_the_queue(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [], "the demo leaves nothing behind"
 
     email_scene(out)
+    refund_scene(out)
 
 
 def email_scene(out: str) -> None:
@@ -103,3 +104,23 @@ def email_scene(out: str) -> None:
     assert card[0].startswith("bot → agents' group, topic ")
     assert "joined ticket #3" in out and "still 3 tickets in all" in out
     assert "#3  basic  Carol Example" in out.split("Carol's answer waits on us")[1]
+
+
+def refund_scene(out: str) -> None:
+    """Bob's /refund: the request card, Sam's panel and confirmation, Ada's /paid, Bob's notices."""
+    shown = blocks(out)
+    group = [text for who, text in shown if who.startswith("bot → agents' group")]
+    bob = [text for who, text in shown if who == "bot → Bob"]
+    [card] = [t for t in group if "Refund request (sent with /refund" in t]
+    assert "Refundable now: $54.00" in card and "TBobTronWallet9" in card
+    [panel] = [t for t in group if t.startswith("💸 Refund for #4 · bob@example.com")]
+    assert "$35.00 of $40.00" in panel and "✅ refundable until" in panel
+    assert "[✅ Confirm refund of $54.00]" in panel
+    assert any(t.startswith("✅ Refund 1 done: $54.00, Pro upgrade included") for t in group)
+    [notice] = [t for t in bob if t.startswith("Your refund is on its way")]
+    assert "$35.00 in USDT on tron to TBobTronWallet9" in notice
+    assert "$19.00 (Pro upgrade) in BTC on bitcoin to bc1qbobwallet7x" in notice
+    assert "back on the Basic plan" in notice
+    hashes = [t for t in bob if "Transaction hash: 0x" in t]
+    assert len(hashes) == 2, "Bob is told each payout's hash"
+    assert "Ada → agents' group" in out and "/paid 1 0x" in out

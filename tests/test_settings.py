@@ -124,6 +124,9 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"SLA_RESPONSE_HOURS": "soon"}, "SLA_RESPONSE_HOURS", "number of hours"),
         ({"SLA_RISK_HOURS": "-2"}, "SLA_RISK_HOURS", "positive"),
         ({"REOPEN_DAYS": "x"}, "REOPEN_DAYS", "whole number"),
+        ({"SLA_ESCALATE_AFTER_HOURS": "30"}, "SLA_ESCALATE_AFTER_HOURS", "more than"),
+        ({"SLA_STALE_CLAIM_HOURS": "0"}, "SLA_STALE_CLAIM_HOURS", "positive"),
+        ({"SLA_WATCH_INTERVAL_SECONDS": "0"}, "SLA_WATCH_INTERVAL_SECONDS", "1"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "DEBUG"),
     ],
 )

@@ -38,7 +38,7 @@ async def test_customer_writes_agent_answers_from_the_topic(database: Database) 
         topic = await desk.topic_of(ticket.id)
         card = await desk.server.wait_for_sent(desk.group, thread_id=topic)
         assert "My top-up of 50 USDT is not on my balance <b>&" in (card[0].text or "")
-        assert len(card[0].callback_data()) == 3  # claim, close, balance
+        assert len(card[0].callback_data()) == 4  # claim, close, balance; refund
 
         await desk.server.user_sends(
             desk.agent, chat=desk.group, thread_id=topic, text="We see it now; it is credited."
@@ -116,7 +116,7 @@ async def test_buttons_are_checked_on_every_press(database: Database) -> None:
     async with running_desk(database) as desk:
         _ann, ticket = await desk.customer_opens("Ann", "help")
         card = await desk.card_of(ticket.id)
-        claim, close, _balance = card.callback_data()
+        claim, close, _balance, _refund = card.callback_data()
 
         stranger_press = await desk.server.press_button(desk.stranger, card, claim)
         forged = claim.replace(f":{ticket.id}:", f":{ticket.id + 1}:")

@@ -333,6 +333,7 @@ async def test_a_new_ticket_gets_a_topic_with_a_card_and_its_follow_ups(
         rig.signer.data(Action.CLAIM, number),
         rig.signer.data(Action.CLOSE, number),
         rig.signer.data(Action.BALANCE, number),
+        rig.signer.data(Action.REFUND, number),
     ]
     [receipt] = rig.server.sent_to(ann)
     assert f"#{number}" in (receipt.text or "") and receipt.parse_mode is None

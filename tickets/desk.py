@@ -697,6 +697,7 @@ class Desk:
                 name = holder.name if holder else "another agent"
                 raise InvalidAction(f"#{number} is already claimed by {name}")
             ticket.assignee_id = agent.id
+            ticket.claimed_at = now
             ticket.updated_at = now
             audit.record(session, at=now, action="claim", agent=agent, ticket_id=ticket.id)
 
@@ -718,6 +719,7 @@ class Desk:
                 previous_assignee=ticket.assignee_id,
             )
             ticket.assignee_id = None
+            ticket.claimed_at = None
             ticket.updated_at = now
 
     async def close(self, number: int, agent_id: int) -> None:

@@ -59,6 +59,8 @@ class OutboxKind(StrEnum):
     REPLY = "reply"
     AGENT_NOTICE = "agent_notice"
     LINK_CODE = "link_code"  # the one-time code that links a Telegram user to an account
+    # An automatic factual notice to a customer (refund on its way, payout sent, …).
+    NOTICE = "notice"
 
 
 class OutboxStatus(StrEnum):
@@ -244,3 +246,6 @@ class QueueStats:
     at_risk: int
     breached: int
     oldest_wait: datetime | None
+    # Responses answered since midnight (the SLA calendar's zone) and their median business hours.
+    answered_today: int = 0
+    median_today: float | None = None

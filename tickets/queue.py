@@ -16,6 +16,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from tickets import report_query
 from tickets.errors import TicketNotFound
 from tickets.model import (
     AgentView,
@@ -153,7 +154,8 @@ async def ticket_list(
 
 
 async def stats(session: AsyncSession, policy: SlaPolicy, now: datetime) -> QueueStats:
-    """Open, waiting, at-risk and breached counts, from the same indexes as the queue."""
+    """Open, waiting, at-risk and breached counts, from the same indexes as the queue, and
+    today's median response (nearest rank, business hours) from the responses' index."""
     waiting = Ticket.due_at.is_not(None)
     open_count = await session.scalar(
         select(func.count()).select_from(Ticket).where(Ticket.status == TicketStatus.OPEN.value)
@@ -169,12 +171,17 @@ async def stats(session: AsyncSession, policy: SlaPolicy, now: datetime) -> Queu
         )
     ).one()
     waiting_count, risky, breached, oldest = row
+    local = now.astimezone(policy.calendar.tz)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=policy.calendar.tz)
+    answered_today, median_today = await report_query.median_between(session, midnight, now)
     return QueueStats(
         open=int(open_count or 0),
         waiting=int(waiting_count),
         at_risk=int(risky) - int(breached),
         breached=int(breached),
         oldest_wait=oldest,
+        answered_today=answered_today,
+        median_today=median_today,
     )
 
 

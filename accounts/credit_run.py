@@ -1,0 +1,192 @@
+"""Reading the uptime files, and the automatic monthly run of the SLA credits.
+
+The service runs `MonthlyCredits` every hour. From the 1st to the 10th of a month (UTC) it reads
+the configured uptime source for the month before and, if that month fell short of 99.5 %,
+credits every eligible Pro account that is not credited yet. Running it again (every hour,
+after a restart, in a second process) credits nobody twice: that is the `sla_credits` row's
+unique key, not this loop's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accounts import uptime as uptime_data
+from accounts.credits import (
+    Applied,
+    LineStatus,
+    NoticeRoutes,
+    apply_credits,
+    gives_credits,
+    plan_credits,
+    record_refusal,
+)
+from accounts.money import cents
+from accounts.uptime import Month, Uptime, UptimeError
+from supportbot.settings import Settings, UptimeSettings
+from tickets.model import OutboxKind, Route
+from tickets.outbox import enqueue
+from tickets.ports import Clock, Renderer
+
+log = logging.getLogger(__name__)
+
+LAST_DAY = 10  # credits are applied by the 10th of the following month
+INTERVAL = 3600.0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UptimeError(f"cannot read {path}: {error}") from None
+
+
+def checks_uptime(month: Month, checks: Path, maintenance: Path | None = None) -> Uptime:
+    """The month's uptime from a checks file and an optional maintenance file."""
+    windows = uptime_data.parse_windows(_read(maintenance), maintenance.name) if maintenance else []
+    parsed = uptime_data.parse_checks(_read(checks), checks.name)
+    return uptime_data.from_checks(parsed, month, windows, source=f"checks file {checks.name}")
+
+
+def instatus_uptime(month: Month, export: Path) -> Uptime:
+    """The month's uptime from an Instatus-style JSON export."""
+    incidents, maintenances = uptime_data.parse_instatus(_read(export), export.name)
+    return uptime_data.from_incidents(
+        incidents, month, maintenances, source=f"Instatus export {export.name}"
+    )
+
+
+def configured_uptime(source: UptimeSettings, month: Month) -> Uptime:
+    """The month's uptime from the source the settings name."""
+    if source.instatus_file is not None:
+        return instatus_uptime(month, source.instatus_file)
+    assert source.checks_file is not None
+    return checks_uptime(month, source.checks_file, source.maintenance_file)
+
+
+def notice_routes(settings: Settings) -> NoticeRoutes:
+    """Customer channels this configuration delivers on."""
+    address = settings.support_address or ""
+    return NoticeRoutes(
+        telegram=settings.telegram is not None,
+        # as `supportbot.app.run` builds the email sender: only with the whole email channel
+        email=settings.imap is not None and settings.smtp is not None and bool(address),
+        mail_domain=address.rpartition("@")[2] or "supportbot.invalid",
+    )
+
+
+class MonthlyCredits:
+    """The periodic task: last month's SLA credits, applied between the 1st and the 10th."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        templates: Renderer,
+        source: UptimeSettings,
+        routes: NoticeRoutes,
+        *,
+        clock: Clock,
+        wakeup: Callable[[], None] | None = None,
+        interval: float = INTERVAL,
+    ) -> None:
+        self._sessions = sessions
+        self._templates = templates
+        self._source = source
+        self._routes = routes
+        self._clock = clock
+        self._wakeup = wakeup
+        self._interval = interval
+        self._told: set[tuple[Month, str]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Check at start and then every interval until `stop`; a failure waits for the next."""
+        while not stop.is_set():
+            try:
+                await self.run_once(self._clock())
+            except UptimeError as error:
+                log.warning("SLA credits: %s", error)
+            except Exception:
+                log.exception("SLA credits: the monthly run failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+    async def run_once(self, now: datetime) -> Applied | None:
+        """Credit the previous month if `now` is the 1st to the 10th and it fell short."""
+        day = now.astimezone(UTC).day
+        if day > LAST_DAY:
+            log.debug("SLA credits: past the %dth of the month, nothing to do", LAST_DAY)
+            return None
+        month = Month.of(now).previous()
+        try:
+            uptime = configured_uptime(self._source, month)
+        except UptimeError as error:
+            await self._tell_agents(month, str(error), now)
+            raise
+        if not uptime.complete:
+            log.warning(
+                "SLA credits: the uptime data for %s does not reach the month's end yet; "
+                "checking again later",
+                month,
+            )
+            if day == LAST_DAY:
+                await self._tell_agents(month, "the uptime data does not reach its end", now)
+            return None
+        if not gives_credits(uptime):
+            log.info("SLA credits: uptime %s %% in %s; no credits", uptime.percent, month)
+            return None
+        async with self._sessions() as session:
+            plan = await plan_credits(session, month, uptime)
+        applied = await apply_credits(
+            self._sessions,
+            plan,
+            templates=self._templates,
+            routes=self._routes,
+            at=now,
+            actor="system:sla-credits",
+        )
+        log.info(
+            "SLA credits for %s: %d accounts credited now (%s), %d before",
+            month,
+            len(applied.credited),
+            cents(applied.total),
+            applied.already + len(plan.with_status(LineStatus.CREDITED)),
+        )
+        if applied.credited and self._wakeup is not None:
+            self._wakeup()
+        return applied
+
+    async def _tell_agents(self, month: Month, problem: str, now: datetime) -> None:
+        """The agents hear once (per process) that a month's credits are stuck, and why."""
+        if (month, problem) in self._told:
+            return
+        self._told.add((month, problem))
+        payload: dict[str, Any] = {"event": "sla_credits_problem", "ticket": None}
+        payload["text"] = self._templates.render(
+            "agents/sla_credits_problem",
+            month=str(month),
+            month_label=month.label,
+            problem=problem,
+            last_day=LAST_DAY,
+        )
+        async with self._sessions.begin() as session:
+            record_refusal(
+                session, month=month, reason=problem[:500], actor="system:sla-credits", at=now
+            )
+            enqueue(
+                session,
+                route=Route.AGENTS,
+                recipient="agents",
+                kind=OutboxKind.AGENT_NOTICE,
+                payload=payload,
+                at=now,
+            )
+        if self._wakeup is not None:
+            self._wakeup()

@@ -1,0 +1,273 @@
+"""Refund eligibility under the 7-day policy. Pure code: facts in, a frozen `RefundPlan` out.
+
+The rules (DESIGN.md §1 "Refunds"):
+
+* A top-up is eligible while `now < paid_at + 7 days` (the deadline itself is already too late).
+* Refundable amount = min(current balance, sum of eligible top-ups), split over those top-ups
+  newest first; each part goes back to that payment's own wallet (same currency and chain).
+* The Pro upgrade is refundable while `now < paid_at + 7 days` and only if the account has not
+  used Pro-tier rate limits since it became Pro. It was paid by its own payment and never
+  credited the balance, so its refund is a payout to that payment's wallet and does not debit
+  the balance; refunding it puts the account back on Basic.
+* A payment that already has a payout (of any amount) is settled: it is never eligible again.
+  A top-up that got no part in an earlier refund (the balance had run out) has no payout and
+  stays eligible while its window lasts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from accounts.money import to_micros
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from accounts.tables import Account
+
+WINDOW = timedelta(days=7)
+ZERO = Decimal(0)
+
+
+class Purpose(StrEnum):
+    TOPUP = "topup"
+    PRO_UPGRADE = "pro_upgrade"
+
+
+@dataclass(frozen=True)
+class PaymentFacts:
+    """A payment as eligibility sees it; `refunded` when it already has a payout."""
+
+    id: int
+    purpose: Purpose
+    amount: Decimal
+    currency: str
+    chain: str
+    wallet: str
+    paid_at: datetime
+    refunded: bool = False
+
+    @property
+    def deadline(self) -> datetime:
+        """The first moment the payment is no longer refundable."""
+        return self.paid_at + WINDOW
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """What eligibility needs to know about the account itself."""
+
+    id: int
+    email: str
+    plan: str
+    balance: Decimal
+    pro_since: datetime | None = None
+    pro_limits_used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefundPart:
+    """Money going back to one payment's wallet."""
+
+    payment_id: int
+    purpose: Purpose
+    amount: Decimal  # what goes back
+    paid: Decimal  # what the payment was
+    currency: str
+    chain: str
+    wallet: str
+    paid_at: datetime
+    deadline: datetime
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A payment the plan leaves out, and why."""
+
+    payment_id: int
+    purpose: Purpose
+    amount: Decimal
+    reason: str
+
+
+@dataclass(frozen=True)
+class UpgradeCheck:
+    """The Pro upgrade's standing: refundable or not, and why not."""
+
+    payment_id: int
+    amount: Decimal
+    currency: str
+    chain: str
+    wallet: str
+    paid_at: datetime
+    deadline: datetime
+    qualifies: bool
+    reason: str  # why it qualifies or not, in words an agent reads
+
+
+@dataclass(frozen=True)
+class RefundPlan:
+    """What a refund of an account would pay back right now, payment by payment."""
+
+    account_id: int
+    email: str
+    at: datetime
+    balance: Decimal
+    parts: tuple[RefundPart, ...]  # top-ups, newest first
+    upgrade: UpgradeCheck | None
+    excluded: tuple[Excluded, ...]
+
+    @property
+    def balance_part(self) -> Decimal:
+        """What the refund debits from the balance (the top-up parts)."""
+        return sum((p.amount for p in self.parts), ZERO)
+
+    @property
+    def includes_upgrade(self) -> bool:
+        return self.upgrade is not None and self.upgrade.qualifies
+
+    @property
+    def total(self) -> Decimal:
+        """Everything that goes back: the top-up parts and, if it qualifies, the upgrade."""
+        upgrade = self.upgrade.amount if self.upgrade and self.upgrade.qualifies else ZERO
+        return self.balance_part + upgrade
+
+    @property
+    def payouts(self) -> tuple[RefundPart, ...]:
+        """One payout per payment: the top-up parts, then the upgrade if it qualifies."""
+        if self.upgrade is None or not self.upgrade.qualifies:
+            return self.parts
+        u = self.upgrade
+        return (
+            *self.parts,
+            RefundPart(
+                payment_id=u.payment_id,
+                purpose=Purpose.PRO_UPGRADE,
+                amount=u.amount,
+                paid=u.amount,
+                currency=u.currency,
+                chain=u.chain,
+                wallet=u.wallet,
+                paid_at=u.paid_at,
+                deadline=u.deadline,
+            ),
+        )
+
+    @property
+    def key(self) -> str:
+        """The refund's identity: the account and exactly which payments get how much.
+
+        Two confirmations of the same plan (a double tap, a retry, a second agent) share it; a
+        plan that changed in between (balance moved, a payment aged out) does not.
+        """
+        body = ";".join(f"{p.payment_id}={to_micros(p.amount)}" for p in self.payouts)
+        digest = hashlib.sha256(f"{self.account_id}|{body}".encode()).hexdigest()
+        return f"refund:{self.account_id}:{digest[:40]}"
+
+    @property
+    def fingerprint(self) -> str:
+        """A short form of `key` that fits in a button."""
+        return self.key.rsplit(":", 1)[1][:12]
+
+
+def plan_refund(
+    account: AccountFacts, payments: Iterable[PaymentFacts], now: datetime
+) -> RefundPlan:
+    """Decide what is refundable now: top-ups newest first up to the balance, and the upgrade."""
+    topups: list[PaymentFacts] = []
+    excluded: list[Excluded] = []
+    upgrades: list[PaymentFacts] = []
+    for payment in payments:
+        if payment.purpose is Purpose.PRO_UPGRADE:
+            upgrades.append(payment)
+        elif payment.refunded:
+            excluded.append(_out(payment, "already refunded"))
+        elif now >= payment.deadline:
+            excluded.append(_out(payment, "the 7-day window has ended"))
+        else:
+            topups.append(payment)
+    topups.sort(key=lambda p: (p.paid_at, p.id), reverse=True)
+    left = max(account.balance, ZERO)
+    parts: list[RefundPart] = []
+    for payment in topups:
+        amount = min(left, payment.amount)
+        if amount <= ZERO:
+            excluded.append(_out(payment, "nothing left: the balance is covered by newer top-ups"))
+            continue
+        left -= amount
+        parts.append(
+            RefundPart(
+                payment_id=payment.id,
+                purpose=payment.purpose,
+                amount=amount,
+                paid=payment.amount,
+                currency=payment.currency,
+                chain=payment.chain,
+                wallet=payment.wallet,
+                paid_at=payment.paid_at,
+                deadline=payment.deadline,
+            )
+        )
+    upgrade = _upgrade(account, upgrades, now)
+    return RefundPlan(
+        account_id=account.id,
+        email=account.email,
+        at=now,
+        balance=account.balance,
+        parts=tuple(parts),
+        upgrade=upgrade,
+        excluded=tuple(excluded),
+    )
+
+
+def _out(payment: PaymentFacts, reason: str) -> Excluded:
+    return Excluded(payment.id, payment.purpose, payment.amount, reason)
+
+
+def _upgrade(
+    account: AccountFacts, upgrades: list[PaymentFacts], now: datetime
+) -> UpgradeCheck | None:
+    """The latest upgrade payment, and whether it can be refunded now."""
+    if not upgrades:
+        return None
+    payment = max(upgrades, key=lambda p: (p.paid_at, p.id))
+    since = account.pro_since or payment.paid_at
+    used = account.pro_limits_used_at
+    if payment.refunded:
+        qualifies, reason = False, "already refunded"
+    elif account.plan != "pro":
+        qualifies, reason = False, "the account is not on Pro"
+    elif now >= payment.deadline:
+        qualifies, reason = False, "the 7-day window has ended"
+    elif used is not None and used >= since:
+        qualifies, reason = False, "Pro-tier rate limits were used since the upgrade"
+    else:
+        qualifies, reason = True, "within 7 days and Pro-tier limits not used since"
+    return UpgradeCheck(
+        payment_id=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        chain=payment.chain,
+        wallet=payment.wallet,
+        paid_at=payment.paid_at,
+        deadline=payment.deadline,
+        qualifies=qualifies,
+        reason=reason,
+    )
+
+
+async def eligibility_summary(session: AsyncSession, account: Account, now: datetime) -> str:
+    """What the account could have refunded now, in a few lines (for /balance and tickets).
+
+    The reading is in `accounts.refunding`; it is imported when called, so this module stays
+    free of storage.
+    """
+    from accounts.refunding import eligibility_summary as summary  # noqa: PLC0415 - a cycle
+
+    return await summary(session, account, now)

@@ -1,0 +1,235 @@
+"""Refunds in Telegram: the panel and its buttons for agents, `/approve`, `/paid`, and a customer's
+`/refund` request. The checks and the money live in `accounts/`; this only talks.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message
+from telegram.constants import ParseMode
+
+from accounts.ledger import Identity, owner_of_customer
+from accounts.money import cents
+from accounts.payouts import PayoutDesk
+from accounts.refunding import Panel, PlanChanged, RefundDesk, RefundResult, RefundStatus
+from accounts.refunding import eligibility_summary as summary_of
+from bot.buttons import Action, ButtonSigner, Press
+from bot.limits import TelegramLimiter
+from supportbot.templates import Templates
+from tickets.desk import Desk
+from tickets.errors import SupportbotError
+from tickets.model import Channel, CustomerRef, IncomingMessage
+from tickets.policy import SlaPolicy
+from tickets.ports import Clock
+from tickets.tables import Customer, Ticket
+
+log = logging.getLogger(__name__)
+
+AGENT_REFUND_COMMANDS = {
+    "refund": "Refund panel of a ticket's account",
+    "approve": "Approve a held refund (admins)",
+    "paid": "Mark a payout sent: /paid ID TXHASH (admins)",
+}
+BUTTON_ACTIONS = frozenset({Action.REFUND, Action.CONFIRM_REFUND, Action.APPROVE_REFUND})
+
+
+class AgentRefunds:
+    """`/refund [N] [verified]`, `/approve ID`, `/paid ID TXHASH` and the refund buttons."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        limiter: TelegramLimiter,
+        signer: ButtonSigner,
+        refunds: RefundDesk,
+        payouts: PayoutDesk,
+    ) -> None:
+        self._bot = bot
+        self._limiter = limiter
+        self._signer = signer
+        self._refunds = refunds
+        self._payouts = payouts
+
+    async def command(
+        self, message: Message, agent: int, ticket: int | None, name: str, args: str
+    ) -> None:
+        """Handle one refund command; a SupportbotError is shown to the agent by the caller."""
+        words = args.split()
+        if name == "refund":
+            number = ticket
+            if words and words[0].removeprefix("#").isdigit():
+                number = int(words.pop(0).removeprefix("#"))
+            if number is None:
+                raise SupportbotError("/refund needs a ticket number here, e.g. /refund 42")
+            if words not in ([], ["verified"]):
+                raise SupportbotError("use /refund N, or /refund N verified")
+            await self._show_panel(message, agent, number, verified=words == ["verified"])
+        elif name == "approve":
+            if len(words) != 1 or not words[0].isdigit():
+                raise SupportbotError("use /approve REFUND_ID, e.g. /approve 7")
+            result = await self._refunds.approve(int(words[0]), agent)
+            await self._say(message, html.escape(result.text, quote=False))
+        elif name == "paid":
+            if len(words) != 2 or not words[0].isdigit():
+                raise SupportbotError("use /paid PAYOUT_ID TXHASH, e.g. /paid 3 0xabc…")
+            text = await self._payouts.mark_sent(int(words[0]), words[1], telegram_id=agent)
+            await self._say(message, html.escape(text, quote=False))
+
+    async def _show_panel(
+        self, message: Message, agent: int, number: int, *, verified: bool
+    ) -> None:
+        panel = await self._refunds.panel(number, agent, verified=verified)
+        await self._say(message, _html(panel.text), self._keyboard(panel))
+
+    def _keyboard(self, panel: Panel) -> InlineKeyboardMarkup | None:
+        if not panel.can_confirm:
+            return None
+        arg = panel.plan.fingerprint + ("v" if panel.verified else "")
+        label = f"✅ Confirm refund of {cents(panel.plan.total)}"
+        return InlineKeyboardMarkup(
+            [[self._signer.button(label, Action.CONFIRM_REFUND, panel.ticket, arg)]]
+        )
+
+    def _approve_keyboard(self, result: RefundResult) -> InlineKeyboardMarkup | None:
+        if result.status is not RefundStatus.AWAITING_APPROVAL:
+            return None
+        label = f"👮 Approve refund {result.refund_id} (admins)"
+        return InlineKeyboardMarkup(
+            [[self._signer.button(label, Action.APPROVE_REFUND, result.refund_id)]]
+        )
+
+    async def on_button(self, query: CallbackQuery, press: Press, agent: int) -> None:
+        """A refund button, already checked for signature, group and agent by the caller."""
+        message = query.message if isinstance(query.message, Message) else None
+        try:
+            if press.action is Action.REFUND:
+                panel = await self._refunds.panel(press.ticket, agent)
+                await query.answer(f"Refund panel of #{press.ticket}")
+                if message is not None:
+                    await self._say(message, _html(panel.text), self._keyboard(panel))
+                return
+            if press.action is Action.CONFIRM_REFUND:
+                verified = press.arg.endswith("v")
+                fingerprint = press.arg.removesuffix("v")
+                result = await self._refunds.confirm(
+                    press.ticket, agent, fingerprint, verified=verified
+                )
+            else:
+                result = await self._refunds.approve(press.ticket, agent)
+        except PlanChanged as changed:
+            await query.answer(str(changed), show_alert=True)
+            if message is not None and changed.panel is not None:
+                text = f"⚠️ {changed}\n\n{changed.panel.text}"
+                await self._say(message, _html(text), self._keyboard(changed.panel))
+            return
+        except SupportbotError as error:
+            await query.answer(str(error)[:200], show_alert=True)
+            return
+        await query.answer(_first_line(result.text)[:200])
+        if message is not None:
+            await self._say(
+                message, html.escape(result.text, quote=False), self._approve_keyboard(result)
+            )
+
+    async def _say(
+        self, message: Message, text: str, keyboard: InlineKeyboardMarkup | None = None
+    ) -> None:
+        await self._limiter.acquire(message.chat_id)
+        await self._bot.send_message(
+            message.chat_id,
+            text,
+            parse_mode=ParseMode.HTML,
+            message_thread_id=message.message_thread_id if message.is_topic_message else None,
+            reply_to_message_id=message.message_id,
+            reply_markup=keyboard,
+        )
+
+
+class CustomerRefunds:
+    """A linked customer's `/refund`: a refund-request ticket at the top of its tier."""
+
+    def __init__(self, desk: Desk, policy: SlaPolicy, templates: Templates, clock: Clock) -> None:
+        self._desk = desk
+        self._policy = policy
+        self._templates = templates
+        self._clock = clock
+
+    async def request(self, message: Message, ref: CustomerRef, note: str) -> str | None:
+        """Open the request; returns a text to answer with when no ticket was opened."""
+        assert ref.telegram_id is not None
+        now = self._clock()
+        async with self._desk.sessions() as session:
+            customer_id = await session.scalar(
+                select(Customer.id).where(Customer.telegram_id == ref.telegram_id)
+            )
+            owner = await owner_of_customer(session, customer_id) if customer_id else None
+            if owner is None or owner.identity is not Identity.LINKED:
+                return self._templates.render("telegram/refund_link_first")
+            summary = await summary_of(session, owner.account, now, self._templates)
+            email = owner.account.email
+        text = self._templates.render(
+            "telegram/refund_request", note=note[:500], email=email, summary=summary
+        )
+        intake = await self._desk.receive(
+            IncomingMessage(
+                customer=ref,
+                channel=Channel.TELEGRAM,
+                text=text,
+                external_id=f"{message.chat_id}:{message.message_id}",
+                dedup_key=("telegram", f"{message.chat_id}:{message.message_id}"),
+                reply_address=str(message.chat_id),
+                new_ticket=True,
+                received_at=message.date,
+            )
+        )
+        if intake.opened and not intake.duplicate:
+            await first_in_tier(self._desk.sessions, self._policy, intake.ticket, now)
+        return None
+
+
+async def first_in_tier(
+    sessions: async_sessionmaker[AsyncSession], policy: SlaPolicy, number: int, now: datetime
+) -> datetime | None:
+    """Move a refund request to the top of its tier without entering the risk band.
+
+    Its due time becomes one second before the earliest due time in its plan's tier outside the
+    risk window (never later than its own SLA due time, never inside the window): it goes first
+    among tickets that are not at risk, while every ticket at risk or breached still goes before
+    it, as the queue policy says. Returns the new due time, or None when it stays as it was.
+    """
+    async with sessions.begin() as session:
+        ticket = await session.get(Ticket, number, with_for_update=True)
+        if ticket is None or ticket.due_at is None:
+            return None
+        cutoff = policy.risk_cutoff(now)
+        earliest = await session.scalar(
+            select(Ticket.due_at)
+            .where(
+                Ticket.due_at.is_not(None),
+                Ticket.due_at > cutoff,
+                Ticket.plan == ticket.plan,
+                Ticket.id != ticket.id,
+            )
+            .order_by(Ticket.due_at)
+            .limit(1)
+        )
+        if earliest is None:
+            return None
+        moved = max(earliest - timedelta(seconds=1), cutoff + timedelta(seconds=1))
+        if moved >= ticket.due_at:
+            return None
+        ticket.due_at = moved
+        return moved
+
+
+def _html(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]
