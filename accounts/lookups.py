@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accounts import refunding
 from accounts.billing import AccountSummary, Billing
 from accounts.ledger import Identity, normalise_email, owner_of_customer
 from accounts.linking import is_address, linked_account
@@ -116,17 +117,20 @@ async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> 
 
 
 async def eligibility_summary(
-    session: AsyncSession, summary: AccountSummary, now: datetime
+    session: AsyncSession, summary: AccountSummary, now: datetime, templates: Renderer
 ) -> str | None:
-    """The refund eligibility lines of a balance lookup, or None while there are none.
+    """The refund eligibility lines of a balance lookup (amounts, wallets, deadlines).
 
-    LEAD: the one call site for accounts/refunds.py. Return its eligibility summary (amounts,
-    wallets, deadlines) here; every agent lookup (`/balance`, the Balance button) shows what
-    this returns under the payments. `summary.account_id` is the ledger account (None when a
-    deployment's own Billing answered); `accounts.billing.refund_inputs(session, account_id,
-    now)` reads the balance and the payments of the last 7 days the rule needs.
+    The one call site of the refunds work (`accounts.refunding.eligibility_summary`). None when a
+    deployment's own Billing answered for an account the ledger does not hold: the refund rules
+    need the ledger's payments.
     """
-    return None
+    if summary.account_id is None:
+        return None
+    account = await session.get(Account, summary.account_id)
+    if account is None:
+        return None
+    return await refunding.eligibility_summary(session, account, now, templates)
 
 
 def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
@@ -203,7 +207,7 @@ class BalanceLookups:
             agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
         )
         async with self._sessions() as session:
-            eligibility = await eligibility_summary(session, summary, now)
+            eligibility = await eligibility_summary(session, summary, now, self._templates)
         return self._templates.render(
             "agents/balance",
             ticket=ticket.id if ticket else None,
