@@ -13,25 +13,30 @@ from tickets.ports import Renderer
 from tickets.tables import Ticket
 
 
-def notice_to_agents(
+def notify_agents(
     session: AsyncSession,
     renderer: Renderer,
     event: str,
-    ticket: Ticket,
     *,
     at: datetime,
+    ticket: Ticket | None = None,
+    ticket_id: int | None = None,
     **facts: Any,
 ) -> None:
-    """Tell the agents about a ticket: the text comes from `templates/agents/<event>.txt`."""
-    payload: dict[str, Any] = {
-        "event": event,
-        "ticket": ticket.id,
-        "plan": ticket.plan,
-        "channel": ticket.channel,
-        "subject": ticket.subject,
-        "due_at": ticket.due_at.isoformat() if ticket.due_at else None,
-        **facts,
-    }
+    """Tell the agents (in the ticket's topic or card, if any) what `agents/<event>.txt` says.
+
+    Given a loaded `ticket`, its plan, channel, subject and due time are in the template's
+    context too; `ticket_id` alone just places the notice.
+    """
+    payload: dict[str, Any] = {"event": event, "ticket": ticket.id if ticket else ticket_id}
+    if ticket is not None:
+        payload.update(
+            plan=ticket.plan,
+            channel=ticket.channel,
+            subject=ticket.subject,
+            due_at=ticket.due_at.isoformat() if ticket.due_at else None,
+        )
+    payload.update(facts)
     payload["text"] = renderer.render(f"agents/{event}", **payload)
     enqueue(
         session,
@@ -40,5 +45,5 @@ def notice_to_agents(
         kind=OutboxKind.AGENT_NOTICE,
         payload=payload,
         at=at,
-        ticket_id=ticket.id,
+        ticket_id=payload["ticket"],
     )
