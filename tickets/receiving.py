@@ -1,0 +1,621 @@
+"""A customer message arrives: the desk's busiest write, in SQLAlchemy Core.
+
+Each message is a handful of statements on the caller's transaction: the dedup key, the customer
+(locked), the ticket (locked), the message, the ticket's wait, and the outbox rows. Core keeps the
+ORM's unit of work and identity map off this path; a batch of messages shares one transaction
+(see `tickets.batching`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Insert, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tickets.model import (
+    Channel,
+    CustomerRef,
+    DeliveryState,
+    Direction,
+    IncomingMessage,
+    Intake,
+    OutboxKind,
+    OutboxStatus,
+    Route,
+    TicketStatus,
+    bounded_id,
+    storable_text,
+)
+from tickets.policy import SlaPolicy
+from tickets.ports import Renderer
+from tickets.tables import (
+    AuditEntry,
+    Customer,
+    CustomerEmail,
+    InboundKey,
+    MailId,
+    Message,
+    OutboxRow,
+    Ticket,
+)
+
+EXCERPT = 500
+REFERENCES_KEPT = 20
+RECEIPTS_PER_WINDOW = 3
+RECEIPT_WINDOW = timedelta(hours=1)
+NAME_LIMIT = 200
+
+customers = cast(Table, Customer.__table__)
+customer_emails = cast(Table, CustomerEmail.__table__)
+tickets = cast(Table, Ticket.__table__)
+messages = cast(Table, Message.__table__)
+inbound_keys = cast(Table, InboundKey.__table__)
+mail_ids = cast(Table, MailId.__table__)
+outbox = cast(Table, OutboxRow.__table__)
+audit_log = cast(Table, AuditEntry.__table__)
+
+_CUSTOMER_COLUMNS = (
+    customers.c.id,
+    customers.c.name,
+    customers.c.plan,
+    customers.c.banned_at,
+    customers.c.unreachable_at,
+    customers.c.wants_new_ticket,
+)
+_TICKET_COLUMNS = (
+    tickets.c.id,
+    tickets.c.customer_id,
+    tickets.c.channel,
+    tickets.c.subject,
+    tickets.c.status,
+    tickets.c.plan,
+    tickets.c.waiting_since,
+    tickets.c.due_at,
+    tickets.c.closed_at,
+)
+_CUSTOMER_BY_TELEGRAM = (
+    select(*_CUSTOMER_COLUMNS)
+    .where(customers.c.telegram_id == bindparam("telegram_id"))
+    .with_for_update()
+)
+_CUSTOMER_BY_ID = (
+    select(*_CUSTOMER_COLUMNS).where(customers.c.id == bindparam("customer_id")).with_for_update()
+)
+_CUSTOMER_BY_ADDRESS = (
+    select(*_CUSTOMER_COLUMNS)
+    .join(customer_emails, customer_emails.c.customer_id == customers.c.id)
+    .where(customer_emails.c.address == bindparam("address"))
+    .with_for_update(of=customers)
+)
+_LATEST_TICKET = (
+    select(*_TICKET_COLUMNS)
+    .where(tickets.c.customer_id == bindparam("customer_id"))
+    .order_by((tickets.c.status == TicketStatus.OPEN.value).desc(), tickets.c.id.desc())
+    .limit(1)
+    .with_for_update()
+)
+_TICKET_BY_ID = select(*_TICKET_COLUMNS).where(tickets.c.id == bindparam("ticket_id"))
+_NEW_TICKET = insert(tickets).returning(tickets.c.id)
+_NEW_MESSAGE = insert(messages).returning(messages.c.id)
+_NEW_CUSTOMER = insert(customers).returning(customers.c.id)
+_KEY_MESSAGE = (
+    update(inbound_keys)
+    .where(inbound_keys.c.id == bindparam("key_id"))
+    .values(message_id=bindparam("message_id"))
+)
+_FORGET_KEY = delete(inbound_keys).where(inbound_keys.c.id == bindparam("key_id"))
+_EARLIER = (
+    select(messages.c.ticket_id, messages.c.id)
+    .join(inbound_keys, inbound_keys.c.message_id == messages.c.id)
+    .where(inbound_keys.c.source == bindparam("source"), inbound_keys.c.key == bindparam("key"))
+)
+_RECENT_RECEIPTS = (
+    select(func.count())
+    .select_from(outbox)
+    .where(
+        outbox.c.recipient == bindparam("recipient"),
+        outbox.c.kind == OutboxKind.RECEIPT.value,
+        outbox.c.route == Route.EMAIL.value,
+        outbox.c.created_at > bindparam("since"),
+    )
+)
+_EARLIER_MAIL_IDS = (
+    select(mail_ids.c.message_id)
+    .where(mail_ids.c.ticket_id == bindparam("ticket_id"))
+    .order_by(mail_ids.c.id.desc())
+    .limit(REFERENCES_KEPT)
+)
+_NEW_MAIL_ID = insert(mail_ids)
+_NEW_OUTBOX_ROWS = insert(outbox)
+_NEW_AUDIT = insert(audit_log)
+
+
+@dataclass
+class _Customer:
+    id: int
+    name: str
+    plan: str
+    banned: bool
+
+
+@dataclass
+class _Ticket:
+    id: int
+    customer_id: int
+    channel: str
+    subject: str
+    status: str
+    plan: str
+    waiting_since: datetime | None
+    due_at: datetime | None
+
+
+def insert_ignore(dialect: str, table: Any) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect."""
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return build(table).on_conflict_do_nothing()
+
+
+class Receiver:
+    """Stores customer messages; `receive` runs on a transaction the caller owns."""
+
+    def __init__(self, policy: SlaPolicy, templates: Renderer, *, mail_domain: str) -> None:
+        self._policy = policy
+        self._templates = templates
+        self._mail_domain = mail_domain
+        self._ignoring: dict[str, tuple[Insert, Insert, Insert, Insert]] = {}
+
+    def _inserts(self, connection: AsyncConnection) -> tuple[Insert, Insert, Insert, Insert]:
+        """The insert-if-absent statements, built once per dialect."""
+        dialect = connection.dialect.name
+        found = self._ignoring.get(dialect)
+        if found is None:
+            found = (
+                insert_ignore(dialect, inbound_keys).returning(inbound_keys.c.id),
+                insert_ignore(dialect, customers).returning(*_CUSTOMER_COLUMNS),
+                insert_ignore(dialect, customer_emails).returning(customer_emails.c.id),
+                insert_ignore(dialect, mail_ids),
+            )
+            self._ignoring[dialect] = found
+        return found
+
+    async def receive(
+        self, connection: AsyncConnection, incoming: IncomingMessage, now: datetime
+    ) -> Intake:
+        """Store one customer message: open, join or reopen a ticket, start the wait, notify."""
+        at = incoming.received_at or now
+        insert_key = self._inserts(connection)[0]
+        key_id: int | None = None
+        if incoming.dedup_key is not None:
+            source, key = incoming.dedup_key[0], bounded_id(incoming.dedup_key[1])
+            key_id = (
+                await connection.execute(
+                    insert_key, {"source": source, "key": key, "received_at": now}
+                )
+            ).scalar()
+            if key_id is None:
+                earlier = (
+                    await connection.execute(_EARLIER, {"source": source, "key": key})
+                ).first()
+                if earlier is None:
+                    return Intake(ticket=0, message_id=0, duplicate=True)
+                return Intake(ticket=earlier.ticket_id, message_id=earlier.id, duplicate=True)
+        customer, wanted_new = await self.customer(connection, incoming.customer, now, wrote=True)
+        if customer.banned:
+            if key_id is not None:
+                await connection.execute(_FORGET_KEY, {"key_id": key_id})
+            return Intake(ticket=0, message_id=0, ignored=True)
+        if wanted_new:
+            incoming = replace(incoming, new_ticket=True, ticket=None)
+        bounced = False
+        if incoming.channel is Channel.EMAIL:
+            incoming, bounced = await self._thread(connection, customer, incoming)
+        ticket, opened, reopened, changes = await self._ticket_for(
+            connection, customer, incoming, at
+        )
+        external_id = bounded_id(incoming.external_id) if incoming.external_id else None
+        reply_address = (incoming.reply_address or _default_address(incoming.customer))[:320]
+        message_id = (
+            await connection.execute(
+                _NEW_MESSAGE,
+                {
+                    "ticket_id": ticket.id,
+                    "direction": Direction.IN.value,
+                    "channel": incoming.channel.value,
+                    "author_agent_id": None,
+                    "text": storable_text(incoming.text),
+                    "attachments": [a.to_json() for a in incoming.attachments],
+                    "external_id": external_id,
+                    "reply_address": reply_address,
+                    "counts_for_sla": not incoming.automated,
+                    "auth": incoming.auth,
+                    "created_at": at,
+                    "delivery": None,
+                    "delivered_at": None,
+                },
+            )
+        ).scalar_one()
+        if key_id is not None:
+            await connection.execute(_KEY_MESSAGE, {"key_id": key_id, "message_id": message_id})
+        if incoming.channel is Channel.EMAIL and external_id:
+            await connection.execute(
+                self._inserts(connection)[3],
+                {"message_id": external_id, "ticket_id": ticket.id, "created_at": now},
+            )
+        if not incoming.automated and ticket.waiting_since is None:
+            ticket.waiting_since = at
+            ticket.due_at = self._policy.due_at(at)
+            changes.update(waiting_since=at, waiting_message_id=message_id, due_at=ticket.due_at)
+        changes["updated_at"] = now
+        await connection.execute(update(tickets).where(tickets.c.id == ticket.id).values(changes))
+        rows: list[dict[str, Any]] = []
+        receipt = (opened or reopened) and not incoming.automated
+        if receipt:
+            receipt = await self._receipt(
+                connection,
+                rows,
+                ticket,
+                incoming.channel,
+                reply_address,
+                external_id,
+                reopened=reopened,
+                at=now,
+            )
+        event = "opened" if opened else "reopened" if reopened else "message"
+        if bounced:
+            event = "bounced"
+        rows.append(
+            self.agents_notice(
+                event,
+                ticket,
+                at=now,
+                customer=customer.name,
+                text=storable_text(incoming.text[:EXCERPT]),
+                truncated=len(incoming.text) > EXCERPT,
+                attachments=len(incoming.attachments),
+                automated=incoming.automated,
+                auth=incoming.auth,
+                message_id=message_id,
+            )
+        )
+        await connection.execute(_NEW_OUTBOX_ROWS, rows)
+        return Intake(
+            ticket=ticket.id,
+            message_id=message_id,
+            opened=opened,
+            reopened=reopened,
+            receipt=receipt,
+        )
+
+    async def customer(
+        self, connection: AsyncConnection, ref: CustomerRef, at: datetime, *, wrote: bool
+    ) -> tuple[_Customer, bool]:
+        """The customer (locked, created if new, name kept current), and whether they had asked
+        for a new ticket; `wrote` means a message arrives: that clears the request and the
+        unreachable mark."""
+        name = storable_text(ref.name)[:NAME_LIMIT]
+        _, insert_customer, insert_address, _ = self._inserts(connection)
+        if ref.telegram_id is not None:
+            found = (
+                await connection.execute(_CUSTOMER_BY_TELEGRAM, {"telegram_id": ref.telegram_id})
+            ).first()
+            if found is None:
+                # Insert-if-absent (no sequence value is spent on known customers), so a first
+                # message racing another from the same person still ends with one customer.
+                values = {
+                    "telegram_id": ref.telegram_id,
+                    "name": name,
+                    "plan": "basic",
+                    "created_at": at,
+                    "wants_new_ticket": False,
+                }
+                found = (await connection.execute(insert_customer, values)).first()
+                if found is None:
+                    found = (
+                        await connection.execute(
+                            _CUSTOMER_BY_TELEGRAM, {"telegram_id": ref.telegram_id}
+                        )
+                    ).one()
+        else:
+            assert ref.email is not None
+            address = ref.email.strip().lower()
+            found = (await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})).first()
+            if found is None:
+                fresh = (
+                    await connection.execute(
+                        _NEW_CUSTOMER,
+                        {
+                            "name": name,
+                            "plan": "basic",
+                            "created_at": at,
+                            "wants_new_ticket": False,
+                        },
+                    )
+                ).scalar_one()
+                won = (
+                    await connection.execute(
+                        insert_address, {"customer_id": fresh, "address": address}
+                    )
+                ).scalar()
+                if won is None:  # another transaction registered the address first
+                    await connection.execute(delete(customers).where(customers.c.id == fresh))
+                found = (await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})).one()
+        changes: dict[str, Any] = {}
+        if name and found.name != name:
+            changes["name"] = name
+        writing = wrote and found.banned_at is None
+        if writing and found.unreachable_at is not None:
+            changes["unreachable_at"] = None
+        wanted_new = bool(found.wants_new_ticket) and writing
+        if wanted_new:
+            changes["wants_new_ticket"] = False
+        if changes:
+            await connection.execute(
+                update(customers).where(customers.c.id == found.id).values(changes)
+            )
+        customer = _Customer(
+            id=found.id,
+            name=changes.get("name", found.name),
+            plan=found.plan,
+            banned=found.banned_at is not None,
+        )
+        return customer, wanted_new
+
+    async def _ticket_for(
+        self,
+        connection: AsyncConnection,
+        customer: _Customer,
+        incoming: IncomingMessage,
+        at: datetime,
+    ) -> tuple[_Ticket, bool, bool, dict[str, Any]]:
+        """The ticket the message joins, whether it was opened or reopened, and pending changes."""
+        found = None
+        if incoming.ticket is not None:
+            found = (
+                await connection.execute(
+                    _TICKET_BY_ID.with_for_update(), {"ticket_id": incoming.ticket}
+                )
+            ).first()
+        elif not incoming.new_ticket:
+            found = (await connection.execute(_LATEST_TICKET, {"customer_id": customer.id})).first()
+        if found is not None:
+            ticket = _Ticket(
+                id=found.id,
+                customer_id=found.customer_id,
+                channel=found.channel,
+                subject=found.subject,
+                status=found.status,
+                plan=found.plan,
+                waiting_since=found.waiting_since,
+                due_at=found.due_at,
+            )
+            if ticket.status == TicketStatus.OPEN.value:
+                return ticket, False, False, {}
+            if self._policy.reopens(found.closed_at, at):
+                ticket.status = TicketStatus.OPEN.value
+                ticket.plan = customer.plan
+                await connection.execute(
+                    _NEW_AUDIT,
+                    {
+                        "at": at,
+                        "actor": "customer",
+                        "agent_id": None,
+                        "action": "reopen",
+                        "ticket_id": ticket.id,
+                        "details": {"reason": "customer wrote within the reopen window"},
+                    },
+                )
+                changes = {"status": ticket.status, "closed_at": None, "plan": ticket.plan}
+                return ticket, False, True, changes
+        subject = storable_text(incoming.subject[:300])
+        number = (
+            await connection.execute(
+                _NEW_TICKET,
+                {
+                    "customer_id": customer.id,
+                    "channel": incoming.channel.value,
+                    "subject": subject,
+                    "status": TicketStatus.OPEN.value,
+                    "plan": customer.plan,
+                    "opened_at": at,
+                    "updated_at": at,
+                },
+            )
+        ).scalar_one()
+        ticket = _Ticket(
+            id=number,
+            customer_id=customer.id,
+            channel=incoming.channel.value,
+            subject=subject,
+            status=TicketStatus.OPEN.value,
+            plan=customer.plan,
+            waiting_since=None,
+            due_at=None,
+        )
+        return ticket, True, False, {}
+
+    async def _thread(
+        self, connection: AsyncConnection, customer: _Customer, incoming: IncomingMessage
+    ) -> tuple[IncomingMessage, bool]:
+        """Which ticket a mail belongs to: a bounce's original, its thread's, or its [#N] tag's.
+
+        Never by subject text. A tag counts only for the ticket's own customer, so a stranger
+        cannot write into someone else's ticket by copying its number.
+        """
+        if incoming.bounce_of:
+            bounced = [bounded_id(i) for i in incoming.bounce_of]
+            original = (
+                await connection.execute(
+                    select(messages.c.id, messages.c.ticket_id)
+                    .where(
+                        messages.c.channel == Channel.EMAIL.value,
+                        messages.c.direction == Direction.OUT.value,
+                        messages.c.external_id.in_(bounced),
+                    )
+                    .limit(1)
+                )
+            ).first()
+            if original is not None:  # an agent's reply
+                await connection.execute(
+                    update(messages)
+                    .where(messages.c.id == original.id)
+                    .values(delivery=DeliveryState.BOUNCED.value)
+                )
+                threaded = replace(incoming, ticket=original.ticket_id, new_ticket=False)
+                return replace(threaded, automated=True), True
+            receipt_ticket = (  # an automatic mail, such as a receipt
+                await connection.execute(
+                    select(mail_ids.c.ticket_id).where(mail_ids.c.message_id.in_(bounced)).limit(1)
+                )
+            ).scalar()
+            if receipt_ticket is not None:
+                threaded = replace(incoming, ticket=receipt_ticket, new_ticket=False)
+                return replace(threaded, automated=True), True
+        if incoming.thread_refs:
+            found = (
+                await connection.execute(
+                    select(mail_ids.c.ticket_id)
+                    .where(mail_ids.c.message_id.in_([bounded_id(r) for r in incoming.thread_refs]))
+                    .order_by(mail_ids.c.id.desc())
+                    .limit(1)
+                )
+            ).scalar()
+            if found is not None:
+                return replace(incoming, ticket=found, new_ticket=False), False
+        if incoming.ticket_tag is not None:
+            tagged = (
+                await connection.execute(_TICKET_BY_ID, {"ticket_id": incoming.ticket_tag})
+            ).first()
+            if tagged is not None and tagged.customer_id == customer.id:
+                return replace(incoming, ticket=tagged.id, new_ticket=False), False
+        return incoming, False
+
+    async def mail_headers(
+        self,
+        connection: AsyncConnection,
+        ticket_id: int,
+        subject: str,
+        in_reply_to: str | None,
+        kind: str,
+        at: datetime,
+    ) -> dict[str, Any]:
+        """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies."""
+        message_id = f"<{kind}-{ticket_id}-{uuid.uuid4().hex[:16]}@{self._mail_domain}>"
+        earlier = (
+            (await connection.execute(_EARLIER_MAIL_IDS, {"ticket_id": ticket_id})).scalars().all()
+        )
+        await connection.execute(
+            _NEW_MAIL_ID, {"message_id": message_id, "ticket_id": ticket_id, "created_at": at}
+        )
+        subject = subject or "Your support request"
+        if kind == "reply" and not subject.lower().startswith("re:"):
+            subject = f"Re: {subject}"
+        return {
+            "message_id": message_id,
+            "in_reply_to": in_reply_to,
+            "references": list(reversed(earlier)),
+            "subject_line": f"[#{ticket_id}] {subject}",
+        }
+
+    async def _receipt(
+        self,
+        connection: AsyncConnection,
+        rows: list[dict[str, Any]],
+        ticket: _Ticket,
+        channel: Channel,
+        recipient: str,
+        external_id: str | None,
+        *,
+        reopened: bool,
+        at: datetime,
+    ) -> bool:
+        route = Route(channel.value)
+        if route is Route.EMAIL:
+            recent = (
+                await connection.execute(
+                    _RECENT_RECEIPTS, {"recipient": recipient, "since": at - RECEIPT_WINDOW}
+                )
+            ).scalar()
+            if (recent or 0) >= RECEIPTS_PER_WINDOW:
+                return False  # a mail loop or a flood: the agents still see every message
+        text = self._templates.render(
+            "receipt",
+            ticket=ticket.id,
+            due_at=ticket.due_at,
+            reopened=reopened,
+            response_hours=self._policy.response_hours,
+        )
+        payload: dict[str, Any] = {
+            "text": text,
+            "ticket": ticket.id,
+            "subject": ticket.subject,
+            "in_reply_to": external_id,
+            "automatic": True,
+        }
+        if route is Route.EMAIL:
+            payload.update(
+                await self.mail_headers(
+                    connection, ticket.id, ticket.subject, external_id, "receipt", at
+                )
+            )
+        rows.append(
+            outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)
+        )
+        return True
+
+    def agents_notice(
+        self, event: str, ticket: _Ticket | Ticket, *, at: datetime, **facts: Any
+    ) -> dict[str, Any]:
+        """The outbox row of a notice to the agents' group about a ticket."""
+        payload: dict[str, Any] = {
+            "event": event,
+            "ticket": ticket.id,
+            "plan": ticket.plan,
+            "channel": ticket.channel,
+            "subject": ticket.subject,
+            "due_at": ticket.due_at.isoformat() if ticket.due_at else None,
+            **facts,
+        }
+        payload["text"] = self._templates.render(f"agents/{event}", **payload)
+        return outbox_row(
+            Route.AGENTS, "agents", OutboxKind.AGENT_NOTICE, payload, at, ticket_id=ticket.id
+        )
+
+
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: dict[str, Any],
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]:
+    """The column values of a new pending outbox row (for a Core insert)."""
+    return {
+        "route": route.value,
+        "recipient": recipient,
+        "kind": kind.value,
+        "payload": payload,
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "available_at": at,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": None,
+        "created_at": at,
+        "delivered_at": None,
+        "external_id": None,
+    }
+
+
+def _default_address(ref: CustomerRef) -> str:
+    return str(ref.telegram_id) if ref.telegram_id is not None else (ref.email or "").lower()
