@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from tests import helpers
 from tests.conftest import Clock, Database
@@ -13,8 +14,16 @@ from tests.helpers import email, telegram
 from tickets.agents import add_agent, remove_agent
 from tickets.desk import Desk
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
-from tickets.model import Attachment, Channel, OutboxKind, Role, Route
-from tickets.tables import Customer, Message, MessageEdit, OutboxRow, Quarantined
+from tickets.model import Attachment, Channel, Intake, OutboxKind, Role, Route
+from tickets.tables import (
+    Customer,
+    CustomerEmail,
+    InboundKey,
+    Message,
+    MessageEdit,
+    OutboxRow,
+    Quarantined,
+)
 
 ANN = 1001
 ADMIN = 9001
@@ -512,3 +521,54 @@ async def test_known_customers_spend_no_new_ids(desk: Desk, database: Database) 
     [_, other] = await helpers.rows(database, Customer)
     assert other.id == 2, "no customer id was used up by the known customer's messages"
     assert second.ticket == 2
+
+
+async def test_a_batch_keeps_every_message_but_the_one_that_cannot_be_stored(
+    desk: Desk, database: Database
+) -> None:
+    """One transaction for the batch; the failing message is split off, the rest are stored."""
+    taken = await desk.receive(email("bob@example.com", "first", external_id="<taken@x>"))
+    batch = [
+        email("ann@example.com", "before", external_id="<a@x>", dedup_key=("imap", "1:1")),
+        # the same Message-ID under another dedup key: the message's unique index refuses it
+        email("eve@example.com", "clash", external_id="<taken@x>", dedup_key=("imap", "1:2")),
+        email("ann@example.com", "after", external_id="<c@x>", dedup_key=("imap", "1:3")),
+        telegram(ANN, "from telegram", dedup_key=("telegram", "u:9")),
+    ]
+
+    results = await desk.receive_many(batch)
+
+    assert isinstance(results[1], IntegrityError)
+    before, after, chat = results[0], results[2], results[3]
+    assert isinstance(before, Intake) and isinstance(after, Intake) and isinstance(chat, Intake)
+    assert before.opened and after.ticket == before.ticket and not after.opened
+    assert [m.text for m in await helpers.messages(database, before.ticket)] == ["before", "after"]
+    assert [m.text for m in await helpers.messages(database, chat.ticket)] == ["from telegram"]
+    assert len(await helpers.rows(database, Message)) == 4  # with the earlier "first"
+    keys = {(k.source, k.key) for k in await helpers.rows(database, InboundKey)}
+    assert ("imap", "1:2") not in keys, "nothing of the refused message was kept"
+    assert {("imap", "1:1"), ("imap", "1:3"), ("telegram", "u:9")} <= keys
+    addresses = {a.address for a in await helpers.rows(database, CustomerEmail)}
+    assert addresses == {"bob@example.com", "ann@example.com"}
+    assert taken.ticket != before.ticket
+
+
+async def test_concurrent_callers_each_get_their_own_outcome_in_arrival_order(
+    desk: Desk, database: Database
+) -> None:
+    """Concurrent messages share transactions, yet each caller sees only its own result."""
+    await desk.receive(email("bob@example.com", "first", external_id="<taken@x>"))
+    arrivals = [telegram(ANN, f"m{i}", dedup_key=("telegram", f"u:{i}")) for i in range(20)]
+    arrivals[7] = email("eve@example.com", "clash", external_id="<taken@x>")
+    arrivals[12] = telegram(ANN, "m3 again", dedup_key=("telegram", "u:3"))
+
+    results = await asyncio.gather(*(desk.receive(m) for m in arrivals), return_exceptions=True)
+
+    assert isinstance(results[7], IntegrityError)
+    assert isinstance(results[12], Intake) and results[12].duplicate
+    assert results[12].message_id == results[3].message_id  # type: ignore[union-attr]
+    stored = [r for i, r in enumerate(results) if i not in (7, 12)]
+    assert all(isinstance(r, Intake) and not r.duplicate for r in stored)
+    [ticket] = {r.ticket for r in stored}  # type: ignore[union-attr]
+    texts = [m.text for m in await helpers.messages(database, ticket)]
+    assert texts == [f"m{i}" for i in range(20) if i not in (7, 12)], "one chat stays in order"
