@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit
 from tickets.batching import Coalescer, in_transactions
+from tickets.delivery import DeliveryOutcomes
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
 from tickets.model import (
     Attachment,
@@ -50,7 +51,6 @@ from tickets.tables import (
     MessageEdit,
     OutboxRow,
     Quarantined,
-    Response,
     Ticket,
 )
 
@@ -74,6 +74,7 @@ class Desk:
         self._clock = clock
         self._wakeup = wakeup or (lambda: None)
         self._receiver = Receiver(policy, templates, mail_domain=mail_domain)
+        self._outcomes = DeliveryOutcomes(policy, self._receiver)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
 
     # -- customers -------------------------------------------------------------------------
@@ -470,91 +471,11 @@ class Desk:
         self, session: AsyncSession, row: OutboxRow, at: datetime, external_id: str | None
     ) -> None:
         """A reply reached the customer: this, and only this, stops the SLA clock."""
-        if row.message_id is None or row.kind != OutboxKind.REPLY.value:
-            return
-        message = await session.get(Message, row.message_id)
-        if message is None:
-            return
-        message.delivery = DeliveryState.DELIVERED.value
-        message.delivered_at = at
-        if external_id and message.external_id is None:
-            message.external_id = external_id
-        ticket = await session.get(Ticket, message.ticket_id, with_for_update=True)
-        if ticket is None:
-            return
-        started_by = ticket.waiting_message_id
-        if ticket.waiting_since is not None and started_by is not None and started_by < message.id:
-            # The wait began with a message stored before this answer was written: it is answered.
-            session.add(
-                Response(
-                    ticket_id=ticket.id,
-                    message_id=message.id,
-                    agent_id=message.author_agent_id,
-                    plan=ticket.plan,
-                    channel=message.channel or ticket.channel,
-                    waiting_since=ticket.waiting_since,
-                    answered_at=at,
-                    business_hours=self.policy.calendar.hours_between(ticket.waiting_since, at),
-                )
-            )
-            # Customer messages stored after the answer was written start the next wait. Both
-            # lock the ticket row, so message ids give the order they reached the ticket in.
-            later = (
-                await session.execute(
-                    select(Message.id, Message.created_at)
-                    .where(
-                        Message.ticket_id == ticket.id,
-                        Message.direction == Direction.IN.value,
-                        Message.counts_for_sla.is_(True),
-                        Message.id > message.id,
-                    )
-                    .order_by(Message.id)
-                    .limit(1)
-                )
-            ).first()
-            ticket.waiting_since = later.created_at if later is not None else None
-            ticket.waiting_message_id = later.id if later is not None else None
-            ticket.due_at = self.policy.due_at(later.created_at) if later is not None else None
-        self._notify_agents(
-            session,
-            "delivered",
-            ticket,
-            at=at,
-            message_id=message.id,
-            address=row.recipient,
-            route=row.route,
-        )
+        await self._outcomes.delivered(await session.connection(), row, at, external_id)
 
     async def failed(self, session: AsyncSession, row: OutboxRow, at: datetime, error: str) -> None:
         """A row could not be delivered for good: the agents are told, the ticket shows it."""
-        if row.message_id is not None:
-            message = await session.get(Message, row.message_id)
-            if message is not None:
-                message.delivery = DeliveryState.FAILED.value
-        audit.record(
-            session,
-            at=at,
-            action="delivery_failed",
-            ticket_id=row.ticket_id,
-            outbox_id=row.id,
-            kind=row.kind,
-            route=row.route,
-            error=error[:500],
-        )
-        if row.route == Route.AGENTS.value or row.ticket_id is None:
-            return  # the agents' group itself is unreachable; the log and audit entry remain
-        ticket = await session.get(Ticket, row.ticket_id)
-        if ticket is not None:
-            self._notify_agents(
-                session,
-                "delivery_failed",
-                ticket,
-                at=at,
-                kind=row.kind,
-                address=row.recipient,
-                route=row.route,
-                error=error[:500],
-            )
+        await self._outcomes.failed(await session.connection(), row, at, error)
 
 
 async def _agent(session: AsyncSession, telegram_id: int) -> Agent:
