@@ -572,3 +572,41 @@ async def test_concurrent_callers_each_get_their_own_outcome_in_arrival_order(
     [ticket] = {r.ticket for r in stored}  # type: ignore[union-attr]
     texts = [m.text for m in await helpers.messages(database, ticket)]
     assert texts == [f"m{i}" for i in range(20) if i not in (7, 12)], "one chat stays in order"
+
+
+async def test_a_batch_sees_its_own_earlier_messages(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    """Within one transaction: a reopen, a follow-up, the receipt limit and a redelivery."""
+    await add_agents(database, clock)
+    n = (await desk.receive(telegram(ANN, "q"))).ticket
+    await desk.close(n, AGENT)
+    clock.advance(hours=1)
+    reopened_at = clock.now
+    batch = [
+        telegram(ANN, "again", dedup_key=("telegram", "u:1"), received_at=reopened_at),
+        telegram(ANN, "and more", received_at=reopened_at + timedelta(minutes=1)),
+        telegram(ANN, "again", dedup_key=("telegram", "u:1")),
+        *(email("loop@example.com", f"mail {i}", new_ticket=True) for i in range(5)),
+    ]
+
+    results = await desk.receive_many(batch)
+
+    first, follow_up, redelivered, *mails = results
+    assert isinstance(first, Intake) and first.ticket == n and first.reopened and first.receipt
+    assert isinstance(follow_up, Intake) and follow_up.ticket == n and not follow_up.reopened
+    assert isinstance(redelivered, Intake) and redelivered.duplicate
+    assert redelivered.message_id == first.message_id
+    ticket = await helpers.ticket(database, n)
+    assert ticket.status == "open" and ticket.closed_at is None
+    assert ticket.waiting_since == reopened_at, "the follow-up keeps the wait the reopen started"
+    assert ticket.waiting_message_id == first.message_id
+    assert [m.text for m in await helpers.messages(database, n)] == ["q", "again", "and more"]
+    assert [getattr(m, "receipt", None) for m in mails] == [True, True, True, False, False]
+    receipts = await helpers.outbox(
+        database, OutboxRow.kind == "receipt", OutboxRow.route == "email"
+    )
+    assert len(receipts) == 3, "the per-address limit counts the batch's own receipts"
+    notices = await helpers.outbox(database, OutboxRow.kind == "agent_notice")
+    events = [row.payload["event"] for row in notices][-7:]
+    assert events == ["reopened", "message", *["opened"] * 5]

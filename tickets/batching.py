@@ -37,23 +37,25 @@ async def in_transactions(
     sessions: async_sessionmaker[AsyncSession],
     items: Sequence[Item],
     handle: Callable[[AsyncSession, Item], Awaitable[Result]],
+    finish: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> list[Result | Exception]:
     """Handle every item, as few transactions as possible; a result or an error per item.
 
-    An error outside any one item (the database cannot be reached, COMMIT fails) is raised: then
-    nothing of the batch was committed.
+    `finish` runs at the end of each transaction, before COMMIT (writes the handler deferred).
+    An error outside any one item (the database cannot be reached, `finish` or COMMIT fails) is
+    raised: then nothing of the batch was committed.
     """
     if not items:
         return []
     try:
-        return list(await _together(sessions, items, handle))
+        return list(await _together(sessions, items, handle, finish))
     except _ItemFailed as failure:
         if len(items) == 1:
             return [failure.error]
         index = failure.index
-        head = await in_transactions(sessions, items[:index], handle)
-        alone = await in_transactions(sessions, items[index : index + 1], handle)
-        tail = await in_transactions(sessions, items[index + 1 :], handle)
+        head = await in_transactions(sessions, items[:index], handle, finish)
+        alone = await in_transactions(sessions, items[index : index + 1], handle, finish)
+        tail = await in_transactions(sessions, items[index + 1 :], handle, finish)
         return [*head, *alone, *tail]
 
 
@@ -61,6 +63,7 @@ async def _together(
     sessions: async_sessionmaker[AsyncSession],
     items: Sequence[Item],
     handle: Callable[[AsyncSession, Item], Awaitable[Result]],
+    finish: Callable[[AsyncSession], Awaitable[None]] | None,
 ) -> list[Result]:
     results: list[Result] = []
     async with sessions.begin() as session:
@@ -69,6 +72,8 @@ async def _together(
                 results.append(await handle(session, item))
             except Exception as error:
                 raise _ItemFailed(index, error) from error
+        if finish is not None:
+            await finish(session)
     return results
 
 

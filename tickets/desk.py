@@ -42,6 +42,7 @@ from tickets.receiving import (  # noqa: F401 - the limits are part of the desk'
     RECEIPTS_PER_WINDOW,
     REFERENCES_KEPT,
     Receiver,
+    Unwritten,
 )
 from tickets.tables import (
     Agent,
@@ -53,6 +54,8 @@ from tickets.tables import (
     Quarantined,
     Ticket,
 )
+
+UNWRITTEN = "supportbot.unwritten"  # the batch's deferred writes, kept in its session's info
 
 
 class Desk:
@@ -93,14 +96,22 @@ class Desk:
         Each message gets its own outcome, or the error that kept it from being stored; a
         message that fails never keeps the others from being stored.
         """
-        results = await in_transactions(self.sessions, incoming, self._receive_one)
+        results = await in_transactions(
+            self.sessions, incoming, self._receive_one, self._write_unwritten
+        )
         if any(isinstance(result, Intake) for result in results):
             self._wakeup()
         return results
 
     async def _receive_one(self, session: AsyncSession, incoming: IncomingMessage) -> Intake:
+        unwritten = session.info.setdefault(UNWRITTEN, Unwritten())
         connection = await session.connection()
-        return await self._receiver.receive(connection, incoming, self._clock())
+        return await self._receiver.receive(connection, incoming, self._clock(), unwritten)
+
+    async def _write_unwritten(self, session: AsyncSession) -> None:
+        unwritten = session.info.pop(UNWRITTEN, None)
+        if unwritten is not None:
+            await unwritten.write(await session.connection())
 
     async def set_plan(self, customer_id: int, plan: Plan) -> None:
         """Change a customer's plan; their open tickets move to the matching queue tier."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Insert, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -75,6 +75,7 @@ _TICKET_COLUMNS = (
     tickets.c.status,
     tickets.c.plan,
     tickets.c.waiting_since,
+    tickets.c.waiting_message_id,
     tickets.c.due_at,
     tickets.c.closed_at,
 )
@@ -132,7 +133,30 @@ _EARLIER_MAIL_IDS = (
 )
 _NEW_MAIL_ID = insert(mail_ids)
 _NEW_OUTBOX_ROWS = insert(outbox)
+_SAVED_TICKET = ("status", "plan", "closed_at", "waiting_since", "waiting_message_id", "due_at")
+_SAVE_TICKET = (
+    update(tickets)
+    .where(tickets.c.id == bindparam("ticket_id"))
+    .values(
+        {name: bindparam(f"new_{name}") for name in (*_SAVED_TICKET, "updated_at")},
+    )
+)
 _NEW_AUDIT = insert(audit_log)
+
+
+class TicketFacts(Protocol):
+    """What an agents' notice shows of a ticket."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def plan(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def due_at(self) -> datetime | None: ...
 
 
 @dataclass
@@ -152,7 +176,56 @@ class _Ticket:
     status: str
     plan: str
     waiting_since: datetime | None
+    waiting_message_id: int | None
     due_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime | None = None
+
+
+class Unwritten:
+    """Writes of a batch that nothing in the batch reads back, sent together before COMMIT.
+
+    The tickets a batch touched are kept here as the batch left them (later messages of the
+    batch see these, not the rows as read), and saved once each; the outbox rows and the links
+    from dedup keys to messages go in one statement each.
+    """
+
+    def __init__(self) -> None:
+        self.tickets: dict[int, _Ticket] = {}
+        self.key_links: list[dict[str, Any]] = []
+        self.outbox_rows: list[dict[str, Any]] = []
+        self.keyed: dict[tuple[str, str], Intake] = {}
+
+    def receipts_to(self, recipient: str) -> int:
+        """Email receipts to this address written by the batch so far."""
+        return sum(
+            1
+            for row in self.outbox_rows
+            if row["recipient"] == recipient
+            and row["kind"] == OutboxKind.RECEIPT.value
+            and row["route"] == Route.EMAIL.value
+        )
+
+    async def write(self, connection: AsyncConnection) -> None:
+        """Send what the batch left unwritten (in the order it was added)."""
+        if self.key_links:
+            await connection.execute(_KEY_MESSAGE, self.key_links)
+        changed = [t for t in self.tickets.values() if t.updated_at is not None]
+        if changed:
+            await connection.execute(
+                _SAVE_TICKET,
+                [
+                    {
+                        "ticket_id": t.id,
+                        "new_updated_at": t.updated_at,
+                        **{f"new_{name}": getattr(t, name) for name in _SAVED_TICKET},
+                    }
+                    for t in changed
+                ],
+            )
+        if self.outbox_rows:
+            await connection.execute(_NEW_OUTBOX_ROWS, self.outbox_rows)
+        self.key_links, self.outbox_rows, self.tickets, self.keyed = [], [], {}, {}
 
 
 def insert_ignore(dialect: str, table: Any) -> Insert:
@@ -185,26 +258,23 @@ class Receiver:
         return found
 
     async def receive(
-        self, connection: AsyncConnection, incoming: IncomingMessage, now: datetime
+        self,
+        connection: AsyncConnection,
+        incoming: IncomingMessage,
+        now: datetime,
+        unwritten: Unwritten,
     ) -> Intake:
-        """Store one customer message: open, join or reopen a ticket, start the wait, notify."""
+        """Store one customer message: open, join or reopen a ticket, start the wait, notify.
+
+        Part of the work is left in `unwritten`, for the caller to write before it commits.
+        """
         at = incoming.received_at or now
-        insert_key = self._inserts(connection)[0]
         key_id: int | None = None
         if incoming.dedup_key is not None:
             source, key = incoming.dedup_key[0], bounded_id(incoming.dedup_key[1])
-            key_id = (
-                await connection.execute(
-                    insert_key, {"source": source, "key": key, "received_at": now}
-                )
-            ).scalar()
-            if key_id is None:
-                earlier = (
-                    await connection.execute(_EARLIER, {"source": source, "key": key})
-                ).first()
-                if earlier is None:
-                    return Intake(ticket=0, message_id=0, duplicate=True)
-                return Intake(ticket=earlier.ticket_id, message_id=earlier.id, duplicate=True)
+            key_id, earlier = await self._dedup(connection, source, key, now, unwritten)
+            if earlier is not None:
+                return earlier
         customer, wanted_new = await self.customer(connection, incoming.customer, now, wrote=True)
         if customer.banned:
             if key_id is not None:
@@ -215,8 +285,8 @@ class Receiver:
         bounced = False
         if incoming.channel is Channel.EMAIL:
             incoming, bounced = await self._thread(connection, customer, incoming)
-        ticket, opened, reopened, changes = await self._ticket_for(
-            connection, customer, incoming, at
+        ticket, opened, reopened = await self._ticket_for(
+            connection, customer, incoming, at, unwritten
         )
         external_id = bounded_id(incoming.external_id) if incoming.external_id else None
         reply_address = (incoming.reply_address or _default_address(incoming.customer))[:320]
@@ -241,7 +311,8 @@ class Receiver:
             )
         ).scalar_one()
         if key_id is not None:
-            await connection.execute(_KEY_MESSAGE, {"key_id": key_id, "message_id": message_id})
+            unwritten.key_links.append({"key_id": key_id, "message_id": message_id})
+            unwritten.keyed[source, key] = Intake(ticket.id, message_id, duplicate=True)
         if incoming.channel is Channel.EMAIL and external_id:
             await connection.execute(
                 self._inserts(connection)[3],
@@ -249,16 +320,15 @@ class Receiver:
             )
         if not incoming.automated and ticket.waiting_since is None:
             ticket.waiting_since = at
+            ticket.waiting_message_id = message_id
             ticket.due_at = self._policy.due_at(at)
-            changes.update(waiting_since=at, waiting_message_id=message_id, due_at=ticket.due_at)
-        changes["updated_at"] = now
-        await connection.execute(update(tickets).where(tickets.c.id == ticket.id).values(changes))
-        rows: list[dict[str, Any]] = []
+        ticket.updated_at = now
+        rows = unwritten.outbox_rows
         receipt = (opened or reopened) and not incoming.automated
         if receipt:
             receipt = await self._receipt(
                 connection,
-                rows,
+                unwritten,
                 ticket,
                 incoming.channel,
                 reply_address,
@@ -283,7 +353,6 @@ class Receiver:
                 message_id=message_id,
             )
         )
-        await connection.execute(_NEW_OUTBOX_ROWS, rows)
         return Intake(
             ticket=ticket.id,
             message_id=message_id,
@@ -291,6 +360,26 @@ class Receiver:
             reopened=reopened,
             receipt=receipt,
         )
+
+    async def _dedup(
+        self,
+        connection: AsyncConnection,
+        source: str,
+        key: str,
+        now: datetime,
+        unwritten: Unwritten,
+    ) -> tuple[int | None, Intake | None]:
+        """The new dedup key's id, or the outcome of the message stored with it before."""
+        values = {"source": source, "key": key, "received_at": now}
+        key_id = (await connection.execute(self._inserts(connection)[0], values)).scalar()
+        if key_id is not None:
+            return key_id, None
+        if (source, key) in unwritten.keyed:  # stored earlier in this batch
+            return None, unwritten.keyed[source, key]
+        earlier = (await connection.execute(_EARLIER, {"source": source, "key": key})).first()
+        if earlier is None:
+            return None, Intake(ticket=0, message_id=0, duplicate=True)
+        return None, Intake(ticket=earlier.ticket_id, message_id=earlier.id, duplicate=True)
 
     async def customer(
         self, connection: AsyncConnection, ref: CustomerRef, at: datetime, *, wrote: bool
@@ -372,8 +461,9 @@ class Receiver:
         customer: _Customer,
         incoming: IncomingMessage,
         at: datetime,
-    ) -> tuple[_Ticket, bool, bool, dict[str, Any]]:
-        """The ticket the message joins, whether it was opened or reopened, and pending changes."""
+        unwritten: Unwritten,
+    ) -> tuple[_Ticket, bool, bool]:
+        """The ticket the message joins (locked), and whether it was opened or reopened."""
         found = None
         if incoming.ticket is not None:
             found = (
@@ -384,20 +474,13 @@ class Receiver:
         elif not incoming.new_ticket:
             found = (await connection.execute(_LATEST_TICKET, {"customer_id": customer.id})).first()
         if found is not None:
-            ticket = _Ticket(
-                id=found.id,
-                customer_id=found.customer_id,
-                channel=found.channel,
-                subject=found.subject,
-                status=found.status,
-                plan=found.plan,
-                waiting_since=found.waiting_since,
-                due_at=found.due_at,
-            )
+            ticket = unwritten.tickets.get(found.id) or _Ticket(**found._asdict())
+            unwritten.tickets[ticket.id] = ticket
             if ticket.status == TicketStatus.OPEN.value:
-                return ticket, False, False, {}
-            if self._policy.reopens(found.closed_at, at):
+                return ticket, False, False
+            if self._policy.reopens(ticket.closed_at, at):
                 ticket.status = TicketStatus.OPEN.value
+                ticket.closed_at = None
                 ticket.plan = customer.plan
                 await connection.execute(
                     _NEW_AUDIT,
@@ -410,8 +493,7 @@ class Receiver:
                         "details": {"reason": "customer wrote within the reopen window"},
                     },
                 )
-                changes = {"status": ticket.status, "closed_at": None, "plan": ticket.plan}
-                return ticket, False, True, changes
+                return ticket, False, True
         subject = storable_text(incoming.subject[:300])
         number = (
             await connection.execute(
@@ -435,9 +517,12 @@ class Receiver:
             status=TicketStatus.OPEN.value,
             plan=customer.plan,
             waiting_since=None,
+            waiting_message_id=None,
             due_at=None,
+            closed_at=None,
         )
-        return ticket, True, False, {}
+        unwritten.tickets[ticket.id] = ticket
+        return ticket, True, False
 
     async def _thread(
         self, connection: AsyncConnection, customer: _Customer, incoming: IncomingMessage
@@ -525,7 +610,7 @@ class Receiver:
     async def _receipt(
         self,
         connection: AsyncConnection,
-        rows: list[dict[str, Any]],
+        unwritten: Unwritten,
         ticket: _Ticket,
         channel: Channel,
         recipient: str,
@@ -541,7 +626,7 @@ class Receiver:
                     _RECENT_RECEIPTS, {"recipient": recipient, "since": at - RECEIPT_WINDOW}
                 )
             ).scalar()
-            if (recent or 0) >= RECEIPTS_PER_WINDOW:
+            if (recent or 0) + unwritten.receipts_to(recipient) >= RECEIPTS_PER_WINDOW:
                 return False  # a mail loop or a flood: the agents still see every message
         text = self._templates.render(
             "receipt",
@@ -563,13 +648,13 @@ class Receiver:
                     connection, ticket.id, ticket.subject, external_id, "receipt", at
                 )
             )
-        rows.append(
+        unwritten.outbox_rows.append(
             outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)
         )
         return True
 
     def agents_notice(
-        self, event: str, ticket: _Ticket | Ticket, *, at: datetime, **facts: Any
+        self, event: str, ticket: TicketFacts, *, at: datetime, **facts: Any
     ) -> dict[str, Any]:
         """The outbox row of a notice to the agents' group about a ticket."""
         payload: dict[str, Any] = {
