@@ -38,24 +38,29 @@ async def in_transactions(
     items: Sequence[Item],
     handle: Callable[[AsyncSession, Item], Awaitable[Result]],
     finish: Callable[[AsyncSession], Awaitable[None]] | None = None,
+    *,
+    start: Callable[[AsyncSession, Sequence[Item]], Awaitable[None]] | None = None,
 ) -> list[Result | Exception]:
     """Handle every item, as few transactions as possible; a result or an error per item.
 
-    `finish` runs at the end of each transaction, before COMMIT (writes the handler deferred).
+    `start` runs first in each transaction, with the items it will handle (to read or lock what
+    they need at once); `finish` runs at its end, before COMMIT (writes the handler deferred).
     An error outside any one item (the database cannot be reached, `finish` or COMMIT fails) is
     raised: then nothing of the batch was committed.
     """
     if not items:
         return []
     try:
-        return list(await _together(sessions, items, handle, finish))
+        return list(await _together(sessions, items, handle, finish, start))
     except _ItemFailed as failure:
         if len(items) == 1:
             return [failure.error]
         index = failure.index
-        head = await in_transactions(sessions, items[:index], handle, finish)
-        alone = await in_transactions(sessions, items[index : index + 1], handle, finish)
-        tail = await in_transactions(sessions, items[index + 1 :], handle, finish)
+        head = await in_transactions(sessions, items[:index], handle, finish, start=start)
+        alone = await in_transactions(
+            sessions, items[index : index + 1], handle, finish, start=start
+        )
+        tail = await in_transactions(sessions, items[index + 1 :], handle, finish, start=start)
         return [*head, *alone, *tail]
 
 
@@ -64,9 +69,12 @@ async def _together(
     items: Sequence[Item],
     handle: Callable[[AsyncSession, Item], Awaitable[Result]],
     finish: Callable[[AsyncSession], Awaitable[None]] | None,
+    start: Callable[[AsyncSession, Sequence[Item]], Awaitable[None]] | None,
 ) -> list[Result]:
     results: list[Result] = []
     async with sessions.begin() as session:
+        if start is not None:
+            await start(session, items)
         for index, item in enumerate(items):
             try:
                 results.append(await handle(session, item))

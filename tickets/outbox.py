@@ -316,14 +316,32 @@ class OutboxWorker:
         self, outcomes: Sequence[tuple[OutboxItem, Outcome, datetime]]
     ) -> list[Exception | None]:
         """Outcomes of many groups in one transaction (a failing one is retried on its own)."""
-        return await in_transactions(self._sessions, outcomes, self._record)
+        return await in_transactions(
+            self._sessions, outcomes, self._record, self._save_rows, start=self._lock_rows
+        )
+
+    async def _lock_rows(
+        self, session: AsyncSession, outcomes: Sequence[tuple[OutboxItem, Outcome, datetime]]
+    ) -> None:
+        """Lock the batch's rows at once (in id order, as every worker does)."""
+        ids = [item.id for item, _, _ in outcomes]
+        found = (await (await session.connection()).execute(_LOCK_ROWS, {"ids": ids})).all()
+        session.info[_ROWS] = {row.id: row for row in found}
+        session.info[_SAVES] = []
+
+    async def _save_rows(self, session: AsyncSession) -> None:
+        """Write the rows' new state, all in one statement, before the batch commits."""
+        saves = session.info.pop(_SAVES, None)
+        session.info.pop(_ROWS, None)
+        if saves:
+            await (await session.connection()).execute(_SAVE_ROW, saves)
 
     async def _record(
         self, session: AsyncSession, recorded: tuple[OutboxItem, Outcome, datetime]
     ) -> None:
         item, outcome, now = recorded
-        connection = await session.connection()
-        found = (await connection.execute(_LOCK_ROW, {"row_id": item.id})).first()
+        found = session.info[_ROWS].get(item.id)
+        saves: list[dict[str, Any]] = session.info[_SAVES]
         if found is None or found.status != OutboxStatus.PENDING.value:
             return
         if found.lease_owner != self.worker_id:
@@ -336,19 +354,19 @@ class OutboxWorker:
             row.delivered_at = now
             row.external_id = outcome.external_id
             row.last_error = None
-            await connection.execute(_SAVE_ROW, _saved(row))
+            saves.append(_saved(row))
             await self._listener.delivered(session, row, now, outcome.external_id)
             return
         if isinstance(outcome, Deferred):
             row.available_at = now + timedelta(seconds=max(outcome.after, 0.0))
-            await connection.execute(_SAVE_ROW, _saved(row))
+            saves.append(_saved(row))
             self._note_due(row.available_at)
             return
         row.attempts += 1
         row.last_error = outcome.error[:2000]
         if isinstance(outcome, Failed) or row.attempts >= self._retry.max_attempts:
             row.status = OutboxStatus.FAILED.value
-            await connection.execute(_SAVE_ROW, _saved(row))
+            saves.append(_saved(row))
             log.error(
                 "outbox: row %s (%s to %s) failed for good after %d attempts: %s",
                 row.id,
@@ -361,7 +379,7 @@ class OutboxWorker:
             return
         delay = self._retry.delay(row.attempts, outcome.after)
         row.available_at = now + timedelta(seconds=delay)
-        await connection.execute(_SAVE_ROW, _saved(row))
+        saves.append(_saved(row))
         self._note_due(row.available_at)
         log.warning(
             "outbox: row %s (%s to %s) will be retried in %.1fs: %s",
@@ -389,14 +407,17 @@ class OutboxWorker:
 _outbox = cast(Table, OutboxRow.__table__)
 _CHANGING = ("status", "attempts", "available_at", "lease_owner", "lease_until", "last_error")
 _SAVED = (*_CHANGING, "delivered_at", "external_id")
-_LOCK_ROW = (
+_ROWS = "supportbot.outbox_rows"  # the batch's locked rows, in its session's info
+_SAVES = "supportbot.outbox_saves"  # their new state, written before COMMIT
+_LOCK_ROWS = (
     select(
         *(
             _outbox.c[name]
             for name in ("id", "route", "recipient", "kind", "ticket_id", "message_id", *_SAVED)
         )
     )
-    .where(_outbox.c.id == bindparam("row_id"))
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_outbox.c.id)
     .with_for_update()
 )
 _SAVE_ROW = (

@@ -101,6 +101,13 @@ _LATEST_TICKET = (
     .with_for_update()
 )
 _TICKET_BY_ID = select(*_TICKET_COLUMNS).where(tickets.c.id == bindparam("ticket_id"))
+_TICKET_BY_ID_LOCKED = _TICKET_BY_ID.with_for_update()
+_THREAD_TICKET = (
+    select(mail_ids.c.ticket_id)
+    .where(mail_ids.c.message_id.in_(bindparam("references", expanding=True)))
+    .order_by(mail_ids.c.id.desc())
+    .limit(1)
+)
 _NEW_TICKET = insert(tickets).returning(tickets.c.id)
 _NEW_MESSAGE = insert(messages).returning(messages.c.id)
 _NEW_CUSTOMER = insert(customers).returning(customers.c.id)
@@ -467,9 +474,7 @@ class Receiver:
         found = None
         if incoming.ticket is not None:
             found = (
-                await connection.execute(
-                    _TICKET_BY_ID.with_for_update(), {"ticket_id": incoming.ticket}
-                )
+                await connection.execute(_TICKET_BY_ID_LOCKED, {"ticket_id": incoming.ticket})
             ).first()
         elif not incoming.new_ticket:
             found = (await connection.execute(_LATEST_TICKET, {"customer_id": customer.id})).first()
@@ -562,14 +567,8 @@ class Receiver:
                 threaded = replace(incoming, ticket=receipt_ticket, new_ticket=False)
                 return replace(threaded, automated=True), True
         if incoming.thread_refs:
-            found = (
-                await connection.execute(
-                    select(mail_ids.c.ticket_id)
-                    .where(mail_ids.c.message_id.in_([bounded_id(r) for r in incoming.thread_refs]))
-                    .order_by(mail_ids.c.id.desc())
-                    .limit(1)
-                )
-            ).scalar()
+            references = [bounded_id(r) for r in incoming.thread_refs]
+            found = (await connection.execute(_THREAD_TICKET, {"references": references})).scalar()
             if found is not None:
                 return replace(incoming, ticket=found, new_ticket=False), False
         if incoming.ticket_tag is not None:
