@@ -19,6 +19,7 @@ from tickets.tables import (
     Customer,
     CustomerEmail,
     InboundKey,
+    MailId,
     Message,
     MessageEdit,
     OutboxRow,
@@ -610,3 +611,33 @@ async def test_a_batch_sees_its_own_earlier_messages(
     notices = await helpers.outbox(database, OutboxRow.kind == "agent_notice")
     events = [row.payload["event"] for row in notices][-7:]
     assert events == ["reopened", "message", *["opened"] * 5]
+
+
+async def test_a_mail_threads_onto_a_ticket_opened_earlier_in_its_batch(
+    desk: Desk, database: Database
+) -> None:
+    batch = [
+        email("bob@example.com", "first", external_id="<m1@x>", new_ticket=True),
+        email("ann@example.com", "other", external_id="<a1@x>", new_ticket=True),
+        email(
+            "bob@example.com",
+            "second",
+            external_id="<m2@x>",
+            new_ticket=True,
+            thread_refs=("<unknown@x>", "<m1@x>"),
+        ),
+    ]
+
+    first, other, second = await desk.receive_many(batch)
+
+    assert isinstance(first, Intake) and isinstance(second, Intake) and isinstance(other, Intake)
+    assert second.ticket == first.ticket and not second.opened and other.ticket != first.ticket
+    [receipt] = await helpers.outbox(
+        database, OutboxRow.kind == "receipt", OutboxRow.ticket_id == first.ticket
+    )
+    assert receipt.payload["references"] == ["<m1@x>"]
+    assert receipt.payload["subject_line"].startswith(f"[#{first.ticket}]")
+    kept = {(m.message_id, m.ticket_id) for m in await helpers.rows(database, MailId)}
+    assert {("<m1@x>", first.ticket), ("<m2@x>", first.ticket), ("<a1@x>", other.ticket)} <= kept
+    assert (receipt.payload["message_id"], first.ticket) in kept
+    assert len(kept) == 5  # three mails and two receipts

@@ -9,6 +9,7 @@ ORM's unit of work and identity map off this path; a batch of messages shares on
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -110,7 +111,7 @@ _THREAD_TICKET = (
 )
 _NEW_TICKET = insert(tickets).returning(tickets.c.id)
 _NEW_MESSAGE = insert(messages).returning(messages.c.id)
-_NEW_CUSTOMER = insert(customers).returning(customers.c.id)
+_NEW_CUSTOMER = insert(customers).returning(*_CUSTOMER_COLUMNS)
 _KEY_MESSAGE = (
     update(inbound_keys)
     .where(inbound_keys.c.id == bindparam("key_id"))
@@ -202,6 +203,20 @@ class Unwritten:
         self.key_links: list[dict[str, Any]] = []
         self.outbox_rows: list[dict[str, Any]] = []
         self.keyed: dict[tuple[str, str], Intake] = {}
+        self.mail_ids: list[dict[str, Any]] = []
+        self.threads: dict[str, int] = {}  # the batch's Message-IDs → ticket, oldest first
+        self.opened: set[int] = set()  # tickets the batch opened: all their mail is in it
+
+    def add_mail_id(self, message_id: str, ticket_id: int, at: datetime) -> None:
+        """Keep a Message-ID for threading; later mails of the batch thread by it at once."""
+        self.mail_ids.append({"message_id": message_id, "ticket_id": ticket_id, "created_at": at})
+        self.threads.setdefault(message_id, ticket_id)
+
+    def thread(self, references: Sequence[str]) -> int | None:
+        """The ticket of the newest of these Message-IDs the batch stored, if any."""
+        order = {message_id: index for index, message_id in enumerate(self.threads)}
+        found = [r for r in references if r in order]
+        return self.threads[max(found, key=order.__getitem__)] if found else None
 
     def receipts_to(self, recipient: str) -> int:
         """Email receipts to this address written by the batch so far."""
@@ -214,7 +229,7 @@ class Unwritten:
         )
 
     async def write(self, connection: AsyncConnection) -> None:
-        """Send what the batch left unwritten (in the order it was added)."""
+        """Send what the batch left unwritten (in the order it was added); use it once."""
         if self.key_links:
             await connection.execute(_KEY_MESSAGE, self.key_links)
         changed = [t for t in self.tickets.values() if t.updated_at is not None]
@@ -232,7 +247,9 @@ class Unwritten:
             )
         if self.outbox_rows:
             await connection.execute(_NEW_OUTBOX_ROWS, self.outbox_rows)
-        self.key_links, self.outbox_rows, self.tickets, self.keyed = [], [], {}, {}
+        if self.mail_ids:
+            keep = insert_ignore(connection.dialect.name, mail_ids)
+            await connection.execute(keep, self.mail_ids)
 
 
 def insert_ignore(dialect: str, table: Any) -> Insert:
@@ -291,7 +308,7 @@ class Receiver:
             incoming = replace(incoming, new_ticket=True, ticket=None)
         bounced = False
         if incoming.channel is Channel.EMAIL:
-            incoming, bounced = await self._thread(connection, customer, incoming)
+            incoming, bounced = await self._thread(connection, customer, incoming, unwritten)
         ticket, opened, reopened = await self._ticket_for(
             connection, customer, incoming, at, unwritten
         )
@@ -321,10 +338,7 @@ class Receiver:
             unwritten.key_links.append({"key_id": key_id, "message_id": message_id})
             unwritten.keyed[source, key] = Intake(ticket.id, message_id, duplicate=True)
         if incoming.channel is Channel.EMAIL and external_id:
-            await connection.execute(
-                self._inserts(connection)[3],
-                {"message_id": external_id, "ticket_id": ticket.id, "created_at": now},
-            )
+            unwritten.add_mail_id(external_id, ticket.id, now)
         if not incoming.automated and ticket.waiting_since is None:
             ticket.waiting_since = at
             ticket.waiting_message_id = message_id
@@ -432,15 +446,18 @@ class Receiver:
                             "wants_new_ticket": False,
                         },
                     )
-                ).scalar_one()
+                ).one()
                 won = (
                     await connection.execute(
-                        insert_address, {"customer_id": fresh, "address": address}
+                        insert_address, {"customer_id": fresh.id, "address": address}
                     )
                 ).scalar()
+                found = fresh
                 if won is None:  # another transaction registered the address first
-                    await connection.execute(delete(customers).where(customers.c.id == fresh))
-                found = (await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})).one()
+                    await connection.execute(delete(customers).where(customers.c.id == fresh.id))
+                    found = (
+                        await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})
+                    ).one()
         changes: dict[str, Any] = {}
         if name and found.name != name:
             changes["name"] = name
@@ -527,10 +544,15 @@ class Receiver:
             closed_at=None,
         )
         unwritten.tickets[ticket.id] = ticket
+        unwritten.opened.add(ticket.id)
         return ticket, True, False
 
     async def _thread(
-        self, connection: AsyncConnection, customer: _Customer, incoming: IncomingMessage
+        self,
+        connection: AsyncConnection,
+        customer: _Customer,
+        incoming: IncomingMessage,
+        unwritten: Unwritten,
     ) -> tuple[IncomingMessage, bool]:
         """Which ticket a mail belongs to: a bounce's original, its thread's, or its [#N] tag's.
 
@@ -558,17 +580,25 @@ class Receiver:
                 )
                 threaded = replace(incoming, ticket=original.ticket_id, new_ticket=False)
                 return replace(threaded, automated=True), True
-            receipt_ticket = (  # an automatic mail, such as a receipt
-                await connection.execute(
-                    select(mail_ids.c.ticket_id).where(mail_ids.c.message_id.in_(bounced)).limit(1)
-                )
-            ).scalar()
+            receipt_ticket = (
+                unwritten.thread(bounced)
+                or (  # an automatic mail, e.g. a receipt
+                    await connection.execute(
+                        select(mail_ids.c.ticket_id)
+                        .where(mail_ids.c.message_id.in_(bounced))
+                        .limit(1)
+                    )
+                ).scalar()
+            )
             if receipt_ticket is not None:
                 threaded = replace(incoming, ticket=receipt_ticket, new_ticket=False)
                 return replace(threaded, automated=True), True
         if incoming.thread_refs:
             references = [bounded_id(r) for r in incoming.thread_refs]
-            found = (await connection.execute(_THREAD_TICKET, {"references": references})).scalar()
+            found = (
+                unwritten.thread(references)
+                or (await connection.execute(_THREAD_TICKET, {"references": references})).scalar()
+            )
             if found is not None:
                 return replace(incoming, ticket=found, new_ticket=False), False
         if incoming.ticket_tag is not None:
@@ -587,15 +617,27 @@ class Receiver:
         in_reply_to: str | None,
         kind: str,
         at: datetime,
+        unwritten: Unwritten | None = None,
     ) -> dict[str, Any]:
-        """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies."""
+        """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies.
+
+        With `unwritten`, the Message-ID is kept with the batch's other deferred writes.
+        """
         message_id = f"<{kind}-{ticket_id}-{uuid.uuid4().hex[:16]}@{self._mail_domain}>"
-        earlier = (
-            (await connection.execute(_EARLIER_MAIL_IDS, {"ticket_id": ticket_id})).scalars().all()
-        )
-        await connection.execute(
-            _NEW_MAIL_ID, {"message_id": message_id, "ticket_id": ticket_id, "created_at": at}
-        )
+        mine: list[str] = []
+        if unwritten is not None:
+            mine = [m for m, t in reversed(unwritten.threads.items()) if t == ticket_id]
+        earlier: list[str] = []
+        if unwritten is None or ticket_id not in unwritten.opened:  # else all its mail is mine
+            found = await connection.execute(_EARLIER_MAIL_IDS, {"ticket_id": ticket_id})
+            earlier = list(found.scalars())
+        earlier = [*mine, *earlier][:REFERENCES_KEPT]
+        if unwritten is not None:
+            unwritten.add_mail_id(message_id, ticket_id, at)
+        else:
+            await connection.execute(
+                _NEW_MAIL_ID, {"message_id": message_id, "ticket_id": ticket_id, "created_at": at}
+            )
         subject = subject or "Your support request"
         if kind == "reply" and not subject.lower().startswith("re:"):
             subject = f"Re: {subject}"
@@ -644,7 +686,7 @@ class Receiver:
         if route is Route.EMAIL:
             payload.update(
                 await self.mail_headers(
-                    connection, ticket.id, ticket.subject, external_id, "receipt", at
+                    connection, ticket.id, ticket.subject, external_id, "receipt", at, unwritten
                 )
             )
         unwritten.outbox_rows.append(
