@@ -486,8 +486,9 @@ REPLY_STEPS: tuple[Step, ...] = (
     (mail.smtp, "build_message", "build_message"),
     (mail.smtp, "to_bytes", "to_bytes"),
     (aiosmtplib.SMTP, "sendmail", "aiosmtplib sendmail (MAIL, RCPT, DATA)"),
-    (OutboxWorker, "_record", "OutboxWorker._record, one transaction per row *"),
-    (Desk, "delivered", "  in it: Desk.delivered *"),
+    (OutboxWorker, "_record_many", "OutboxWorker._record_many, one transaction per batch *"),
+    (OutboxWorker, "_record", "  in it: OutboxWorker._record, per row"),
+    (Desk, "delivered", "    in it: Desk.delivered"),
 )
 
 
@@ -976,7 +977,9 @@ async def run_replies(kind: str, postgres_url: str, sink: Sink, args: argparse.N
         )
         result.details.extend(probe.lines(REPLIES))
         if probe.steps:
-            result.details.append("  * up to 100 run at once (one per recipient): sums overlap")
+            result.details.append(
+                "  * every recipient's group waits for its batch: wall times overlap"
+            )
         return result
 
 
