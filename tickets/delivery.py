@@ -13,9 +13,10 @@ from typing import cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tickets.batch_writes import audit_log, messages, outbox, tickets
 from tickets.model import DeliveryState, Direction, OutboxKind, Route
 from tickets.policy import SlaPolicy
-from tickets.receiving import Receiver, audit_log, messages, outbox, tickets
+from tickets.receiving import Receiver
 from tickets.tables import OutboxRow, Response
 
 responses = cast(Table, Response.__table__)

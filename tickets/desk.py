@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit
+from tickets.batch_writes import Unwritten
 from tickets.batching import Coalescer, in_transactions
 from tickets.delivery import DeliveryOutcomes
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
@@ -42,7 +43,6 @@ from tickets.receiving import (  # noqa: F401 - the limits are part of the desk'
     RECEIPTS_PER_WINDOW,
     REFERENCES_KEPT,
     Receiver,
-    Unwritten,
 )
 from tickets.tables import (
     Agent,

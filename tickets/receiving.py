@@ -9,15 +9,27 @@ ORM's unit of work and identity map off this path; a batch of messages shares on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from sqlalchemy import Insert, Table, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Insert, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tickets.batch_writes import (
+    TicketState,
+    Unwritten,
+    audit_log,
+    customer_emails,
+    customers,
+    inbound_keys,
+    insert_ignore,
+    mail_ids,
+    messages,
+    outbox,
+    outbox_row,
+    tickets,
+)
 from tickets.model import (
     Channel,
     CustomerRef,
@@ -26,7 +38,6 @@ from tickets.model import (
     IncomingMessage,
     Intake,
     OutboxKind,
-    OutboxStatus,
     Route,
     TicketStatus,
     bounded_id,
@@ -34,31 +45,12 @@ from tickets.model import (
 )
 from tickets.policy import SlaPolicy
 from tickets.ports import Renderer
-from tickets.tables import (
-    AuditEntry,
-    Customer,
-    CustomerEmail,
-    InboundKey,
-    MailId,
-    Message,
-    OutboxRow,
-    Ticket,
-)
 
 EXCERPT = 500
 REFERENCES_KEPT = 20
 RECEIPTS_PER_WINDOW = 3
 RECEIPT_WINDOW = timedelta(hours=1)
 NAME_LIMIT = 200
-
-customers = cast(Table, Customer.__table__)
-customer_emails = cast(Table, CustomerEmail.__table__)
-tickets = cast(Table, Ticket.__table__)
-messages = cast(Table, Message.__table__)
-inbound_keys = cast(Table, InboundKey.__table__)
-mail_ids = cast(Table, MailId.__table__)
-outbox = cast(Table, OutboxRow.__table__)
-audit_log = cast(Table, AuditEntry.__table__)
 
 _CUSTOMER_COLUMNS = (
     customers.c.id,
@@ -112,11 +104,6 @@ _THREAD_TICKET = (
 _NEW_TICKET = insert(tickets).returning(tickets.c.id)
 _NEW_MESSAGE = insert(messages).returning(messages.c.id)
 _NEW_CUSTOMER = insert(customers).returning(*_CUSTOMER_COLUMNS)
-_KEY_MESSAGE = (
-    update(inbound_keys)
-    .where(inbound_keys.c.id == bindparam("key_id"))
-    .values(message_id=bindparam("message_id"))
-)
 _FORGET_KEY = delete(inbound_keys).where(inbound_keys.c.id == bindparam("key_id"))
 _EARLIER = (
     select(messages.c.ticket_id, messages.c.id)
@@ -140,15 +127,6 @@ _EARLIER_MAIL_IDS = (
     .limit(REFERENCES_KEPT)
 )
 _NEW_MAIL_ID = insert(mail_ids)
-_NEW_OUTBOX_ROWS = insert(outbox)
-_SAVED_TICKET = ("status", "plan", "closed_at", "waiting_since", "waiting_message_id", "due_at")
-_SAVE_TICKET = (
-    update(tickets)
-    .where(tickets.c.id == bindparam("ticket_id"))
-    .values(
-        {name: bindparam(f"new_{name}") for name in (*_SAVED_TICKET, "updated_at")},
-    )
-)
 _NEW_AUDIT = insert(audit_log)
 
 
@@ -173,89 +151,6 @@ class _Customer:
     name: str
     plan: str
     banned: bool
-
-
-@dataclass
-class _Ticket:
-    id: int
-    customer_id: int
-    channel: str
-    subject: str
-    status: str
-    plan: str
-    waiting_since: datetime | None
-    waiting_message_id: int | None
-    due_at: datetime | None
-    closed_at: datetime | None
-    updated_at: datetime | None = None
-
-
-class Unwritten:
-    """Writes of a batch that nothing in the batch reads back, sent together before COMMIT.
-
-    The tickets a batch touched are kept here as the batch left them (later messages of the
-    batch see these, not the rows as read), and saved once each; the outbox rows and the links
-    from dedup keys to messages go in one statement each.
-    """
-
-    def __init__(self) -> None:
-        self.tickets: dict[int, _Ticket] = {}
-        self.key_links: list[dict[str, Any]] = []
-        self.outbox_rows: list[dict[str, Any]] = []
-        self.keyed: dict[tuple[str, str], Intake] = {}
-        self.mail_ids: list[dict[str, Any]] = []
-        self.threads: dict[str, int] = {}  # the batch's Message-IDs → ticket, oldest first
-        self.opened: set[int] = set()  # tickets the batch opened: all their mail is in it
-
-    def add_mail_id(self, message_id: str, ticket_id: int, at: datetime) -> None:
-        """Keep a Message-ID for threading; later mails of the batch thread by it at once."""
-        self.mail_ids.append({"message_id": message_id, "ticket_id": ticket_id, "created_at": at})
-        self.threads.setdefault(message_id, ticket_id)
-
-    def thread(self, references: Sequence[str]) -> int | None:
-        """The ticket of the newest of these Message-IDs the batch stored, if any."""
-        order = {message_id: index for index, message_id in enumerate(self.threads)}
-        found = [r for r in references if r in order]
-        return self.threads[max(found, key=order.__getitem__)] if found else None
-
-    def receipts_to(self, recipient: str) -> int:
-        """Email receipts to this address written by the batch so far."""
-        return sum(
-            1
-            for row in self.outbox_rows
-            if row["recipient"] == recipient
-            and row["kind"] == OutboxKind.RECEIPT.value
-            and row["route"] == Route.EMAIL.value
-        )
-
-    async def write(self, connection: AsyncConnection) -> None:
-        """Send what the batch left unwritten (in the order it was added); use it once."""
-        if self.key_links:
-            await connection.execute(_KEY_MESSAGE, self.key_links)
-        changed = [t for t in self.tickets.values() if t.updated_at is not None]
-        if changed:
-            await connection.execute(
-                _SAVE_TICKET,
-                [
-                    {
-                        "ticket_id": t.id,
-                        "new_updated_at": t.updated_at,
-                        **{f"new_{name}": getattr(t, name) for name in _SAVED_TICKET},
-                    }
-                    for t in changed
-                ],
-            )
-        if self.outbox_rows:
-            await connection.execute(_NEW_OUTBOX_ROWS, self.outbox_rows)
-        if self.mail_ids:
-            keep = insert_ignore(connection.dialect.name, mail_ids)
-            await connection.execute(keep, self.mail_ids)
-
-
-def insert_ignore(dialect: str, table: Any) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect."""
-    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return build(table).on_conflict_do_nothing()
 
 
 class Receiver:
@@ -486,7 +381,7 @@ class Receiver:
         incoming: IncomingMessage,
         at: datetime,
         unwritten: Unwritten,
-    ) -> tuple[_Ticket, bool, bool]:
+    ) -> tuple[TicketState, bool, bool]:
         """The ticket the message joins (locked), and whether it was opened or reopened."""
         found = None
         if incoming.ticket is not None:
@@ -496,7 +391,7 @@ class Receiver:
         elif not incoming.new_ticket:
             found = (await connection.execute(_LATEST_TICKET, {"customer_id": customer.id})).first()
         if found is not None:
-            ticket = unwritten.tickets.get(found.id) or _Ticket(**found._asdict())
+            ticket = unwritten.tickets.get(found.id) or TicketState(**found._asdict())
             unwritten.tickets[ticket.id] = ticket
             if ticket.status == TicketStatus.OPEN.value:
                 return ticket, False, False
@@ -531,7 +426,7 @@ class Receiver:
                 },
             )
         ).scalar_one()
-        ticket = _Ticket(
+        ticket = TicketState(
             id=number,
             customer_id=customer.id,
             channel=incoming.channel.value,
@@ -652,7 +547,7 @@ class Receiver:
         self,
         connection: AsyncConnection,
         unwritten: Unwritten,
-        ticket: _Ticket,
+        ticket: TicketState,
         channel: Channel,
         recipient: str,
         external_id: str | None,
@@ -711,36 +606,6 @@ class Receiver:
         return outbox_row(
             Route.AGENTS, "agents", OutboxKind.AGENT_NOTICE, payload, at, ticket_id=ticket.id
         )
-
-
-def outbox_row(
-    route: Route,
-    recipient: str,
-    kind: OutboxKind,
-    payload: dict[str, Any],
-    at: datetime,
-    *,
-    ticket_id: int | None = None,
-    message_id: int | None = None,
-) -> dict[str, Any]:
-    """The column values of a new pending outbox row (for a Core insert)."""
-    return {
-        "route": route.value,
-        "recipient": recipient,
-        "kind": kind.value,
-        "payload": payload,
-        "ticket_id": ticket_id,
-        "message_id": message_id,
-        "status": OutboxStatus.PENDING.value,
-        "attempts": 0,
-        "available_at": at,
-        "lease_owner": None,
-        "lease_until": None,
-        "last_error": None,
-        "created_at": at,
-        "delivered_at": None,
-        "external_id": None,
-    }
 
 
 def _default_address(ref: CustomerRef) -> str:
