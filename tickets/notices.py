@@ -1,32 +1,43 @@
-"""Notices to the agents' group, written to the outbox in the caller's transaction."""
+"""Notices to the agents' group: the payload every writer of one builds the same way."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.model import OutboxKind, Route
 from tickets.outbox import enqueue
 from tickets.ports import Renderer
-from tickets.tables import Ticket
 
 
-def notify_agents(
-    session: AsyncSession,
+class TicketFacts(Protocol):
+    """What an agents' notice shows of a ticket (a `Ticket` row, or the intake's own state)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def plan(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def due_at(self) -> datetime | None: ...
+
+
+def agents_payload(
     renderer: Renderer,
     event: str,
-    *,
-    at: datetime,
-    ticket: Ticket | None = None,
+    ticket: TicketFacts | None = None,
     ticket_id: int | None = None,
     **facts: Any,
-) -> None:
-    """Tell the agents (in the ticket's topic or card, if any) what `agents/<event>.txt` says.
+) -> dict[str, Any]:
+    """The outbox payload of a notice: its facts and the text of `agents/<event>.txt`.
 
-    Given a loaded `ticket`, its plan, channel, subject and due time are in the template's
-    context too; `ticket_id` alone just places the notice.
+    Given a `ticket`, its plan, channel, subject and due time are in the template's context
+    too; `ticket_id` alone just places the notice in that ticket's topic or under its card.
     """
     payload: dict[str, Any] = {"event": event, "ticket": ticket.id if ticket else ticket_id}
     if ticket is not None:
@@ -38,6 +49,21 @@ def notify_agents(
         )
     payload.update(facts)
     payload["text"] = renderer.render(f"agents/{event}", **payload)
+    return payload
+
+
+def notify_agents(
+    session: AsyncSession,
+    renderer: Renderer,
+    event: str,
+    *,
+    at: datetime,
+    ticket: TicketFacts | None = None,
+    ticket_id: int | None = None,
+    **facts: Any,
+) -> None:
+    """Tell the agents, in the caller's transaction (see `agents_payload`)."""
+    payload = agents_payload(renderer, event, ticket, ticket_id, **facts)
     enqueue(
         session,
         route=Route.AGENTS,
