@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,8 +31,7 @@ from accounts.credits import (
 from accounts.money import cents
 from accounts.uptime import Month, Uptime, UptimeError
 from supportbot.settings import Settings, UptimeSettings
-from tickets.model import OutboxKind, Route
-from tickets.outbox import enqueue
+from tickets.notices import notify_agents
 from tickets.ports import Clock, Renderer
 
 log = logging.getLogger(__name__)
@@ -168,25 +166,19 @@ class MonthlyCredits:
         if (month, problem) in self._told:
             return
         self._told.add((month, problem))
-        payload: dict[str, Any] = {"event": "sla_credits_problem", "ticket": None}
-        payload["text"] = self._templates.render(
-            "agents/sla_credits_problem",
-            month=str(month),
-            month_label=month.label,
-            problem=problem,
-            last_day=LAST_DAY,
-        )
         async with self._sessions.begin() as session:
             record_refusal(
                 session, month=month, reason=problem[:500], actor="system:sla-credits", at=now
             )
-            enqueue(
+            notify_agents(
                 session,
-                route=Route.AGENTS,
-                recipient="agents",
-                kind=OutboxKind.AGENT_NOTICE,
-                payload=payload,
+                self._templates,
+                "sla_credits_problem",
                 at=now,
+                month=str(month),
+                month_label=month.label,
+                problem=problem,
+                last_day=LAST_DAY,
             )
         if self._wakeup is not None:
             self._wakeup()

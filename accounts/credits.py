@@ -36,6 +36,7 @@ from accounts.tables import Account, AccountLink, LedgerEntry, SlaCredit
 from accounts.uptime import Month, Uptime
 from tickets import audit
 from tickets.model import OutboxKind, Route
+from tickets.notices import notify_agents
 from tickets.outbox import enqueue
 from tickets.ports import Renderer
 from tickets.tables import Customer
@@ -373,7 +374,7 @@ async def _tell_customer(
     else:
         return None
     enqueue(
-        session, route=route, recipient=recipient, kind=OutboxKind.RECEIPT, payload=payload, at=at
+        session, route=route, recipient=recipient, kind=OutboxKind.NOTICE, payload=payload, at=at
     )
     return route
 
@@ -381,12 +382,14 @@ async def _tell_customer(
 def _summary(
     session: AsyncSession, plan: CreditPlan, applied: Applied, templates: Renderer, at: datetime
 ) -> None:
-    payload: dict[str, Any] = {"event": "sla_credits", "ticket": None}
-    payload["text"] = templates.render(
-        "agents/sla_credits",
+    notify_agents(
+        session,
+        templates,
+        "sla_credits",
+        at=at,
         month=str(plan.month),
         month_label=plan.month.label,
-        uptime=plan.uptime.percent,
+        uptime=str(plan.uptime.percent),
         source=plan.uptime.source,
         credited=len(applied.credited),
         total=cents(applied.total),
@@ -394,12 +397,4 @@ def _summary(
         by_telegram=applied.by_telegram,
         by_email=applied.by_email,
         not_told=applied.not_told,
-    )
-    enqueue(
-        session,
-        route=Route.AGENTS,
-        recipient="agents",
-        kind=OutboxKind.AGENT_NOTICE,
-        payload=payload,
-        at=at,
     )

@@ -1,6 +1,6 @@
-"""Automatic notices of account actions: to the customer over their channel, and to the agents.
+"""Automatic notices of account actions to the customer, over their channel.
 
-Both are outbox rows written in the caller's transaction, so a refund and the notice about it
+They are outbox rows written in the caller's transaction, so a refund and the notice about it
 are committed together or not at all. The customer's channel and address are those of their
 latest message on the ticket (as for an agent's answer); email notices thread into the ticket.
 """
@@ -70,29 +70,6 @@ async def notify_customer(
     )
     where = "email" if last_in.channel == Channel.EMAIL.value else "Telegram"
     return f"{where} ({last_in.reply_address})" if where == "email" else where
-
-
-def notify_agents(
-    session: AsyncSession,
-    templates: Renderer,
-    event: str,
-    *,
-    at: datetime,
-    ticket_id: int | None,
-    **context: Any,
-) -> None:
-    """Queue a notice to the agents' group, in the ticket's topic or card when there is one."""
-    payload: dict[str, Any] = {"event": event, "ticket": ticket_id, **context}
-    payload["text"] = templates.render(f"agents/{event}", **payload)
-    enqueue(
-        session,
-        route=Route.AGENTS,
-        recipient="agents",
-        kind=OutboxKind.AGENT_NOTICE,
-        payload=payload,
-        at=at,
-        ticket_id=ticket_id,
-    )
 
 
 async def _mail_headers(

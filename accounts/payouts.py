@@ -19,11 +19,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.money import cents
-from accounts.notices import notify_agents, notify_customer
+from accounts.notices import notify_customer
 from accounts.tables import Account, Payout, Refund
 from tickets import audit
 from tickets.errors import InvalidAction, NotAllowed, NotFound
 from tickets.model import Role
+from tickets.notices import notify_agents
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.tables import Agent
 

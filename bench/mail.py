@@ -83,7 +83,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import mail.imap  # noqa: E402
 import mail.smtp  # noqa: E402
-import tickets.desk  # noqa: E402
 from bench.common import (  # noqa: E402
     DEFAULT_POSTGRES_URL,
     KINDS,
@@ -116,6 +115,7 @@ from tickets.model import (  # noqa: E402
 from tickets.outbox import OutboxWorker, Wakeups  # noqa: E402
 from tickets.policy import SlaPolicy  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402
+from tickets.receiving import Receiver  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
 from tickets.tables import Customer, InboundKey, Message, OutboxRow, Quarantined, Ticket  # noqa: E402
 
@@ -472,13 +472,13 @@ INTAKE_STEPS: tuple[Step, ...] = (
     (ImapSession, "fetch", "IMAP UID FETCH (25 mails)"),
     (ImapSession, "mark_seen", "IMAP UID STORE +FLAGS \\Seen"),
     (mail.imap, "parse_mail", "parse_mail"),
-    (Desk, "receive", "Desk.receive, one transaction per mail"),
-    (tickets.desk, "_insert_ignore", "  in it: _insert_ignore (key, address, Message-ID)"),
-    (Desk, "_customer", "  in it: _customer"),
-    (Desk, "_thread", "  in it: _thread"),
-    (Desk, "_ticket_for", "  in it: _ticket_for"),
-    (Desk, "_receipt", "  in it: _receipt (flood check, headers, row)"),
-    (Desk, "_notify_agents", "  in it: _notify_agents (render, row)"),
+    (Desk, "receive_many", "Desk.receive_many, one transaction per batch"),
+    (Receiver, "receive", "  in it: Receiver.receive, per mail"),
+    (Receiver, "customer", "    in it: customer"),
+    (Receiver, "_thread", "    in it: _thread"),
+    (Receiver, "_ticket_for", "    in it: _ticket_for"),
+    (Receiver, "_receipt", "    in it: _receipt (flood check, headers, row)"),
+    (Receiver, "agents_notice", "    in it: agents_notice (render)"),
 )
 REPLY_STEPS: tuple[Step, ...] = (
     (OutboxWorker, "_claim", "OutboxWorker._claim (100 rows)"),
@@ -486,8 +486,9 @@ REPLY_STEPS: tuple[Step, ...] = (
     (mail.smtp, "build_message", "build_message"),
     (mail.smtp, "to_bytes", "to_bytes"),
     (aiosmtplib.SMTP, "sendmail", "aiosmtplib sendmail (MAIL, RCPT, DATA)"),
-    (OutboxWorker, "_record", "OutboxWorker._record, one transaction per row *"),
-    (Desk, "delivered", "  in it: Desk.delivered *"),
+    (OutboxWorker, "_record_many", "OutboxWorker._record_many, one transaction per batch *"),
+    (OutboxWorker, "_record", "  in it: OutboxWorker._record, per row"),
+    (Desk, "delivered", "    in it: Desk.delivered"),
 )
 
 
@@ -976,7 +977,9 @@ async def run_replies(kind: str, postgres_url: str, sink: Sink, args: argparse.N
         )
         result.details.extend(probe.lines(REPLIES))
         if probe.steps:
-            result.details.append("  * up to 100 run at once (one per recipient): sums overlap")
+            result.details.append(
+                "  * every recipient's group waits for its batch: wall times overlap"
+            )
         return result
 
 

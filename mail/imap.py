@@ -224,22 +224,42 @@ class ImapIntake:
     async def _batch(
         self, session: ImapSession, uidvalidity: int, uids: Sequence[int], *, move_cursor: bool
     ) -> None:
+        """Fetch, parse and store a batch (one transaction for all, see `Desk.receive_many`),
+        set aside what could not be taken in, and only then flag the batch and move the cursor."""
         fetched = await session.fetch(uids)
-        done: list[int] = []
+        parsed: list[tuple[int, str, FetchedMail, IncomingMessage | Exception]] = []
+        for uid in uids:
+            mail = fetched.get(uid)
+            if mail is None:
+                log.info("imap intake: UID %s was expunged before it could be read", uid)
+                continue
+            reference = f"{uidvalidity}:{uid}"
+            try:
+                parsed.append((uid, reference, mail, await self._incoming(reference, mail)))
+            except Exception as error:
+                if _unreachable(error):
+                    raise StorageUnavailable(f"database unavailable: {error}") from error
+                parsed.append((uid, reference, mail, error))
+        incoming = [item for *_, item in parsed if isinstance(item, IncomingMessage)]
         try:
-            for uid in uids:
-                mail = fetched.get(uid)
-                if mail is None:
-                    log.info("imap intake: UID %s was expunged before it could be read", uid)
-                else:
-                    await self._take_in(uidvalidity, mail)
+            stored = iter(await self._desk.receive_many(incoming))
+        except Exception as error:  # nothing of the batch was committed
+            if _unreachable(error):
+                raise StorageUnavailable(f"database unavailable: {error}") from error
+            raise
+        done = [uid for uid in uids if uid not in fetched]
+        try:
+            for uid, reference, mail, item in parsed:
+                outcome = next(stored) if isinstance(item, IncomingMessage) else item
+                await self._outcome(reference, mail, item, outcome)
                 done.append(uid)
         except BaseException:
             if done:
                 with contextlib.suppress(Exception):
-                    await self._progress(session, uidvalidity, done, move_cursor)
+                    await self._progress(session, uidvalidity, sorted(done), move_cursor)
             raise
-        await self._progress(session, uidvalidity, done, move_cursor)
+        if done:
+            await self._progress(session, uidvalidity, sorted(done), move_cursor)
 
     async def _progress(
         self, session: ImapSession, uidvalidity: int, uids: list[int], move_cursor: bool
@@ -249,30 +269,34 @@ class ImapIntake:
         if move_cursor:
             await self._save_cursor(uidvalidity, max(uids))
 
-    async def _take_in(self, uidvalidity: int, mail: FetchedMail) -> None:
-        reference = f"{uidvalidity}:{mail.uid}"
-        try:
-            incoming = await self._incoming(reference, mail)
-            try:
-                intake = await self._desk.receive(incoming)
-            except IntegrityError:
-                if incoming.external_id and await self._stored(incoming.external_id):
-                    log.info(
-                        "imap intake: %s is %s, stored before; skipped",
-                        reference,
-                        incoming.external_id,
-                    )
-                    return
-                raise
-            if intake.duplicate:
+    async def _outcome(
+        self,
+        reference: str,
+        mail: FetchedMail,
+        incoming: IncomingMessage | Exception,
+        outcome: Intake | Exception,
+    ) -> None:
+        """Log what became of a mail; set aside one that could not be taken in."""
+        if isinstance(outcome, Intake):
+            if outcome.duplicate:
                 log.info("imap intake: %s was taken in before", reference)
             else:
-                log.info("imap intake: %s → ticket #%s", reference, intake.ticket)
-        except Exception as error:
-            if _unreachable(error):
-                raise StorageUnavailable(f"database unavailable: {error}") from error
-            log.warning("imap intake: %s could not be taken in (%s); quarantined", reference, error)
-            await self._set_aside(reference, mail.raw, f"{type(error).__name__}: {error}")
+                log.info("imap intake: %s → ticket #%s", reference, outcome.ticket)
+            return
+        if _unreachable(outcome):
+            raise StorageUnavailable(f"database unavailable: {outcome}") from outcome
+        if (
+            isinstance(outcome, IntegrityError)
+            and isinstance(incoming, IncomingMessage)
+            and incoming.external_id
+            and await self._stored(incoming.external_id)
+        ):
+            log.info(
+                "imap intake: %s is %s, stored before; skipped", reference, incoming.external_id
+            )
+            return
+        log.warning("imap intake: %s could not be taken in (%s); quarantined", reference, outcome)
+        await self._set_aside(reference, mail.raw, f"{type(outcome).__name__}: {outcome}")
 
     async def retake(self, reference: str, raw: bytes) -> Intake:
         """Take in a quarantined mail again (after a fix); errors are raised, not set aside."""

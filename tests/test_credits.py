@@ -255,7 +255,7 @@ async def test_apply_credits_tells_customers_and_agents_and_is_idempotent(
         ["7001", "bob@example.com", "fay@example.com", "ivy@example.com", "jon@example.com"]
     )
     ann = by_recipient["7001"]
-    assert ann.route == "telegram" and ann.kind == "receipt"
+    assert ann.route == "telegram" and ann.kind == "notice"
     text = ann.payload["text"]
     assert "SLA credit for March 2026" in text and "was 99.2 %" in text
     assert "Credit: $0.45" in text and "New balance: $55.45" in text

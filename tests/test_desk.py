@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from tests import helpers
 from tests.conftest import Clock, Database
@@ -13,8 +14,17 @@ from tests.helpers import email, telegram
 from tickets.agents import add_agent, remove_agent
 from tickets.desk import Desk
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
-from tickets.model import Attachment, Channel, OutboxKind, Role, Route
-from tickets.tables import Customer, Message, MessageEdit, OutboxRow, Quarantined
+from tickets.model import Attachment, Channel, Intake, OutboxKind, Role, Route
+from tickets.tables import (
+    Customer,
+    CustomerEmail,
+    InboundKey,
+    MailId,
+    Message,
+    MessageEdit,
+    OutboxRow,
+    Quarantined,
+)
 
 ANN = 1001
 ADMIN = 9001
@@ -512,3 +522,122 @@ async def test_known_customers_spend_no_new_ids(desk: Desk, database: Database) 
     [_, other] = await helpers.rows(database, Customer)
     assert other.id == 2, "no customer id was used up by the known customer's messages"
     assert second.ticket == 2
+
+
+async def test_a_batch_keeps_every_message_but_the_one_that_cannot_be_stored(
+    desk: Desk, database: Database
+) -> None:
+    """One transaction for the batch; the failing message is split off, the rest are stored."""
+    taken = await desk.receive(email("bob@example.com", "first", external_id="<taken@x>"))
+    batch = [
+        email("ann@example.com", "before", external_id="<a@x>", dedup_key=("imap", "1:1")),
+        # the same Message-ID under another dedup key: the message's unique index refuses it
+        email("eve@example.com", "clash", external_id="<taken@x>", dedup_key=("imap", "1:2")),
+        email("ann@example.com", "after", external_id="<c@x>", dedup_key=("imap", "1:3")),
+        telegram(ANN, "from telegram", dedup_key=("telegram", "u:9")),
+    ]
+
+    results = await desk.receive_many(batch)
+
+    assert isinstance(results[1], IntegrityError)
+    before, after, chat = results[0], results[2], results[3]
+    assert isinstance(before, Intake) and isinstance(after, Intake) and isinstance(chat, Intake)
+    assert before.opened and after.ticket == before.ticket and not after.opened
+    assert [m.text for m in await helpers.messages(database, before.ticket)] == ["before", "after"]
+    assert [m.text for m in await helpers.messages(database, chat.ticket)] == ["from telegram"]
+    assert len(await helpers.rows(database, Message)) == 4  # with the earlier "first"
+    keys = {(k.source, k.key) for k in await helpers.rows(database, InboundKey)}
+    assert ("imap", "1:2") not in keys, "nothing of the refused message was kept"
+    assert {("imap", "1:1"), ("imap", "1:3"), ("telegram", "u:9")} <= keys
+    addresses = {a.address for a in await helpers.rows(database, CustomerEmail)}
+    assert addresses == {"bob@example.com", "ann@example.com"}
+    assert taken.ticket != before.ticket
+
+
+async def test_concurrent_callers_each_get_their_own_outcome_in_arrival_order(
+    desk: Desk, database: Database
+) -> None:
+    """Concurrent messages share transactions, yet each caller sees only its own result."""
+    await desk.receive(email("bob@example.com", "first", external_id="<taken@x>"))
+    arrivals = [telegram(ANN, f"m{i}", dedup_key=("telegram", f"u:{i}")) for i in range(20)]
+    arrivals[7] = email("eve@example.com", "clash", external_id="<taken@x>")
+    arrivals[12] = telegram(ANN, "m3 again", dedup_key=("telegram", "u:3"))
+
+    results = await asyncio.gather(*(desk.receive(m) for m in arrivals), return_exceptions=True)
+
+    assert isinstance(results[7], IntegrityError)
+    assert isinstance(results[12], Intake) and results[12].duplicate
+    assert results[12].message_id == results[3].message_id  # type: ignore[union-attr]
+    stored = [r for i, r in enumerate(results) if i not in (7, 12)]
+    assert all(isinstance(r, Intake) and not r.duplicate for r in stored)
+    [ticket] = {r.ticket for r in stored}  # type: ignore[union-attr]
+    texts = [m.text for m in await helpers.messages(database, ticket)]
+    assert texts == [f"m{i}" for i in range(20) if i not in (7, 12)], "one chat stays in order"
+
+
+async def test_a_batch_sees_its_own_earlier_messages(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    """Within one transaction: a reopen, a follow-up, the receipt limit and a redelivery."""
+    await add_agents(database, clock)
+    n = (await desk.receive(telegram(ANN, "q"))).ticket
+    await desk.close(n, AGENT)
+    clock.advance(hours=1)
+    reopened_at = clock.now
+    batch = [
+        telegram(ANN, "again", dedup_key=("telegram", "u:1"), received_at=reopened_at),
+        telegram(ANN, "and more", received_at=reopened_at + timedelta(minutes=1)),
+        telegram(ANN, "again", dedup_key=("telegram", "u:1")),
+        *(email("loop@example.com", f"mail {i}", new_ticket=True) for i in range(5)),
+    ]
+
+    results = await desk.receive_many(batch)
+
+    first, follow_up, redelivered, *mails = results
+    assert isinstance(first, Intake) and first.ticket == n and first.reopened and first.receipt
+    assert isinstance(follow_up, Intake) and follow_up.ticket == n and not follow_up.reopened
+    assert isinstance(redelivered, Intake) and redelivered.duplicate
+    assert redelivered.message_id == first.message_id
+    ticket = await helpers.ticket(database, n)
+    assert ticket.status == "open" and ticket.closed_at is None
+    assert ticket.waiting_since == reopened_at, "the follow-up keeps the wait the reopen started"
+    assert ticket.waiting_message_id == first.message_id
+    assert [m.text for m in await helpers.messages(database, n)] == ["q", "again", "and more"]
+    assert [getattr(m, "receipt", None) for m in mails] == [True, True, True, False, False]
+    receipts = await helpers.outbox(
+        database, OutboxRow.kind == "receipt", OutboxRow.route == "email"
+    )
+    assert len(receipts) == 3, "the per-address limit counts the batch's own receipts"
+    notices = await helpers.outbox(database, OutboxRow.kind == "agent_notice")
+    events = [row.payload["event"] for row in notices][-7:]
+    assert events == ["reopened", "message", *["opened"] * 5]
+
+
+async def test_a_mail_threads_onto_a_ticket_opened_earlier_in_its_batch(
+    desk: Desk, database: Database
+) -> None:
+    batch = [
+        email("bob@example.com", "first", external_id="<m1@x>", new_ticket=True),
+        email("ann@example.com", "other", external_id="<a1@x>", new_ticket=True),
+        email(
+            "bob@example.com",
+            "second",
+            external_id="<m2@x>",
+            new_ticket=True,
+            thread_refs=("<unknown@x>", "<m1@x>"),
+        ),
+    ]
+
+    first, other, second = await desk.receive_many(batch)
+
+    assert isinstance(first, Intake) and isinstance(second, Intake) and isinstance(other, Intake)
+    assert second.ticket == first.ticket and not second.opened and other.ticket != first.ticket
+    [receipt] = await helpers.outbox(
+        database, OutboxRow.kind == "receipt", OutboxRow.ticket_id == first.ticket
+    )
+    assert receipt.payload["references"] == ["<m1@x>"]
+    assert receipt.payload["subject_line"].startswith(f"[#{first.ticket}]")
+    kept = {(m.message_id, m.ticket_id) for m in await helpers.rows(database, MailId)}
+    assert {("<m1@x>", first.ticket), ("<m2@x>", first.ticket), ("<a1@x>", other.ticket)} <= kept
+    assert (receipt.payload["message_id"], first.ticket) in kept
+    assert len(kept) == 5  # three mails and two receipts

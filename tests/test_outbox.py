@@ -317,3 +317,34 @@ async def test_deferred_rows_wait_without_using_attempts(
     await w.run_once()
     assert sender.texts() == ["first", "second"]
     assert [r.attempts for r in await helpers.outbox(database)] == [0, 0]
+
+
+async def test_outcomes_of_one_round_are_each_recorded_as_they_happened(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    """Many recipients' outcomes share transactions; each row still gets exactly its own."""
+    ids = {f"r{i}": await put(database, clock, f"r{i}", f"m{i}") for i in range(30)}
+    sender = MemorySender()
+    sender.script["r5"].append(RetryLater("busy", after=30))
+    sender.script["r9"].append(Failed("no such chat"))
+    sender.script["r12"].append(Deferred(after=5))
+    w = worker(database, desk, clock, sender)
+
+    assert await w.run_once() == 30
+
+    rows = {
+        row.recipient: row for row in await helpers.outbox(database, OutboxRow.kind == "receipt")
+    }
+    assert {r.id for r in rows.values()} == set(ids.values())
+    delivered = {k for k, r in rows.items() if r.status == "delivered"}
+    assert delivered == {f"r{i}" for i in range(30)} - {"r5", "r9", "r12"}
+    assert all(rows[k].external_id == f"ext-{rows[k].id}" for k in delivered)
+    assert all(r.lease_owner is None and r.lease_until is None for r in rows.values())
+    retried = rows["r5"]
+    assert (retried.status, retried.attempts, retried.last_error) == ("pending", 1, "busy")
+    assert retried.available_at == clock.now + timedelta(seconds=30)
+    assert (rows["r9"].status, rows["r9"].attempts) == ("failed", 1)
+    assert (rows["r12"].status, rows["r12"].attempts) == ("pending", 0)
+    assert rows["r12"].available_at == clock.now + timedelta(seconds=5)
+    failures = [e for e in await helpers.audit(database) if e.action == "delivery_failed"]
+    assert [e.details["outbox_id"] for e in failures] == [ids["r9"]]

@@ -19,12 +19,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, exists, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from tickets.batching import Coalescer, in_transactions
 from tickets.model import OutboxKind, OutboxStatus, Route
 from tickets.ports import Clock
 from tickets.tables import OutboxRow
@@ -205,6 +206,9 @@ class OutboxWorker:
         self.worker_id = worker_id or f"outbox-{uuid.uuid4().hex[:12]}"
         self.wakeup = wakeup or Wakeup()
         self._soonest: datetime | None = None
+        self._outcomes: Coalescer[tuple[OutboxItem, Outcome, datetime], None] = Coalescer(
+            self._record_many, limit=batch_size
+        )
 
     async def run(self, stop: asyncio.Event, *, poll: float = 1.0) -> None:
         """Deliver until `stop` is set; a failing database is logged and retried, never fatal."""
@@ -294,57 +298,97 @@ class OutboxWorker:
                 outcomes = [RetryLater(f"{type(error).__name__}: {error}")]
         if len(outcomes) > len(items):
             raise RuntimeError("a sender returned more outcomes than rows")
-        for item, outcome in zip(items, outcomes, strict=False):
-            await self._record(item, outcome)
+        now = self._clock()
+        recorded = await asyncio.gather(
+            *(
+                self._outcomes.submit((item, outcome, now))
+                for item, outcome in zip(items, outcomes, strict=False)
+            ),
+            return_exceptions=True,
+        )
         if len(outcomes) < len(items):
             await self._release([item.id for item in items[len(outcomes) :]])
+        for result in recorded:
+            if isinstance(result, BaseException):
+                raise result
 
-    async def _record(self, item: OutboxItem, outcome: Outcome) -> None:
-        now = self._clock()
-        async with self._sessions.begin() as session:
-            row = await session.get(OutboxRow, item.id, with_for_update=True)
-            if row is None or row.status != OutboxStatus.PENDING.value:
-                return
-            if row.lease_owner != self.worker_id:
-                log.warning("outbox: lease on row %s was lost before its outcome was saved", row.id)
-            row.lease_owner = None
-            row.lease_until = None
-            if isinstance(outcome, Delivered):
-                row.status = OutboxStatus.DELIVERED.value
-                row.delivered_at = now
-                row.external_id = outcome.external_id
-                row.last_error = None
-                await self._listener.delivered(session, row, now, outcome.external_id)
-                return
-            if isinstance(outcome, Deferred):
-                row.available_at = now + timedelta(seconds=max(outcome.after, 0.0))
-                self._note_due(row.available_at)
-                return
-            row.attempts += 1
-            row.last_error = outcome.error[:2000]
-            if isinstance(outcome, Failed) or row.attempts >= self._retry.max_attempts:
-                row.status = OutboxStatus.FAILED.value
-                log.error(
-                    "outbox: row %s (%s to %s) failed for good after %d attempts: %s",
-                    row.id,
-                    row.kind,
-                    row.route,
-                    row.attempts,
-                    outcome.error,
-                )
-                await self._listener.failed(session, row, now, outcome.error)
-                return
-            delay = self._retry.delay(row.attempts, outcome.after)
-            row.available_at = now + timedelta(seconds=delay)
+    async def _record_many(
+        self, outcomes: Sequence[tuple[OutboxItem, Outcome, datetime]]
+    ) -> list[Exception | None]:
+        """Outcomes of many groups in one transaction (a failing one is retried on its own)."""
+        return await in_transactions(
+            self._sessions, outcomes, self._record, self._save_rows, start=self._lock_rows
+        )
+
+    async def _lock_rows(
+        self, session: AsyncSession, outcomes: Sequence[tuple[OutboxItem, Outcome, datetime]]
+    ) -> None:
+        """Lock the batch's rows at once (in id order, as every worker does)."""
+        ids = [item.id for item, _, _ in outcomes]
+        found = (await (await session.connection()).execute(_LOCK_ROWS, {"ids": ids})).all()
+        session.info[_ROWS] = {row.id: row for row in found}
+        session.info[_SAVES] = []
+
+    async def _save_rows(self, session: AsyncSession) -> None:
+        """Write the rows' new state, all in one statement, before the batch commits."""
+        saves = session.info.pop(_SAVES, None)
+        session.info.pop(_ROWS, None)
+        if saves:
+            await (await session.connection()).execute(_SAVE_ROW, saves)
+
+    async def _record(
+        self, session: AsyncSession, recorded: tuple[OutboxItem, Outcome, datetime]
+    ) -> None:
+        item, outcome, now = recorded
+        found = session.info[_ROWS].get(item.id)
+        saves: list[dict[str, Any]] = session.info[_SAVES]
+        if found is None or found.status != OutboxStatus.PENDING.value:
+            return
+        if found.lease_owner != self.worker_id:
+            log.warning("outbox: lease on row %s was lost before its outcome was saved", item.id)
+        row = OutboxRow(**found._asdict())
+        row.lease_owner = None
+        row.lease_until = None
+        if isinstance(outcome, Delivered):
+            row.status = OutboxStatus.DELIVERED.value
+            row.delivered_at = now
+            row.external_id = outcome.external_id
+            row.last_error = None
+            saves.append(_saved(row))
+            await self._listener.delivered(session, row, now, outcome.external_id)
+            return
+        if isinstance(outcome, Deferred):
+            row.available_at = now + timedelta(seconds=max(outcome.after, 0.0))
+            saves.append(_saved(row))
             self._note_due(row.available_at)
-            log.warning(
-                "outbox: row %s (%s to %s) will be retried in %.1fs: %s",
+            return
+        row.attempts += 1
+        row.last_error = outcome.error[:2000]
+        if isinstance(outcome, Failed) or row.attempts >= self._retry.max_attempts:
+            row.status = OutboxStatus.FAILED.value
+            saves.append(_saved(row))
+            log.error(
+                "outbox: row %s (%s to %s) failed for good after %d attempts: %s",
                 row.id,
                 row.kind,
                 row.route,
-                delay,
+                row.attempts,
                 outcome.error,
             )
+            await self._listener.failed(session, row, now, outcome.error)
+            return
+        delay = self._retry.delay(row.attempts, outcome.after)
+        row.available_at = now + timedelta(seconds=delay)
+        saves.append(_saved(row))
+        self._note_due(row.available_at)
+        log.warning(
+            "outbox: row %s (%s to %s) will be retried in %.1fs: %s",
+            row.id,
+            row.kind,
+            row.route,
+            delay,
+            outcome.error,
+        )
 
     def _note_due(self, at: datetime) -> None:
         if self._soonest is None or at < self._soonest:
@@ -358,6 +402,36 @@ class OutboxWorker:
                 .values(lease_owner=None, lease_until=None)
             )
         self.wakeup()
+
+
+_outbox = cast(Table, OutboxRow.__table__)
+_CHANGING = ("status", "attempts", "available_at", "lease_owner", "lease_until", "last_error")
+_SAVED = (*_CHANGING, "delivered_at", "external_id")
+_ROWS = "supportbot.outbox_rows"  # the batch's locked rows, in its session's info
+_SAVES = "supportbot.outbox_saves"  # their new state, written before COMMIT
+_LOCK_ROWS = (
+    select(
+        *(
+            _outbox.c[name]
+            for name in ("id", "route", "recipient", "kind", "ticket_id", "message_id", *_SAVED)
+        )
+    )
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_outbox.c.id)
+    .with_for_update()
+)
+_SAVE_ROW = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("row_id"))
+    .values({name: bindparam(f"new_{name}") for name in _SAVED})
+)
+
+
+def _saved(row: OutboxRow) -> dict[str, Any]:
+    """The bound values of _SAVE_ROW for a row's outcome."""
+    values = {f"new_{name}": getattr(row, name) for name in _SAVED}
+    values["row_id"] = row.id
+    return values
 
 
 def _item(row: OutboxRow) -> OutboxItem:

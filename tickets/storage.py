@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def insert_ignoring(dialect: str, table: Any) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect."""
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return build(table).on_conflict_do_nothing()
 
 
 async def insert_ignore(
     session: AsyncSession, model: type[Any], values: dict[str, Any]
 ) -> int | None:
-    """INSERT … ON CONFLICT DO NOTHING on either database; the new row's id, or None."""
+    """Insert one row unless it would break a unique key; the new row's id, or None."""
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = await session.execute(
-        insert(model).values(**values).on_conflict_do_nothing().returning(model.id)
-    )
-    inserted = result.scalar()
+    statement = insert_ignoring(dialect, model).values(**values).returning(model.id)
+    inserted = (await session.execute(statement)).scalar()
     return int(inserted) if inserted is not None else None

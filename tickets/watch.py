@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit
 from tickets.model import Role, TicketStatus
-from tickets.notices import notice_to_agents
+from tickets.notices import notify_agents
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.storage import insert_ignore
@@ -138,11 +138,11 @@ class SlaWatch:
             worst = to_send(given)
             if worst is None:
                 continue
-            notice_to_agents(
+            notify_agents(
                 session,
                 self._renderer,
                 EVENTS[worst],
-                ticket,
+                ticket=ticket,
                 at=now,
                 waited_hours=self._waited(ticket, now),
                 hours_left=self._policy.hours_left(ticket.due_at, now),
@@ -170,11 +170,11 @@ class SlaWatch:
         for ticket in tickets:
             if not await self._record(session, ticket, Alert.ESCALATION, now):
                 continue
-            notice_to_agents(
+            notify_agents(
                 session,
                 self._renderer,
                 EVENTS[Alert.ESCALATION],
-                ticket,
+                ticket=ticket,
                 at=now,
                 waited_hours=self._waited(ticket, now),
                 hours_left=self._policy.hours_left(ticket.due_at, now),
@@ -226,11 +226,11 @@ class SlaWatch:
                 reason="stale claim",
                 silent_hours=round(silent, 2),
             )
-            notice_to_agents(
+            notify_agents(
                 session,
                 self._renderer,
                 "claim_released",
-                ticket,
+                ticket=ticket,
                 at=now,
                 claimer=claimer.name,
                 silent_hours=silent,

@@ -1,0 +1,164 @@
+"""The writes of a batch of customer messages that nothing in the batch reads back.
+
+They are kept in an `Unwritten` while the batch is handled and sent together, one statement each,
+before the batch commits: round trips to the database, not the statements' own work, are most of
+what a message costs. The Core tables and the outbox row builder shared by the core's hot paths
+live here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tickets.model import Intake, OutboxKind, OutboxStatus, Route
+from tickets.storage import insert_ignoring
+from tickets.tables import (
+    AuditEntry,
+    Customer,
+    CustomerEmail,
+    InboundKey,
+    MailId,
+    Message,
+    OutboxRow,
+    Ticket,
+)
+
+customers = cast(Table, Customer.__table__)
+customer_emails = cast(Table, CustomerEmail.__table__)
+tickets = cast(Table, Ticket.__table__)
+messages = cast(Table, Message.__table__)
+inbound_keys = cast(Table, InboundKey.__table__)
+mail_ids = cast(Table, MailId.__table__)
+outbox = cast(Table, OutboxRow.__table__)
+audit_log = cast(Table, AuditEntry.__table__)
+
+
+KEY_MESSAGE = (
+    update(inbound_keys)
+    .where(inbound_keys.c.id == bindparam("key_id"))
+    .values(message_id=bindparam("message_id"))
+)
+NEW_OUTBOX_ROWS = insert(outbox)
+SAVED_TICKET = ("status", "plan", "closed_at", "waiting_since", "waiting_message_id", "due_at")
+SAVE_TICKET = (
+    update(tickets)
+    .where(tickets.c.id == bindparam("ticket_id"))
+    .values(
+        {name: bindparam(f"new_{name}") for name in (*SAVED_TICKET, "updated_at")},
+    )
+)
+
+
+@dataclass
+class TicketState:
+    """A ticket as a batch has left it (saved before the batch commits)."""
+
+    id: int
+    customer_id: int
+    channel: str
+    subject: str
+    status: str
+    plan: str
+    waiting_since: datetime | None
+    waiting_message_id: int | None
+    due_at: datetime | None
+    closed_at: datetime | None
+    updated_at: datetime | None = None
+
+
+class Unwritten:
+    """Writes of a batch that nothing in the batch reads back, sent together before COMMIT.
+
+    The tickets a batch touched are kept here as the batch left them (later messages of the
+    batch see these, not the rows as read), and saved once each; the outbox rows and the links
+    from dedup keys to messages go in one statement each.
+    """
+
+    def __init__(self) -> None:
+        self.tickets: dict[int, TicketState] = {}
+        self.key_links: list[dict[str, Any]] = []
+        self.outbox_rows: list[dict[str, Any]] = []
+        self.keyed: dict[tuple[str, str], Intake] = {}
+        self.mail_ids: list[dict[str, Any]] = []
+        self.threads: dict[str, int] = {}  # the batch's Message-IDs → ticket, oldest first
+        self.opened: set[int] = set()  # tickets the batch opened: all their mail is in it
+
+    def add_mail_id(self, message_id: str, ticket_id: int, at: datetime) -> None:
+        """Keep a Message-ID for threading; later mails of the batch thread by it at once."""
+        self.mail_ids.append({"message_id": message_id, "ticket_id": ticket_id, "created_at": at})
+        self.threads.setdefault(message_id, ticket_id)
+
+    def thread(self, references: Sequence[str]) -> int | None:
+        """The ticket of the newest of these Message-IDs the batch stored, if any."""
+        order = {message_id: index for index, message_id in enumerate(self.threads)}
+        found = [r for r in references if r in order]
+        return self.threads[max(found, key=order.__getitem__)] if found else None
+
+    def receipts_to(self, recipient: str) -> int:
+        """Email receipts to this address written by the batch so far."""
+        return sum(
+            1
+            for row in self.outbox_rows
+            if row["recipient"] == recipient
+            and row["kind"] == OutboxKind.RECEIPT.value
+            and row["route"] == Route.EMAIL.value
+        )
+
+    async def write(self, connection: AsyncConnection) -> None:
+        """Send what the batch left unwritten (in the order it was added); use it once."""
+        if self.key_links:
+            await connection.execute(KEY_MESSAGE, self.key_links)
+        changed = [t for t in self.tickets.values() if t.updated_at is not None]
+        if changed:
+            await connection.execute(
+                SAVE_TICKET,
+                [
+                    {
+                        "ticket_id": t.id,
+                        "new_updated_at": t.updated_at,
+                        **{f"new_{name}": getattr(t, name) for name in SAVED_TICKET},
+                    }
+                    for t in changed
+                ],
+            )
+        if self.outbox_rows:
+            await connection.execute(NEW_OUTBOX_ROWS, self.outbox_rows)
+        if self.mail_ids:
+            keep = insert_ignoring(connection.dialect.name, mail_ids)
+            await connection.execute(keep, self.mail_ids)
+
+
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: dict[str, Any],
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]:
+    """The column values of a new pending outbox row (for a Core insert)."""
+    return {
+        "route": route.value,
+        "recipient": recipient,
+        "kind": kind.value,
+        "payload": payload,
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "available_at": at,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": None,
+        "created_at": at,
+        "delivered_at": None,
+        "external_id": None,
+    }

@@ -1,0 +1,589 @@
+"""A customer message arrives: the desk's busiest write, in SQLAlchemy Core.
+
+Each message is a handful of statements on the caller's transaction: the dedup key, the customer
+(locked), the ticket (locked), the message, the ticket's wait, and the outbox rows. Core keeps the
+ORM's unit of work and identity map off this path; a batch of messages shares one transaction
+(see `tickets.batching`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Insert, bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tickets.batch_writes import (
+    TicketState,
+    Unwritten,
+    audit_log,
+    customer_emails,
+    customers,
+    inbound_keys,
+    mail_ids,
+    messages,
+    outbox,
+    outbox_row,
+    tickets,
+)
+from tickets.model import (
+    Channel,
+    CustomerRef,
+    DeliveryState,
+    Direction,
+    IncomingMessage,
+    Intake,
+    OutboxKind,
+    Route,
+    TicketStatus,
+    bounded_id,
+    storable_text,
+)
+from tickets.notices import TicketFacts, agents_payload
+from tickets.policy import SlaPolicy
+from tickets.ports import Renderer
+from tickets.storage import insert_ignoring
+
+EXCERPT = 500
+REFERENCES_KEPT = 20
+RECEIPTS_PER_WINDOW = 3
+RECEIPT_WINDOW = timedelta(hours=1)
+NAME_LIMIT = 200
+
+_CUSTOMER_COLUMNS = (
+    customers.c.id,
+    customers.c.name,
+    customers.c.plan,
+    customers.c.banned_at,
+    customers.c.unreachable_at,
+    customers.c.wants_new_ticket,
+)
+_TICKET_COLUMNS = (
+    tickets.c.id,
+    tickets.c.customer_id,
+    tickets.c.channel,
+    tickets.c.subject,
+    tickets.c.status,
+    tickets.c.plan,
+    tickets.c.waiting_since,
+    tickets.c.waiting_message_id,
+    tickets.c.due_at,
+    tickets.c.closed_at,
+)
+_CUSTOMER_BY_TELEGRAM = (
+    select(*_CUSTOMER_COLUMNS)
+    .where(customers.c.telegram_id == bindparam("telegram_id"))
+    .with_for_update()
+)
+_CUSTOMER_BY_ID = (
+    select(*_CUSTOMER_COLUMNS).where(customers.c.id == bindparam("customer_id")).with_for_update()
+)
+_CUSTOMER_BY_ADDRESS = (
+    select(*_CUSTOMER_COLUMNS)
+    .join(customer_emails, customer_emails.c.customer_id == customers.c.id)
+    .where(customer_emails.c.address == bindparam("address"))
+    .with_for_update(of=customers)
+)
+_LATEST_TICKET = (
+    select(*_TICKET_COLUMNS)
+    .where(tickets.c.customer_id == bindparam("customer_id"))
+    .order_by((tickets.c.status == TicketStatus.OPEN.value).desc(), tickets.c.id.desc())
+    .limit(1)
+    .with_for_update()
+)
+_TICKET_BY_ID = select(*_TICKET_COLUMNS).where(tickets.c.id == bindparam("ticket_id"))
+_TICKET_BY_ID_LOCKED = _TICKET_BY_ID.with_for_update()
+_THREAD_TICKET = (
+    select(mail_ids.c.ticket_id)
+    .where(mail_ids.c.message_id.in_(bindparam("references", expanding=True)))
+    .order_by(mail_ids.c.id.desc())
+    .limit(1)
+)
+_NEW_TICKET = insert(tickets).returning(tickets.c.id)
+_NEW_MESSAGE = insert(messages).returning(messages.c.id)
+_NEW_CUSTOMER = insert(customers).returning(*_CUSTOMER_COLUMNS)
+_FORGET_KEY = delete(inbound_keys).where(inbound_keys.c.id == bindparam("key_id"))
+_EARLIER = (
+    select(messages.c.ticket_id, messages.c.id)
+    .join(inbound_keys, inbound_keys.c.message_id == messages.c.id)
+    .where(inbound_keys.c.source == bindparam("source"), inbound_keys.c.key == bindparam("key"))
+)
+_RECENT_RECEIPTS = (
+    select(func.count())
+    .select_from(outbox)
+    .where(
+        outbox.c.recipient == bindparam("recipient"),
+        outbox.c.kind == OutboxKind.RECEIPT.value,
+        outbox.c.route == Route.EMAIL.value,
+        outbox.c.created_at > bindparam("since"),
+    )
+)
+_EARLIER_MAIL_IDS = (
+    select(mail_ids.c.message_id)
+    .where(mail_ids.c.ticket_id == bindparam("ticket_id"))
+    .order_by(mail_ids.c.id.desc())
+    .limit(REFERENCES_KEPT)
+)
+_NEW_MAIL_ID = insert(mail_ids)
+_NEW_AUDIT = insert(audit_log)
+
+
+@dataclass
+class _Customer:
+    id: int
+    name: str
+    plan: str
+    banned: bool
+
+
+class Receiver:
+    """Stores customer messages; `receive` runs on a transaction the caller owns."""
+
+    def __init__(self, policy: SlaPolicy, templates: Renderer, *, mail_domain: str) -> None:
+        self._policy = policy
+        self._templates = templates
+        self._mail_domain = mail_domain
+        self._ignoring: dict[str, tuple[Insert, Insert, Insert, Insert]] = {}
+
+    def _inserts(self, connection: AsyncConnection) -> tuple[Insert, Insert, Insert, Insert]:
+        """The insert-if-absent statements, built once per dialect."""
+        dialect = connection.dialect.name
+        found = self._ignoring.get(dialect)
+        if found is None:
+            found = (
+                insert_ignoring(dialect, inbound_keys).returning(inbound_keys.c.id),
+                insert_ignoring(dialect, customers).returning(*_CUSTOMER_COLUMNS),
+                insert_ignoring(dialect, customer_emails).returning(customer_emails.c.id),
+                insert_ignoring(dialect, mail_ids),
+            )
+            self._ignoring[dialect] = found
+        return found
+
+    async def receive(
+        self,
+        connection: AsyncConnection,
+        incoming: IncomingMessage,
+        now: datetime,
+        unwritten: Unwritten,
+    ) -> Intake:
+        """Store one customer message: open, join or reopen a ticket, start the wait, notify.
+
+        Part of the work is left in `unwritten`, for the caller to write before it commits.
+        """
+        at = incoming.received_at or now
+        key_id: int | None = None
+        if incoming.dedup_key is not None:
+            source, key = incoming.dedup_key[0], bounded_id(incoming.dedup_key[1])
+            key_id, earlier = await self._dedup(connection, source, key, now, unwritten)
+            if earlier is not None:
+                return earlier
+        customer, wanted_new = await self.customer(connection, incoming.customer, now, wrote=True)
+        if customer.banned:
+            if key_id is not None:
+                await connection.execute(_FORGET_KEY, {"key_id": key_id})
+            return Intake(ticket=0, message_id=0, ignored=True)
+        if wanted_new:
+            incoming = replace(incoming, new_ticket=True, ticket=None)
+        bounced = False
+        if incoming.channel is Channel.EMAIL:
+            incoming, bounced = await self._thread(connection, customer, incoming, unwritten)
+        ticket, opened, reopened = await self._ticket_for(
+            connection, customer, incoming, at, unwritten
+        )
+        external_id = bounded_id(incoming.external_id) if incoming.external_id else None
+        reply_address = (incoming.reply_address or _default_address(incoming.customer))[:320]
+        message_id = (
+            await connection.execute(
+                _NEW_MESSAGE,
+                {
+                    "ticket_id": ticket.id,
+                    "direction": Direction.IN.value,
+                    "channel": incoming.channel.value,
+                    "author_agent_id": None,
+                    "text": storable_text(incoming.text),
+                    "attachments": [a.to_json() for a in incoming.attachments],
+                    "external_id": external_id,
+                    "reply_address": reply_address,
+                    "counts_for_sla": not incoming.automated,
+                    "auth": incoming.auth,
+                    "created_at": at,
+                    "delivery": None,
+                    "delivered_at": None,
+                },
+            )
+        ).scalar_one()
+        if key_id is not None:
+            unwritten.key_links.append({"key_id": key_id, "message_id": message_id})
+            unwritten.keyed[source, key] = Intake(ticket.id, message_id, duplicate=True)
+        if incoming.channel is Channel.EMAIL and external_id:
+            unwritten.add_mail_id(external_id, ticket.id, now)
+        if not incoming.automated and ticket.waiting_since is None:
+            ticket.waiting_since = at
+            ticket.waiting_message_id = message_id
+            ticket.due_at = self._policy.due_at(at)
+        ticket.updated_at = now
+        rows = unwritten.outbox_rows
+        receipt = (opened or reopened) and not incoming.automated
+        if receipt:
+            receipt = await self._receipt(
+                connection,
+                unwritten,
+                ticket,
+                incoming.channel,
+                reply_address,
+                external_id,
+                reopened=reopened,
+                at=now,
+            )
+        event = "opened" if opened else "reopened" if reopened else "message"
+        if bounced:
+            event = "bounced"
+        rows.append(
+            self.agents_notice(
+                event,
+                ticket,
+                at=now,
+                customer=customer.name,
+                text=storable_text(incoming.text[:EXCERPT]),
+                truncated=len(incoming.text) > EXCERPT,
+                attachments=len(incoming.attachments),
+                automated=incoming.automated,
+                auth=incoming.auth,
+                message_id=message_id,
+            )
+        )
+        return Intake(
+            ticket=ticket.id,
+            message_id=message_id,
+            opened=opened,
+            reopened=reopened,
+            receipt=receipt,
+        )
+
+    async def _dedup(
+        self,
+        connection: AsyncConnection,
+        source: str,
+        key: str,
+        now: datetime,
+        unwritten: Unwritten,
+    ) -> tuple[int | None, Intake | None]:
+        """The new dedup key's id, or the outcome of the message stored with it before."""
+        values = {"source": source, "key": key, "received_at": now}
+        key_id = (await connection.execute(self._inserts(connection)[0], values)).scalar()
+        if key_id is not None:
+            return key_id, None
+        if (source, key) in unwritten.keyed:  # stored earlier in this batch
+            return None, unwritten.keyed[source, key]
+        earlier = (await connection.execute(_EARLIER, {"source": source, "key": key})).first()
+        if earlier is None:
+            return None, Intake(ticket=0, message_id=0, duplicate=True)
+        return None, Intake(ticket=earlier.ticket_id, message_id=earlier.id, duplicate=True)
+
+    async def customer(
+        self, connection: AsyncConnection, ref: CustomerRef, at: datetime, *, wrote: bool
+    ) -> tuple[_Customer, bool]:
+        """The customer (locked, created if new, name kept current), and whether they had asked
+        for a new ticket; `wrote` means a message arrives: that clears the request and the
+        unreachable mark."""
+        name = storable_text(ref.name)[:NAME_LIMIT]
+        _, insert_customer, insert_address, _ = self._inserts(connection)
+        if ref.telegram_id is not None:
+            found = (
+                await connection.execute(_CUSTOMER_BY_TELEGRAM, {"telegram_id": ref.telegram_id})
+            ).first()
+            if found is None:
+                # Insert-if-absent (no sequence value is spent on known customers), so a first
+                # message racing another from the same person still ends with one customer.
+                values = {
+                    "telegram_id": ref.telegram_id,
+                    "name": name,
+                    "plan": "basic",
+                    "created_at": at,
+                    "wants_new_ticket": False,
+                }
+                found = (await connection.execute(insert_customer, values)).first()
+                if found is None:
+                    found = (
+                        await connection.execute(
+                            _CUSTOMER_BY_TELEGRAM, {"telegram_id": ref.telegram_id}
+                        )
+                    ).one()
+        else:
+            assert ref.email is not None
+            address = ref.email.strip().lower()
+            found = (await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})).first()
+            if found is None:
+                fresh = (
+                    await connection.execute(
+                        _NEW_CUSTOMER,
+                        {
+                            "name": name,
+                            "plan": "basic",
+                            "created_at": at,
+                            "wants_new_ticket": False,
+                        },
+                    )
+                ).one()
+                won = (
+                    await connection.execute(
+                        insert_address, {"customer_id": fresh.id, "address": address}
+                    )
+                ).scalar()
+                found = fresh
+                if won is None:  # another transaction registered the address first
+                    await connection.execute(delete(customers).where(customers.c.id == fresh.id))
+                    found = (
+                        await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})
+                    ).one()
+        changes: dict[str, Any] = {}
+        if name and found.name != name:
+            changes["name"] = name
+        writing = wrote and found.banned_at is None
+        if writing and found.unreachable_at is not None:
+            changes["unreachable_at"] = None
+        wanted_new = bool(found.wants_new_ticket) and writing
+        if wanted_new:
+            changes["wants_new_ticket"] = False
+        if changes:
+            await connection.execute(
+                update(customers).where(customers.c.id == found.id).values(changes)
+            )
+        customer = _Customer(
+            id=found.id,
+            name=changes.get("name", found.name),
+            plan=found.plan,
+            banned=found.banned_at is not None,
+        )
+        return customer, wanted_new
+
+    async def _ticket_for(
+        self,
+        connection: AsyncConnection,
+        customer: _Customer,
+        incoming: IncomingMessage,
+        at: datetime,
+        unwritten: Unwritten,
+    ) -> tuple[TicketState, bool, bool]:
+        """The ticket the message joins (locked), and whether it was opened or reopened."""
+        found = None
+        if incoming.ticket is not None:
+            found = (
+                await connection.execute(_TICKET_BY_ID_LOCKED, {"ticket_id": incoming.ticket})
+            ).first()
+        elif not incoming.new_ticket:
+            found = (await connection.execute(_LATEST_TICKET, {"customer_id": customer.id})).first()
+        if found is not None:
+            ticket = unwritten.tickets.get(found.id) or TicketState(**found._asdict())
+            unwritten.tickets[ticket.id] = ticket
+            if ticket.status == TicketStatus.OPEN.value:
+                return ticket, False, False
+            if self._policy.reopens(ticket.closed_at, at):
+                ticket.status = TicketStatus.OPEN.value
+                ticket.closed_at = None
+                ticket.plan = customer.plan
+                await connection.execute(
+                    _NEW_AUDIT,
+                    {
+                        "at": at,
+                        "actor": "customer",
+                        "agent_id": None,
+                        "action": "reopen",
+                        "ticket_id": ticket.id,
+                        "details": {"reason": "customer wrote within the reopen window"},
+                    },
+                )
+                return ticket, False, True
+        subject = storable_text(incoming.subject[:300])
+        number = (
+            await connection.execute(
+                _NEW_TICKET,
+                {
+                    "customer_id": customer.id,
+                    "channel": incoming.channel.value,
+                    "subject": subject,
+                    "status": TicketStatus.OPEN.value,
+                    "plan": customer.plan,
+                    "opened_at": at,
+                    "updated_at": at,
+                },
+            )
+        ).scalar_one()
+        ticket = TicketState(
+            id=number,
+            customer_id=customer.id,
+            channel=incoming.channel.value,
+            subject=subject,
+            status=TicketStatus.OPEN.value,
+            plan=customer.plan,
+            waiting_since=None,
+            waiting_message_id=None,
+            due_at=None,
+            closed_at=None,
+        )
+        unwritten.tickets[ticket.id] = ticket
+        unwritten.opened.add(ticket.id)
+        return ticket, True, False
+
+    async def _thread(
+        self,
+        connection: AsyncConnection,
+        customer: _Customer,
+        incoming: IncomingMessage,
+        unwritten: Unwritten,
+    ) -> tuple[IncomingMessage, bool]:
+        """Which ticket a mail belongs to: a bounce's original, its thread's, or its [#N] tag's.
+
+        Never by subject text. A tag counts only for the ticket's own customer, so a stranger
+        cannot write into someone else's ticket by copying its number.
+        """
+        if incoming.bounce_of:
+            bounced = [bounded_id(i) for i in incoming.bounce_of]
+            original = (
+                await connection.execute(
+                    select(messages.c.id, messages.c.ticket_id)
+                    .where(
+                        messages.c.channel == Channel.EMAIL.value,
+                        messages.c.direction == Direction.OUT.value,
+                        messages.c.external_id.in_(bounced),
+                    )
+                    .limit(1)
+                )
+            ).first()
+            if original is not None:  # an agent's reply
+                await connection.execute(
+                    update(messages)
+                    .where(messages.c.id == original.id)
+                    .values(delivery=DeliveryState.BOUNCED.value)
+                )
+                threaded = replace(incoming, ticket=original.ticket_id, new_ticket=False)
+                return replace(threaded, automated=True), True
+            receipt_ticket = (
+                unwritten.thread(bounced)
+                or (  # an automatic mail, e.g. a receipt
+                    await connection.execute(
+                        select(mail_ids.c.ticket_id)
+                        .where(mail_ids.c.message_id.in_(bounced))
+                        .limit(1)
+                    )
+                ).scalar()
+            )
+            if receipt_ticket is not None:
+                threaded = replace(incoming, ticket=receipt_ticket, new_ticket=False)
+                return replace(threaded, automated=True), True
+        if incoming.thread_refs:
+            references = [bounded_id(r) for r in incoming.thread_refs]
+            found = (
+                unwritten.thread(references)
+                or (await connection.execute(_THREAD_TICKET, {"references": references})).scalar()
+            )
+            if found is not None:
+                return replace(incoming, ticket=found, new_ticket=False), False
+        if incoming.ticket_tag is not None:
+            tagged = (
+                await connection.execute(_TICKET_BY_ID, {"ticket_id": incoming.ticket_tag})
+            ).first()
+            if tagged is not None and tagged.customer_id == customer.id:
+                return replace(incoming, ticket=tagged.id, new_ticket=False), False
+        return incoming, False
+
+    async def mail_headers(
+        self,
+        connection: AsyncConnection,
+        ticket_id: int,
+        subject: str,
+        in_reply_to: str | None,
+        kind: str,
+        at: datetime,
+        unwritten: Unwritten | None = None,
+    ) -> dict[str, Any]:
+        """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies.
+
+        With `unwritten`, the Message-ID is kept with the batch's other deferred writes.
+        """
+        message_id = f"<{kind}-{ticket_id}-{uuid.uuid4().hex[:16]}@{self._mail_domain}>"
+        mine: list[str] = []
+        if unwritten is not None:
+            mine = [m for m, t in reversed(unwritten.threads.items()) if t == ticket_id]
+        earlier: list[str] = []
+        if unwritten is None or ticket_id not in unwritten.opened:  # else all its mail is mine
+            found = await connection.execute(_EARLIER_MAIL_IDS, {"ticket_id": ticket_id})
+            earlier = list(found.scalars())
+        earlier = [*mine, *earlier][:REFERENCES_KEPT]
+        if unwritten is not None:
+            unwritten.add_mail_id(message_id, ticket_id, at)
+        else:
+            await connection.execute(
+                _NEW_MAIL_ID, {"message_id": message_id, "ticket_id": ticket_id, "created_at": at}
+            )
+        subject = subject or "Your support request"
+        if kind == "reply" and not subject.lower().startswith("re:"):
+            subject = f"Re: {subject}"
+        return {
+            "message_id": message_id,
+            "in_reply_to": in_reply_to,
+            "references": list(reversed(earlier)),
+            "subject_line": f"[#{ticket_id}] {subject}",
+        }
+
+    async def _receipt(
+        self,
+        connection: AsyncConnection,
+        unwritten: Unwritten,
+        ticket: TicketState,
+        channel: Channel,
+        recipient: str,
+        external_id: str | None,
+        *,
+        reopened: bool,
+        at: datetime,
+    ) -> bool:
+        route = Route(channel.value)
+        if route is Route.EMAIL:
+            recent = (
+                await connection.execute(
+                    _RECENT_RECEIPTS, {"recipient": recipient, "since": at - RECEIPT_WINDOW}
+                )
+            ).scalar()
+            if (recent or 0) + unwritten.receipts_to(recipient) >= RECEIPTS_PER_WINDOW:
+                return False  # a mail loop or a flood: the agents still see every message
+        text = self._templates.render(
+            "receipt",
+            ticket=ticket.id,
+            due_at=ticket.due_at,
+            reopened=reopened,
+            response_hours=self._policy.response_hours,
+        )
+        payload: dict[str, Any] = {
+            "text": text,
+            "ticket": ticket.id,
+            "subject": ticket.subject,
+            "in_reply_to": external_id,
+            "automatic": True,
+        }
+        if route is Route.EMAIL:
+            payload.update(
+                await self.mail_headers(
+                    connection, ticket.id, ticket.subject, external_id, "receipt", at, unwritten
+                )
+            )
+        unwritten.outbox_rows.append(
+            outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)
+        )
+        return True
+
+    def agents_notice(
+        self, event: str, ticket: TicketFacts, *, at: datetime, **facts: Any
+    ) -> dict[str, Any]:
+        """The outbox row of a notice to the agents' group about a ticket."""
+        payload = agents_payload(self._templates, event, ticket, **facts)
+        return outbox_row(
+            Route.AGENTS, "agents", OutboxKind.AGENT_NOTICE, payload, at, ticket_id=ticket.id
+        )
+
+
+def _default_address(ref: CustomerRef) -> str:
+    return str(ref.telegram_id) if ref.telegram_id is not None else (ref.email or "").lower()
