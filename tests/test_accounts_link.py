@@ -248,8 +248,9 @@ async def test_agent_lookup_by_address_and_refusals_are_audited(
     text = await lookups.for_agent(AGENT, Target(None, "ann@example.com"))
     assert "Balance: $48.749999" in text and "from wallet TWalletAnn1" in text
     assert "Plan: PRO" in text and "Spent this month: $1.250001" in text
-    # The refunds work's eligibility summary: the top-up of 4 days ago, up to the balance.
-    assert "Refundable now: $48.749999" in text
+    # The refunds work's eligibility summary: the balance (the top-up of 4 days ago covers it)
+    # and the unused Pro upgrade.
+    assert "Refundable now: $67.749999 (balance $48.749999)" in text
     with pytest.raises(NoAccount, match=r"no account has the address ghost@example\.com"):
         await lookups.for_agent(AGENT, Target(None, "ghost@example.com"))
     entries = [(a.action, a.details.get("email")) for a in await helpers.audit(imported)]
