@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -111,6 +112,31 @@ def test_limiter_free_group_slots(sent: int, at: float, free: int) -> None:
         limiter.record(GROUP)
     clock.now = start + at
     assert limiter.free_group_slots(GROUP) == free
+
+
+@pytest.mark.parametrize(
+    ("history", "at", "spend", "gap"),
+    [
+        ([], 0.0, 0, 60.1 / 20),  # an idle group: the window's steady pace
+        ([], 0.0, 2, 60.1 / 18),  # a topic and a card now leave 18 slots for 60.1 s
+        ([0.0] * 4, 0.0, 0, 60.1 / 16),
+        ([0.0] * 4, 0.0, 2, 60.1 / 14),  # over 3.9 s: no third ticket alone
+        ([0.0] * 14, 0.4, 0, 59.7 / 6),  # 14 spent at once: the 6 left must last 59.7 s
+        ([3.3 * k for k in range(18)], 57.0, 0, (60.1 + 3.3 * 17 - 57.0) / 19),  # even use
+        ([0.0] * 20, 1.0, 0, math.inf),
+        ([0.0] * 19, 1.0, 2, math.inf),
+    ],
+)
+def test_limiter_spread_gap(history: list[float], at: float, spend: int, gap: float) -> None:
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1, overall=Budget(1000, 1.0))
+    start = clock.now
+    for offset in history:
+        clock.now = start + offset
+        limiter.record(GROUP)
+    clock.now = start + at
+    assert limiter.spread_gap(GROUP, spend=spend) == pytest.approx(gap)
+    assert limiter.last_sent(GROUP) == (start + history[-1] if history else -math.inf)
 
 
 async def test_limiter_acquire_waits_then_records() -> None:
