@@ -2,12 +2,14 @@
 
 Under light load each notice goes out on its own, into its ticket's place (a forum topic with a
 card, or a card agents reply to), which is created on first use. A group takes only 20 messages
-a minute (a new topic counts as one), so a notice goes on its own only while what is left of the
-budget could still carry a digest at least every `max_gap` seconds until slots come free again.
-Otherwise pending notices are coalesced into digests: one message listing many notices, one line
-each. Digests are spread evenly over the slots that are left (`TelegramLimiter.spread_gap`),
-never sent back to back, so the group is never silent for long. Tickets first seen in a digest
-get their place later through `place_backlog`, from spare budget and only once no notice waits.
+a minute (a new topic counts as one), so a new place is made only while what is left of the
+budget could still carry a digest every few seconds until slots come free again: every
+`calm_gap` seconds, or `max_gap` while new tickets arrive in a flood (then this holds for every
+single notice). Otherwise pending notices are coalesced into digests: one message listing many
+notices, one line each. Digests are spread evenly over the slots that are left
+(`TelegramLimiter.spread_gap`), never sent back to back, so the group is never silent for long.
+Tickets first seen in a digest get their place later through `place_backlog`, from spare budget
+and only once no notice waits.
 """
 
 from __future__ import annotations
@@ -86,10 +88,12 @@ class AgentFeed:
     """The `Route.AGENTS` sender: notices into ticket places, or digests when the budget is short.
 
     Single notices (and `place_backlog`) spend slots only while at least `reserve` (and
-    `backlog_reserve`) stay free and the rest could still carry a digest every `max_gap` seconds
-    until slots come free again: a digest holds about 80 lines, so one every 3.9 s keeps a flood
-    of 20 notices a second visible within seconds. Digests, and notices sent under
-    pressure, go one per `TelegramLimiter.spread_gap` after the group's previous message.
+    `backlog_reserve`) stay free; a new topic or card only while the rest could still carry a
+    digest every `calm_gap` seconds until slots come free again; and once `flood` notices of
+    tickets without a place arrived within `flood_window` seconds, any single only while
+    digests could still go every `max_gap` seconds. A digest holds about 80
+    lines, so one every 3.9 s keeps up with 20 notices a second. Digests, and notices sent under
+    pressure, go one `TelegramLimiter.spread_gap` after the group's previous message.
     """
 
     def __init__(
@@ -105,6 +109,9 @@ class AgentFeed:
         reserve: int = 5,
         backlog_reserve: int = 10,
         max_gap: float = 3.9,
+        calm_gap: float = 5.5,
+        flood: int = 3,
+        flood_window: float = 5.0,
         patience: float = 1.0,
     ) -> None:
         self.chat_id = chat_id
@@ -116,6 +123,10 @@ class AgentFeed:
         self._reserve = reserve
         self._backlog_reserve = backlog_reserve
         self._max_gap = max_gap
+        self._calm_gap = calm_gap
+        self._flood = flood
+        self._flood_window = flood_window
+        self._unplaced_seen: dict[int, float] = {}  # notice row -> when first seen
         self._patience = patience
         self._lock = asyncio.Lock()
         self._progress: dict[int, _Progress] = {}
@@ -142,8 +153,13 @@ class AgentFeed:
             if wait > 0:
                 return [Deferred(after=wait)]
             notices = await self._notices(items)
+            self._note_unplaced(notices)
             cost = sum(self._cost(n) for n in notices)
-            if self._affordable(cost, self._reserve):
+            placing = any(
+                n.ticket is not None and self._group.place_cost(self._group.place_of(n.ticket))
+                for n in notices
+            )
+            if self._affordable(cost, self._reserve, placing=placing):
                 return await self._one_by_one(notices)
             if len(notices) == 1 and cost <= 1:  # a digest would cost the same slot
                 wait = self._paced_wait()
@@ -169,9 +185,8 @@ class AgentFeed:
                 ticket = facts.get(number)
                 if ticket is None:
                     continue
-                if not self._affordable(
-                    self._group.place_cost(ticket.place), self._backlog_reserve
-                ):
+                cost = self._group.place_cost(ticket.place)
+                if not self._affordable(cost, self._backlog_reserve, placing=True):
                     break
                 latest = await self._book.latest_customer_message(number)
                 try:
@@ -217,12 +232,40 @@ class AgentFeed:
             cost += 1
         return cost
 
-    def _affordable(self, cost: int, keep: int) -> bool:
-        """Whether `cost` slots can go now, leaving `keep` free and a digest every `max_gap` s."""
+    def _affordable(self, cost: int, keep: int, *, placing: bool) -> bool:
+        """Whether `cost` slots can go now, leaving `keep` free and digests close enough.
+
+        Outside a flood, notices that make no new place cost what their digest line would, so
+        only the reserve applies to them; a new place must leave digests `calm_gap` apart.
+        """
         free = self._limiter.free_group_slots(self.chat_id)
         if cost > free - keep:
             return False
-        return self._limiter.spread_gap(self.chat_id, spend=cost) <= self._max_gap
+        if self._flooding():
+            gap = self._max_gap
+        elif placing:
+            gap = self._calm_gap
+        else:
+            return True
+        return self._limiter.spread_gap(self.chat_id, spend=cost) <= gap
+
+    def _note_unplaced(self, notices: Sequence[_Notice]) -> None:
+        """Remember when notices of tickets still needing a place were first seen."""
+        now = self._limiter.now()
+        for notice in notices:
+            ticket = notice.ticket
+            if ticket is None or not self._group.place_cost(self._group.place_of(ticket)):
+                continue
+            self._unplaced_seen.setdefault(notice.item.id, now)
+        horizon = now - self._flood_window
+        for row_id, seen in list(self._unplaced_seen.items()):
+            if seen < horizon:
+                del self._unplaced_seen[row_id]
+
+    def _flooding(self) -> bool:
+        """Whether new tickets arrive faster than the group can give each its place."""
+        horizon = self._limiter.now() - self._flood_window
+        return sum(1 for seen in self._unplaced_seen.values() if seen >= horizon) >= self._flood
 
     def _window_wait(self) -> float:
         """Wait for the group's own window; the bot-wide one only if it is far off."""
