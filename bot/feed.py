@@ -91,9 +91,9 @@ class AgentFeed:
     `backlog_reserve`) stay free; a new topic or card only while the rest could still carry a
     digest every `calm_gap` seconds until slots come free again; and once `flood` notices of
     tickets without a place arrived within `flood_window` seconds, any single only while
-    digests could still go every `max_gap` seconds. A digest holds about 80
-    lines, so one every 3.9 s keeps up with 20 notices a second. Digests, and notices sent under
-    pressure, go one `TelegramLimiter.spread_gap` after the group's previous message.
+    digests could still go every `max_gap` seconds (a digest holds about 80 lines, so one every
+    3.9 s keeps up with 20 notices a second). Digests, and notices sent under pressure, go one
+    `TelegramLimiter.spread_gap` after the group's previous message.
     """
 
     def __init__(
