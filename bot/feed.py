@@ -24,7 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.buttons import ButtonSigner
-from bot.format import DigestLine, digest_capacity, digest_line, digest_text, notice_html
+from bot.format import (
+    MAX_TEXT,
+    DigestLine,
+    digest_capacity,
+    digest_line,
+    digest_text,
+    mentions_html,
+    notice_html,
+    shown_len,
+    sla_state,
+)
 from bot.limits import TelegramLimiter
 from bot.outcomes import outcome_for, quiet_httpx
 from bot.places import MessageFacts, PlaceBook, TicketFacts
@@ -48,7 +58,11 @@ MARKERS = {
 # Events about a customer message: a card made for one of them shows that message itself.
 CARRIED = frozenset({"opened", "reopened", "message"})
 CUSTOMER_TEXT = CARRIED | {"edited"}
-IMPORTANT = frozenset({"delivery_failed", "quarantined", "bounced", "mail_health"})
+IMPORTANT = frozenset(
+    {"delivery_failed", "quarantined", "bounced", "mail_health", "sla_breach", "escalated"}
+)
+# SLA states a watch notice puts on the ticket's topic title and card (see `GroupPoster.restate`).
+AT_RISK = "sla_risk"
 # A card made for a ticket after the fact (backlog, or for a notice it does not carry).
 CARD_MARKER = "🎫"
 PROGRESS_KEPT = 1000
@@ -64,6 +78,15 @@ class _Notice:
     @property
     def text(self) -> str:
         return str(self.item.payload.get("text") or "")
+
+    @property
+    def html(self) -> str:
+        return notice_html(self.text, self.mentions)
+
+    @property
+    def mentions(self) -> list[list[object]]:
+        found = self.item.payload.get("mentions")
+        return [m for m in found if isinstance(m, list)] if isinstance(found, list) else []
 
     @property
     def carried(self) -> bool:
@@ -117,6 +140,7 @@ class AgentFeed:
         self.chat_id = chat_id
         self._limiter = limiter
         self._book = PlaceBook(sessions, chat_id, clock)
+        self._clock = clock
         self._group = GroupPoster(
             bot, limiter, self._book, forum=forum, signer=signer, patience=patience
         )
@@ -322,7 +346,7 @@ class AgentFeed:
         ticket = notice.ticket
         if ticket is None:
             if not progress.notice_sent:
-                self._sent(progress, await self._group.plain(notice_html(notice.text), None))
+                self._sent(progress, await self._group.plain(notice.html, None))
             return
         for last_try in (False, True):
             try:
@@ -335,7 +359,7 @@ class AgentFeed:
                 if last_try or not await self._group.lost_place(ticket.number, error):
                     log.warning("agents' feed: #%s goes to the group: %s", ticket.number, error)
                     break
-        html_text = notice_html(notice.text)
+        html_text = notice.html
         self._sent(progress, await self._group.plain(html_text, ticket.number))
 
     def _progress_of(self, row_id: int) -> _Progress:
@@ -360,12 +384,21 @@ class AgentFeed:
             if carried is not None:
                 self._sent(progress, place.card_id)
         if not progress.notice_sent:
-            self._sent(
-                progress, await self._group.post(place, ticket.number, notice_html(notice.text))
-            )
+            self._sent(progress, await self._group.post(place, ticket.number, notice.html))
+            if notice.item.payload.get("restate"):
+                await self._restate(notice, ticket)
         if notice.copies and not progress.copied and notice.message is not None:
             await self._group.copy(notice.message, place, ticket.number)
             progress.copied = True
+
+    async def _restate(self, notice: _Notice, ticket: TicketFacts) -> None:
+        """Best effort: the notice is out; a title or card not updated now is next time."""
+        state = sla_state(ticket.due_at, self._clock(), at_risk=notice.event == AT_RISK)
+        try:
+            body = await self._book.latest_customer_message(ticket.number)
+            await self._group.restate(ticket, body, state)
+        except (OutOfBudget, TelegramError) as error:
+            log.warning("agents' feed: #%s keeps its old SLA state shown: %s", ticket.number, error)
 
     # -- digests --------------------------------------------------------------------------
 
@@ -378,9 +411,11 @@ class AgentFeed:
         if wait > 0:
             return [Deferred(after=wait)]
         lines = [self._line(notice) for notice in notices]
-        count = max(digest_capacity(lines), 1)
+        limit = MAX_TEXT - shown_len(mentions_html(_mentioned(notices)))
+        count = max(digest_capacity(lines, limit), 1)
+        html_text = digest_text(lines[:count], limit) + mentions_html(_mentioned(notices[:count]))
         try:
-            message_id = await self._group.plain(digest_text(lines[:count]), None)
+            message_id = await self._group.plain(html_text, None)
         except OutOfBudget as short:
             return [Deferred(after=short.wait)]
         except Forbidden as error:
@@ -407,3 +442,13 @@ class AgentFeed:
             message.text or "(no text)",
             files=len(message.attachments),
         )
+
+
+def _mentioned(notices: Sequence[_Notice]) -> list[list[object]]:
+    """Everyone the notices mention, once each, so a digest still notifies them."""
+    seen: dict[object, list[object]] = {}
+    for notice in notices:
+        for mention in notice.mentions:
+            if mention:
+                seen.setdefault(mention[0], mention)
+    return list(seen.values())
