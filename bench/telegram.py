@@ -488,11 +488,13 @@ async def stored_tickets(data: Database, pattern: re.Pattern[str]) -> dict[str, 
 def group_use(server: LocalBotApi, group: SimChat) -> GroupUse:
     sent = server.sent_to(group)
     digests = [m for m in sent if (m.text or "").startswith("📥")]
+    # A new topic counts against the group's limit like a message (the server counts it too).
+    times = sorted([m.time for m in sent] + [t.created_at for t in server.topics(group)])
     window: deque[float] = deque()
     peak = 0
-    for message in sent:
-        window.append(message.time)
-        while window[0] <= message.time - 60.0:
+    for at in times:
+        window.append(at)
+        while window[0] <= at - 60.0:
             window.popleft()
         peak = max(peak, len(window))
     return GroupUse(
@@ -505,8 +507,11 @@ def group_use(server: LocalBotApi, group: SimChat) -> GroupUse:
 
 
 def timeline(server: LocalBotApi, group: SimChat, since: float | None) -> list[str]:
-    """One line per message the bot sent to the group, timed from the first scripted send."""
-    lines = []
+    """One line per message the bot sent to the group (and per topic), from the first send."""
+    lines: list[tuple[float, str]] = []
+    for topic in server.topics(group):
+        at = topic.created_at - (since or topic.created_at)
+        lines.append((at, f"{at:8.2f} s  topic created: {topic.name[:60]}"))
     for message in server.sent_to(group):
         text = message.text or ""
         rows = text.splitlines() or [""]
@@ -516,8 +521,8 @@ def timeline(server: LocalBotApi, group: SimChat, since: float | None) -> list[s
         else:
             where = "in a topic" if message.thread_id is not None else "in General"
             what = f"{where}: {rows[0][:72]}"
-        lines.append(f"{at:8.2f} s  {what}")
-    return lines
+        lines.append((at, f"{at:8.2f} s  {what}"))
+    return [line for _, line in sorted(lines, key=lambda pair: pair[0])]
 
 
 def receipts(bench: Bench, plan: Plan) -> tuple[int, int, float | None]:

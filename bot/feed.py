@@ -2,18 +2,20 @@
 
 Under light load each notice goes out on its own, into its ticket's place (a forum topic with a
 card, or a card agents reply to), which is created on first use. A group takes only 20 messages
-a minute (a new topic counts as one), so when the pending notices would need more than the
-budget can spare, they are coalesced into digests: one message listing many notices, one line
-each. Digests are paced about one every 3 s once the budget runs low, rather than spending all
-slots at once and leaving the next minute silent. Tickets first seen in a digest get their place
-later, from spare budget, through `place_backlog`.
+a minute (a new topic counts as one), so a new place is made only while what is left of the
+budget could still carry a digest every few seconds until slots come free again: every
+`calm_gap` seconds, or `max_gap` while new tickets arrive in a flood (then this holds for every
+single notice). Otherwise pending notices are coalesced into digests: one message listing many
+notices, one line each. Digests are spread evenly over the slots that are left
+(`TelegramLimiter.spread_gap`), never sent back to back, so the group is never silent for long.
+Tickets first seen in a digest get their place later through `place_backlog`, from spare budget
+and only once no notice waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.buttons import ButtonSigner
-from bot.format import DigestLine, digest_capacity, digest_line, digest_text, notice_html
+from bot.format import (
+    MAX_TEXT,
+    DigestLine,
+    digest_capacity,
+    digest_line,
+    digest_text,
+    mentions_html,
+    notice_html,
+    shown_len,
+    sla_state,
+)
 from bot.limits import TelegramLimiter
 from bot.outcomes import outcome_for, quiet_httpx
 from bot.places import MessageFacts, PlaceBook, TicketFacts
@@ -46,7 +58,11 @@ MARKERS = {
 # Events about a customer message: a card made for one of them shows that message itself.
 CARRIED = frozenset({"opened", "reopened", "message"})
 CUSTOMER_TEXT = CARRIED | {"edited"}
-IMPORTANT = frozenset({"delivery_failed", "quarantined", "bounced", "mail_health"})
+IMPORTANT = frozenset(
+    {"delivery_failed", "quarantined", "bounced", "mail_health", "sla_breach", "escalated"}
+)
+# SLA states a watch notice puts on the ticket's topic title and card (see `GroupPoster.restate`).
+AT_RISK = "sla_risk"
 # A card made for a ticket after the fact (backlog, or for a notice it does not carry).
 CARD_MARKER = "🎫"
 PROGRESS_KEPT = 1000
@@ -62,6 +78,15 @@ class _Notice:
     @property
     def text(self) -> str:
         return str(self.item.payload.get("text") or "")
+
+    @property
+    def html(self) -> str:
+        return notice_html(self.text, self.mentions)
+
+    @property
+    def mentions(self) -> list[list[object]]:
+        found = self.item.payload.get("mentions")
+        return [m for m in found if isinstance(m, list)] if isinstance(found, list) else []
 
     @property
     def carried(self) -> bool:
@@ -85,10 +110,13 @@ class _Progress:
 class AgentFeed:
     """The `Route.AGENTS` sender: notices into ticket places, or digests when the budget is short.
 
-    `reserve` slots of the group's window are left untouched by single notices, so a burst can
-    always start with a digest; while fewer than `burst_free` slots are free, digests (and
-    single notices sent under pressure) go at most one per `window / count` seconds;
-    `place_backlog` only spends what exceeds `backlog_reserve`.
+    Single notices (and `place_backlog`) spend slots only while at least `reserve` (and
+    `backlog_reserve`) stay free; a new topic or card only while the rest could still carry a
+    digest every `calm_gap` seconds until slots come free again; and once `flood` notices of
+    tickets without a place arrived within `flood_window` seconds, any single only while
+    digests could still go every `max_gap` seconds (a digest holds about 80 lines, so one every
+    3.9 s keeps up with 20 notices a second). Digests, and notices sent under pressure, go one
+    `TelegramLimiter.spread_gap` after the group's previous message.
     """
 
     def __init__(
@@ -102,23 +130,28 @@ class AgentFeed:
         clock: Clock,
         *,
         reserve: int = 5,
-        burst_free: int = 10,
         backlog_reserve: int = 10,
+        max_gap: float = 3.9,
+        calm_gap: float = 5.5,
+        flood: int = 3,
+        flood_window: float = 5.0,
         patience: float = 1.0,
     ) -> None:
         self.chat_id = chat_id
         self._limiter = limiter
         self._book = PlaceBook(sessions, chat_id, clock)
+        self._clock = clock
         self._group = GroupPoster(
             bot, limiter, self._book, forum=forum, signer=signer, patience=patience
         )
         self._reserve = reserve
-        self._burst_free = burst_free
         self._backlog_reserve = backlog_reserve
+        self._max_gap = max_gap
+        self._calm_gap = calm_gap
+        self._flood = flood
+        self._flood_window = flood_window
+        self._unplaced_seen: dict[int, float] = {}  # notice row -> when first seen
         self._patience = patience
-        budget = limiter.budget(chat_id)
-        self._spacing = (budget.seconds + limiter.margin) / budget.count
-        self._last_paced = -math.inf
         self._lock = asyncio.Lock()
         self._progress: dict[int, _Progress] = {}
         quiet_httpx()
@@ -144,15 +177,18 @@ class AgentFeed:
             if wait > 0:
                 return [Deferred(after=wait)]
             notices = await self._notices(items)
+            self._note_unplaced(notices)
             cost = sum(self._cost(n) for n in notices)
-            free = self._limiter.free_group_slots(self.chat_id)
-            if cost <= free - self._reserve:
+            placing = any(
+                n.ticket is not None and self._group.place_cost(self._group.place_of(n.ticket))
+                for n in notices
+            )
+            if self._affordable(cost, self._reserve, placing=placing):
                 return await self._one_by_one(notices)
             if len(notices) == 1 and cost <= 1:  # a digest would cost the same slot
                 wait = self._paced_wait()
                 if wait > 0:
                     return [Deferred(after=wait)]
-                self._last_paced = self._limiter.now()
                 return await self._one_by_one(notices)
             return await self._digest(notices)
 
@@ -160,9 +196,11 @@ class AgentFeed:
         """Give tickets seen only in digests their topic or card, from spare budget only.
 
         Most urgent first; returns how many places were made. The channel calls it every few
-        seconds; it does nothing while notices need the budget.
+        seconds; it does nothing while a notice waits, since digests need the budget first.
         """
         async with self._lock:
+            if await self._book.notices_pending():
+                return 0
             numbers = await self._book.unplaced(limit)
             facts = await self._book.tickets(numbers)
             self._group.places = {number: t.place for number, t in facts.items()}
@@ -171,8 +209,8 @@ class AgentFeed:
                 ticket = facts.get(number)
                 if ticket is None:
                     continue
-                spare = self._limiter.free_group_slots(self.chat_id)
-                if spare - self._group.place_cost(ticket.place) < self._backlog_reserve:
+                cost = self._group.place_cost(ticket.place)
+                if not self._affordable(cost, self._backlog_reserve, placing=True):
                     break
                 latest = await self._book.latest_customer_message(number)
                 try:
@@ -218,6 +256,41 @@ class AgentFeed:
             cost += 1
         return cost
 
+    def _affordable(self, cost: int, keep: int, *, placing: bool) -> bool:
+        """Whether `cost` slots can go now, leaving `keep` free and digests close enough.
+
+        Outside a flood, notices that make no new place cost what their digest line would, so
+        only the reserve applies to them; a new place must leave digests `calm_gap` apart.
+        """
+        free = self._limiter.free_group_slots(self.chat_id)
+        if cost > free - keep:
+            return False
+        if self._flooding():
+            gap = self._max_gap
+        elif placing:
+            gap = self._calm_gap
+        else:
+            return True
+        return self._limiter.spread_gap(self.chat_id, spend=cost) <= gap
+
+    def _note_unplaced(self, notices: Sequence[_Notice]) -> None:
+        """Remember when notices of tickets still needing a place were first seen."""
+        now = self._limiter.now()
+        for notice in notices:
+            ticket = notice.ticket
+            if ticket is None or not self._group.place_cost(self._group.place_of(ticket)):
+                continue
+            self._unplaced_seen.setdefault(notice.item.id, now)
+        horizon = now - self._flood_window
+        for row_id, seen in list(self._unplaced_seen.items()):
+            if seen < horizon:
+                del self._unplaced_seen[row_id]
+
+    def _flooding(self) -> bool:
+        """Whether new tickets arrive faster than the group can give each its place."""
+        horizon = self._limiter.now() - self._flood_window
+        return sum(1 for seen in self._unplaced_seen.values() if seen >= horizon) >= self._flood
+
     def _window_wait(self) -> float:
         """Wait for the group's own window; the bot-wide one only if it is far off."""
         overall = self._limiter.overall_wait_time()
@@ -227,13 +300,12 @@ class AgentFeed:
         return overall if overall > self._patience else 0.0
 
     def _paced_wait(self) -> float:
-        """How long until the next paced message: none while plenty of the window is free."""
+        """How long until the next paced message: one spread gap after the group's last one."""
         wait = self._window_wait()
         if wait > 0:
             return wait
-        if self._limiter.free_group_slots(self.chat_id) >= self._burst_free:
-            return 0.0
-        return max(self._spacing - (self._limiter.now() - self._last_paced), 0.0)
+        due = self._limiter.last_sent(self.chat_id) + self._limiter.spread_gap(self.chat_id)
+        return max(due - self._limiter.now(), 0.0)
 
     # -- one notice at a time -------------------------------------------------------------
 
@@ -274,7 +346,7 @@ class AgentFeed:
         ticket = notice.ticket
         if ticket is None:
             if not progress.notice_sent:
-                self._sent(progress, await self._group.plain(notice_html(notice.text), None))
+                self._sent(progress, await self._group.plain(notice.html, None))
             return
         for last_try in (False, True):
             try:
@@ -287,7 +359,7 @@ class AgentFeed:
                 if last_try or not await self._group.lost_place(ticket.number, error):
                     log.warning("agents' feed: #%s goes to the group: %s", ticket.number, error)
                     break
-        html_text = notice_html(notice.text)
+        html_text = notice.html
         self._sent(progress, await self._group.plain(html_text, ticket.number))
 
     def _progress_of(self, row_id: int) -> _Progress:
@@ -312,12 +384,21 @@ class AgentFeed:
             if carried is not None:
                 self._sent(progress, place.card_id)
         if not progress.notice_sent:
-            self._sent(
-                progress, await self._group.post(place, ticket.number, notice_html(notice.text))
-            )
+            self._sent(progress, await self._group.post(place, ticket.number, notice.html))
+            if notice.item.payload.get("restate"):
+                await self._restate(notice, ticket)
         if notice.copies and not progress.copied and notice.message is not None:
             await self._group.copy(notice.message, place, ticket.number)
             progress.copied = True
+
+    async def _restate(self, notice: _Notice, ticket: TicketFacts) -> None:
+        """Best effort: the notice is out; a title or card not updated now is next time."""
+        state = sla_state(ticket.due_at, self._clock(), at_risk=notice.event == AT_RISK)
+        try:
+            body = await self._book.latest_customer_message(ticket.number)
+            await self._group.restate(ticket, body, state)
+        except (OutOfBudget, TelegramError) as error:
+            log.warning("agents' feed: #%s keeps its old SLA state shown: %s", ticket.number, error)
 
     # -- digests --------------------------------------------------------------------------
 
@@ -330,9 +411,11 @@ class AgentFeed:
         if wait > 0:
             return [Deferred(after=wait)]
         lines = [self._line(notice) for notice in notices]
-        count = max(digest_capacity(lines), 1)
+        limit = MAX_TEXT - shown_len(mentions_html(_mentioned(notices)))
+        count = max(digest_capacity(lines, limit), 1)
+        html_text = digest_text(lines[:count], limit) + mentions_html(_mentioned(notices[:count]))
         try:
-            message_id = await self._group.plain(digest_text(lines[:count]), None)
+            message_id = await self._group.plain(html_text, None)
         except OutOfBudget as short:
             return [Deferred(after=short.wait)]
         except Forbidden as error:
@@ -340,7 +423,6 @@ class AgentFeed:
             return [Failed(f"the bot cannot post in the agents' group: {error.message}")]
         except TelegramError as error:
             return [outcome_for(error)]
-        self._last_paced = self._limiter.now()
         self.stats.digests += 1
         self.stats.digested += count
         for notice in notices[:count]:
@@ -360,3 +442,13 @@ class AgentFeed:
             message.text or "(no text)",
             files=len(message.attachments),
         )
+
+
+def _mentioned(notices: Sequence[_Notice]) -> list[list[object]]:
+    """Everyone the notices mention, once each, so a digest still notifies them."""
+    seen: dict[object, list[object]] = {}
+    for notice in notices:
+        for mention in notice.mentions:
+            if mention:
+                seen.setdefault(mention[0], mention)
+    return list(seen.values())

@@ -193,8 +193,12 @@ def card_text(facts: CardFacts, body: str, *, attachments: int = 0) -> str:
 def notice_html(text: str, mentions: Sequence[Sequence[object]] = ()) -> str:
     """A plain notice as HTML: escaped, clipped to one message, then any people it mentions."""
     tail = mentions_html(mentions)
-    room = MAX_TEXT - utf16_len(html.unescape(_TAGS.sub("", tail)))
-    return (escape(clip(text.strip(), room)) or "…") + tail
+    return (escape(clip(text.strip(), MAX_TEXT - shown_len(tail))) or "…") + tail
+
+
+def shown_len(html_text: str) -> int:
+    """How long HTML is once Telegram has parsed it (UTF-16 units of the visible text)."""
+    return utf16_len(html.unescape(_TAGS.sub("", html_text)))
 
 
 def mentions_html(mentions: Sequence[Sequence[object]]) -> str:

@@ -10,6 +10,7 @@ request *arrives*, which is a little after we decide to send it, so every window
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -102,6 +103,36 @@ class TelegramLimiter:
             return budget.count
         self._expire(stamps, budget, self._clock())
         return max(budget.count - len(stamps), 0)
+
+    def spread_gap(self, chat_id: int, *, spend: int = 0) -> float:
+        """The even gap between this group's next messages that lasts until slots come free.
+
+        Spending the free slots back to back would leave the group silent until the oldest
+        messages leave the window; sending one per gap never does. `spend` counts that many
+        messages as sent now first, to ask what sending them would leave. The gap is never
+        below `seconds / count` (the window's steady pace); with no slot left it is infinite.
+        """
+        budget = self.budget(chat_id)
+        now = self._clock()
+        stamps = self._chats.get(chat_id)
+        if stamps is not None:
+            self._expire(stamps, budget, now)
+        frees = [s + budget.seconds + self.margin for s in stamps or ()]
+        frees += [now + budget.seconds + self.margin] * max(spend, 0)
+        free = budget.count - len(frees)
+        if free < 1:
+            return math.inf
+        gap = (budget.seconds + self.margin) / budget.count
+        # The message that takes the j-th slot to come free (oldest first) is the (free + j)-th
+        # from now; at one per gap it goes (free + j - 1) gaps from now, not before that slot.
+        for j, frees_at in enumerate(frees, start=1):
+            gap = max(gap, (frees_at - now) / (free + j - 1))
+        return gap
+
+    def last_sent(self, chat_id: int) -> float:
+        """When the latest message to this chat was counted (-inf if none in its window)."""
+        stamps = self._chats.get(chat_id)
+        return stamps[-1] if stamps else -math.inf
 
     def record(self, chat_id: int) -> None:
         """Count one message to this chat as sent now."""

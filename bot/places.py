@@ -177,6 +177,19 @@ class PlaceBook:
                 .values(kind=POST)
             )
 
+    async def notices_pending(self) -> bool:
+        """Whether any agents' notice is still on its way (or waiting for the group's budget)."""
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(OutboxRow.id)
+                .where(
+                    OutboxRow.route == Route.AGENTS.value,
+                    OutboxRow.status == OutboxStatus.PENDING.value,
+                )
+                .limit(1)
+            )
+        return found is not None
+
     async def unplaced(self, limit: int) -> list[int]:
         """Open tickets without a card here and with no notice on its way, most urgent first."""
         has_card = exists().where(

@@ -7,6 +7,7 @@ has it, so a crash or a retry never loses track of a topic or card that already 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -104,26 +105,13 @@ class GroupPoster:
             thread = topic.message_thread_id
             await self._book.record(ticket.number, TOPIC, thread, thread)
             self.places[ticket.number] = Place(thread, None)
-        facts = CardFacts(
-            number=ticket.number,
-            plan=ticket.plan,
-            channel=ticket.channel,
-            customer=ticket.customer,
-            due_at=ticket.due_at,
-            marker=marker,
-            subject=ticket.subject,
-            identity=ticket.identity,
-        )
-        text = card_text(
-            facts, body.text if body else "", attachments=len(body.attachments) if body else 0
-        )
         keyboard = self._signer.card_keyboard(
             ticket.number, claimed=ticket.claimed, closed=ticket.closed
         )
         await self.slot()
         card = await self._bot.send_message(
             self.chat_id,
-            text,
+            _card_html(ticket, body, marker),
             parse_mode=ParseMode.HTML,
             message_thread_id=thread,
             reply_markup=keyboard,
@@ -133,6 +121,35 @@ class GroupPoster:
         place = self.places[ticket.number] = Place(thread, card.message_id)
         self.stats.places += 1
         return place
+
+    async def restate(self, ticket: TicketFacts, body: MessageFacts | None, state: str) -> None:
+        """Show a ticket's SLA state where agents look: its topic's title and its card.
+
+        A renamed topic posts a service message, so the rename takes a slot (or is skipped
+        with `OutOfBudget`); a card edit is not a new message.
+        """
+        place = self.place_of(ticket)
+        if place.card_id is not None:
+            keyboard = self._signer.card_keyboard(
+                ticket.number, claimed=ticket.claimed, closed=ticket.closed
+            )
+            marker = state.split(" ", 1)[0] if state.startswith(("🔴", "🟠")) else "🎫"
+            await _unless_unchanged(
+                self._bot.edit_message_text(
+                    _card_html(ticket, body, marker),
+                    self.chat_id,
+                    place.card_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=keyboard,
+                    link_preview_options=NO_PREVIEW,
+                )
+            )
+        if self.forum and place.thread_id is not None:
+            await self.slot()
+            title = topic_title(ticket.number, ticket.plan, ticket.customer, state)
+            await _unless_unchanged(
+                self._bot.edit_forum_topic(self.chat_id, place.thread_id, name=title)
+            )
 
     async def lost_place(self, number: int, error: BadRequest) -> bool:
         """A refusal about the ticket's topic or card: forget that place, so a new one is made.
@@ -212,3 +229,28 @@ class GroupPoster:
                 log.warning("agents' feed: a file of #%s cannot be shown: %s", number, error)
                 continue
             await self._book.record(number, POST, sent.message_id, thread)
+
+
+def _card_html(ticket: TicketFacts, body: MessageFacts | None, marker: str) -> str:
+    facts = CardFacts(
+        number=ticket.number,
+        plan=ticket.plan,
+        channel=ticket.channel,
+        customer=ticket.customer,
+        due_at=ticket.due_at,
+        marker=marker,
+        subject=ticket.subject,
+        identity=ticket.identity,
+    )
+    return card_text(
+        facts, body.text if body else "", attachments=len(body.attachments) if body else 0
+    )
+
+
+async def _unless_unchanged(edit: Awaitable[object]) -> None:
+    """An edit to what is shown already is no error."""
+    try:
+        await edit
+    except BadRequest as error:
+        if "not modified" not in error.message.lower().replace("_", " "):
+            raise

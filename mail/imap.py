@@ -194,8 +194,10 @@ class ImapIntake:
         cursor = await self._load_cursor()
         if cursor is None:
             every = await session.search("ALL")
-            ceiling = every[-1] if every else 0
-            todo = [uid for uid in await session.search("UNSEEN") if uid <= ceiling]
+            todo = await session.search("UNSEEN")
+            # Mail that arrived between the two searches is unseen: take it now, since its
+            # EXISTS came in a search's answer and will not wake the IDLE that follows.
+            ceiling = max(every[-1:] + todo[-1:], default=0)
         elif cursor[0] != uidvalidity:
             log.warning(
                 "imap intake: UIDVALIDITY of %s changed from %s to %s; reading it again "

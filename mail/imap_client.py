@@ -250,7 +250,7 @@ class ImapSession:
                 push = await self._race(client.wait_server_push(renew + self._timeout), stop)
                 if push is None or push == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     break
-                if any(isinstance(line, bytes) and line.endswith(b"EXISTS") for line in push):
+                if any(_announces_mail(line) for line in push):
                     break
         finally:
             if not self._lost.is_set() and client.has_pending_idle():
@@ -373,3 +373,9 @@ class ImapSession:
 def _text(lines: Iterable[Any]) -> str:
     parts = [bytes(line).decode("utf-8", "replace") for line in lines if isinstance(line, bytes)]
     return " ".join(parts)[:300]
+
+
+def _announces_mail(line: object) -> bool:
+    """EXISTS, or RECENT: a server that already sent the EXISTS in a search's answer (which
+    the client library drops) still flags the new mail RECENT when IDLE starts."""
+    return isinstance(line, bytes) and line.rstrip().endswith((b"EXISTS", b"RECENT"))

@@ -104,7 +104,7 @@ class Transcript:
         print(f"{stamp}  {header}\n{indented}", flush=True)
 
 
-async def _until(check: Callable[[], Awaitable[bool]], within: float = 15) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 90) -> None:
     deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:

@@ -683,6 +683,25 @@ async def test_twenty_first_group_message_within_a_minute_gets_429(
     assert server.stats.too_many_requests_by_chat == {group.id: 1}
 
 
+@pytest.mark.usefixtures("timedelta_retry_after")
+async def test_a_new_forum_topic_counts_against_the_groups_twenty_a_minute(
+    limited_server: LocalBotApi,
+) -> None:
+    server = limited_server
+    group = server.add_group("Agents", forum=True)
+    async with server.make_bot() as bot:
+        for number in range(10):
+            topic = await bot.create_forum_topic(group.id, f"#{number}")
+            await bot.send_message(group.id, "card", message_thread_id=topic.message_thread_id)
+        with pytest.raises(RetryAfter):
+            await bot.create_forum_topic(group.id, "#10")
+        with pytest.raises(RetryAfter):
+            await bot.send_message(group.id, "card 10")
+    assert len(server.topics(group)) == 10, "a refused topic is not created"
+    assert len(server.sent_to(group)) == 10
+    assert server.stats.too_many_requests_by_chat == {group.id: 2}
+
+
 async def test_429_wire_format(limited_server: LocalBotApi) -> None:
     server = limited_server
     ann = server.add_user("Ann")

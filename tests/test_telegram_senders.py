@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import html
 import logging
+import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -111,6 +112,31 @@ def test_limiter_free_group_slots(sent: int, at: float, free: int) -> None:
         limiter.record(GROUP)
     clock.now = start + at
     assert limiter.free_group_slots(GROUP) == free
+
+
+@pytest.mark.parametrize(
+    ("history", "at", "spend", "gap"),
+    [
+        ([], 0.0, 0, 60.1 / 20),  # an idle group: the window's steady pace
+        ([], 0.0, 2, 60.1 / 18),  # a topic and a card now leave 18 slots for 60.1 s
+        ([0.0] * 4, 0.0, 0, 60.1 / 16),
+        ([0.0] * 4, 0.0, 2, 60.1 / 14),  # over 3.9 s: no third ticket alone
+        ([0.0] * 14, 0.4, 0, 59.7 / 6),  # 14 spent at once: the 6 left must last 59.7 s
+        ([3.3 * k for k in range(18)], 57.0, 0, (60.1 + 3.3 * 17 - 57.0) / 19),  # even use
+        ([0.0] * 20, 1.0, 0, math.inf),
+        ([0.0] * 19, 1.0, 2, math.inf),
+    ],
+)
+def test_limiter_spread_gap(history: list[float], at: float, spend: int, gap: float) -> None:
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1, overall=Budget(1000, 1.0))
+    start = clock.now
+    for offset in history:
+        clock.now = start + offset
+        limiter.record(GROUP)
+    clock.now = start + at
+    assert limiter.spread_gap(GROUP, spend=spend) == pytest.approx(gap)
+    assert limiter.last_sent(GROUP) == (start + history[-1] if history else -math.inf)
 
 
 async def test_limiter_acquire_waits_then_records() -> None:
@@ -559,17 +585,6 @@ async def test_tickets_first_seen_in_a_digest_get_places_from_spare_budget(
     assert (rig.feed.stats.digests, rig.feed.stats.digested) == (1, 30)
     assert await helpers.rows(rig.database, AgentPost) == []
 
-    assert rig.limiter.free_group_slots(rig.group.id) == 19
-    assert await rig.feed.place_backlog(limit=50) == 9, "spends only what exceeds 10 slots"
-    assert rig.limiter.free_group_slots(rig.group.id) == 10
-    assert await rig.feed.place_backlog(limit=50) == 0, "nothing more while at the reserve"
-    cards = await helpers.rows(rig.database, AgentPost, AgentPost.kind == "card")
-    assert [c.ticket_id for c in cards] == numbers[:9], "most urgent (earliest due) first"
-    sent = {m.message_id: m for m in rig.server.sent_to(rig.group)}
-    for card in cards:
-        assert (sent[card.message_id].text or "").startswith(f"🎫 #{card.ticket_id} · BASIC")
-        assert sent[card.message_id].callback_data()
-
     # Light load again: the next notice of a digest-only ticket makes its place.
     later = numbers[20]
     await rig.desk.receive(
@@ -580,7 +595,87 @@ async def test_tickets_first_seen_in_a_digest_get_places_from_spare_budget(
     assert (sent_text := rig.server.sent_to(rig.group)[-1]).message_id == card.message_id
     assert (sent_text.text or "").startswith(f"💬 #{later} · BASIC · telegram · C20")
     assert (sent_text.text or "").endswith("again")
+
+    # The backlog spends only what still leaves a digest every 3.9 s: with the group's 2
+    # messages just sent, 18 slots are free; after 2 more cards the 16 left must last 60 s
+    # (3.76 s each), a third card would stretch that to 4.01 s.
+    assert rig.limiter.free_group_slots(rig.group.id) == 18
+    assert await rig.feed.place_backlog(limit=50) == 2
+    assert rig.limiter.free_group_slots(rig.group.id) == 16
+    assert await rig.feed.place_backlog(limit=50) == 0, "nothing more while that is all"
+    cards = await helpers.rows(rig.database, AgentPost, AgentPost.kind == "card")
+    backlog = [c.ticket_id for c in cards if c.ticket_id != later]
+    assert backlog == numbers[:2], "most urgent (earliest due) first"
+    sent = {m.message_id: m for m in rig.server.sent_to(rig.group)}
+    for card in cards[1:]:
+        assert (sent[card.message_id].text or "").startswith(f"🎫 #{card.ticket_id} · BASIC")
+        assert sent[card.message_id].callback_data()
     assert rig.server.stats.too_many_requests_total == 0
+
+
+async def test_a_flood_gets_places_only_while_digests_can_still_go_every_few_seconds(
+    make_rig: RigFactory,
+) -> None:
+    """The first tickets of a flood get a topic and card each while the budget left could still
+    carry a digest every 3.9 s; after that, notices wait for one digest a spread gap later
+    instead of spending the group's minute at once, and backlog placement waits for them."""
+    rig = await make_rig(forum=True, run_worker=False)
+    people = [rig.server.add_user(f"Customer{n}") for n in range(13)]
+
+    async def writes(user: SimUser) -> int:
+        incoming = IncomingMessage(
+            CustomerRef(user.first_name, telegram_id=user.id), Channel.TELEGRAM, "help me"
+        )
+        return (await rig.desk.receive(incoming)).ticket
+
+    async def notices_pending() -> Sequence[OutboxRow]:
+        return await helpers.outbox(
+            rig.database, OutboxRow.route == "agents", OutboxRow.status == "pending"
+        )
+
+    async def deliver_all() -> None:
+        for _ in range(300):  # a paced notice waits one spread gap (about 4 s) in the outbox
+            await rig.worker.run_once()
+            if not await notices_pending():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"notices still pending: {await notices_pending()}")
+
+    numbers = []
+    for user in people[:2]:  # 2 tickets alone: 4 of the 20 slots, 16 left = one per 3.76 s
+        numbers.append(await writes(user))
+        await rig.worker.run_once()
+    assert [t.name.split(" ")[0] for t in rig.server.topics(rig.group)] == [
+        f"#{n}" for n in numbers
+    ]
+    cards = rig.server.sent_to(rig.group)
+    assert [(c.text or "").split(" ")[1] for c in cards] == [f"#{n}" for n in numbers]
+
+    numbers.append(await writes(people[2]))  # alone it would leave 14 slots: 4.3 s apart
+    await rig.worker.run_once()
+    [waiting] = await notices_pending()
+    assert (waiting.ticket_id, waiting.attempts) == (numbers[2], 0)
+    assert waiting.available_at > utcnow(), "deferred, not failed"
+    assert rig.server.sent_to(rig.group) == cards, "nothing sent meanwhile"
+    for user in people[3:12]:
+        numbers.append(await writes(user))
+    await deliver_all()
+
+    [digest] = rig.server.sent_to(rig.group)[2:]
+    assert digest.thread_id is None
+    assert [int(n) for n in re.findall(r"#(\d+) ·", digest.text or "")] == numbers[2:]
+    assert digest.time - cards[-1].time >= 3.0, "paced, not sent back to back"
+    assert len(rig.server.topics(rig.group)) == 2, "no topics for tickets seen in the digest"
+
+    numbers.append(await writes(people[12]))  # waits its spread gap after the digest
+    await rig.worker.run_once()
+    assert [w.ticket_id for w in await notices_pending()] == [numbers[12]]
+    assert await rig.feed.place_backlog(limit=50) == 0, "the digest-only tickets wait too"
+    await deliver_all()
+    assert f"#{numbers[12]} " in (rig.server.sent_to(rig.group)[-1].text or "")
+    assert rig.server.stats.too_many_requests_total == 0
+    rows = await helpers.outbox(rig.database, OutboxRow.route == "agents")
+    assert {r.status for r in rows} == {"delivered"} and len(rows) == len(numbers)
 
 
 async def test_a_failed_copy_is_retried_without_posting_the_card_twice(

@@ -54,3 +54,33 @@ async def test_breach_is_told_in_the_tickets_topic_and_its_title_says_so(
         assert sum("BREACHED the 24-hour SLA" in t for t in texts) == 1, (
             "told once, not every sweep"
         )
+
+
+async def test_without_topics_the_card_turns_red_and_a_stale_claimer_is_mentioned(
+    database: Database,
+) -> None:
+    extra = {**FAST_WATCH, "SLA_STALE_CLAIM_HOURS": "1"}
+    async with running_desk(database, forum=False, extra=extra) as desk:
+        _, ticket = await desk.customer_opens("Bo", "Where is my top-up?")
+        card = await desk.card_of(ticket.id)
+        await desk.server.user_sends(desk.agent, chat=desk.group, text=f"/take {ticket.id}")
+        await desk.wait_group(f"#{ticket.id} claimed.")
+        await _has_waited(database, ticket.id, days=5)
+        async with database.sessions.begin() as session:
+            await session.execute(
+                update(Ticket)
+                .where(Ticket.id == ticket.id)
+                .values(claimed_at=utcnow() - timedelta(days=4))
+            )
+
+        released = await desk.wait_group(f"#{ticket.id} is back in the queue")
+        assert "Sam claimed it but has not replied" in (released.text or "")
+        links = [e.get("url") for e in released.entities if e["type"] == "text_link"]
+        assert links == [f"tg://user?id={desk.agent.id}"]
+        assert released.reply_to == card.message_id, "said under the ticket's card"
+
+        def reddened() -> bool:
+            edits = [e for e in desk.server.edits_in(desk.group) if e.message_id == card.message_id]
+            return any((e.text or "").startswith(f"🔴 #{ticket.id}") for e in edits)
+
+        await desk.server.wait_for(reddened, 10)

@@ -227,7 +227,11 @@ def _topic(world: World, p: Params) -> tuple[ChatState, ForumTopic]:
 
 
 async def create_forum_topic(world: World, p: Params) -> Any:
-    """``createForumTopic``: needs a forum supergroup where the bot is an administrator."""
+    """``createForumTopic``: needs a forum supergroup where the bot is an administrator.
+
+    Creating a topic posts its "topic created" service message in the group, so it counts
+    against the group's flood limit like a message does (a 429 creates nothing).
+    """
     state = _forum(world, p, "not enough rights to create a topic")
     name = p.get_str("name") or ""
     if not 1 <= len(name) <= 128:
@@ -236,6 +240,7 @@ async def create_forum_topic(world: World, p: Params) -> Any:
     if color not in TOPIC_ICON_COLORS:
         raise bad_request("TOPIC_ICON_COLOR_INVALID")
     emoji = p.get_str("icon_custom_emoji_id") or None
+    world.take_send_slot(state)
     return create_topic(
         world, state, world.bot, name, icon_color=color, icon_custom_emoji_id=emoji
     ).to_api()

@@ -3,7 +3,8 @@
 Telegram documents three limits for bots: about 30 messages per second overall, one message per
 second in a private chat and 20 messages per minute in a group.  :class:`RateLimits` describes
 them and :class:`RateLimiter` enforces them over sliding windows: a message is refused when the
-last ``count`` messages of its window all happened less than ``seconds`` ago.
+last ``count`` messages of its window all happened less than ``seconds`` ago.  Creating a forum
+topic counts as a message in its group: it posts the topic's "created" service message there.
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ class ForumTopic:
     icon_color: int = TOPIC_ICON_COLORS[0]
     icon_custom_emoji_id: str | None = None
     closed: bool = False
+    # Unix time of creation (0 for topics set up by a test); it counts against the group limit.
+    created_at: float = 0.0
 
     def to_api(self) -> dict[str, Any]:
         """Return the Bot API ``ForumTopic`` object."""

@@ -375,6 +375,6 @@ def create_topic(
     if icon_custom_emoji_id:
         created["icon_custom_emoji_id"] = icon_custom_emoji_id
     service_message(world, state, creator, {"forum_topic_created": created}, thread_id)
-    topic = ForumTopic(thread_id, name, icon_color, icon_custom_emoji_id)
+    topic = ForumTopic(thread_id, name, icon_color, icon_custom_emoji_id, created_at=world.now())
     state.topics[thread_id] = topic
     return topic
