@@ -61,6 +61,7 @@ def test_demo_shows_both_sides_and_the_queue(tmp_path: Path) -> None:
 
     email_scene(out)
     refund_scene(out)
+    watch_and_report_scene(out)
 
 
 def email_scene(out: str) -> None:
@@ -111,7 +112,8 @@ def refund_scene(out: str) -> None:
     shown = blocks(out)
     group = [text for who, text in shown if who.startswith("bot → agents' group")]
     bob = [text for who, text in shown if who == "bot → Bob"]
-    [card] = [t for t in group if "Refund request (sent with /refund" in t]
+    # The request shows as its card, or first as a digest line when the group's budget is spent.
+    card = next(t for t in group if "Refund request (sent with /refund" in t)
     assert "Refundable now: $54.00" in card and "TBobTronWallet9" in card
     [panel] = [t for t in group if t.startswith("💸 Refund for #4 · bob@example.com")]
     assert "$35.00 of $40.00" in panel and "✅ refundable until" in panel
@@ -124,3 +126,14 @@ def refund_scene(out: str) -> None:
     hashes = [t for t in bob if "Transaction hash: 0x" in t]
     assert len(hashes) == 2, "Bob is told each payout's hash"
     assert "Ada → agents' group" in out and "/paid 1 0x" in out
+
+
+def watch_and_report_scene(out: str) -> None:
+    """Dan's four-day-old question: the breach warning and the admins called; then /report."""
+    scene = out.split("— The SLA watch")[1]
+    assert "#5 · BASIC BREACHED the 24-hour SLA" in scene
+    assert "nobody has claimed it" in scene and "Admins: Ada." in scene
+    report = scene.split("— The month's SLA report")[1]
+    assert "Sam → agents' group\n        │ /report" in report
+    assert "SLA report " in report and "Breaches: 1" in report and "#5 basic telegram" in report
+    assert "bot → agents' group\n        │ [photo] Response times" in report, "the chart"
