@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts import refunding
@@ -25,7 +25,7 @@ from accounts.tables import Account, AccountLink
 from tickets import audit
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.tables import Agent, CustomerEmail, Message, Ticket
+from tickets.tables import Agent, Customer, CustomerEmail, Message, Ticket
 
 IDENTITY_LABELS = {
     Identity.LINKED: "linked by email code",
@@ -64,33 +64,53 @@ def parse_target(args: str, context_ticket: int | None) -> Target:
     raise InvalidAction(f"{word!r} is neither a ticket number nor an email address")
 
 
-async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> dict[int, str]:
-    """A line for the ticket card of each customer matched to an account: address, certainty.
+def identity_columns() -> tuple[ScalarSelect[str], ScalarSelect[str]]:
+    """Columns for a query over `Customer`: the account email linked by code, and the one
+    matched by the customer's address (the lowest account id wins)."""
+    linked = (
+        select(Account.email)
+        .join(AccountLink, AccountLink.account_id == Account.id)
+        .where(AccountLink.customer_id == Customer.id)
+        .scalar_subquery()
+    )
+    by_address = (
+        select(Account.email)
+        .join(CustomerEmail, CustomerEmail.address == Account.email)
+        .where(CustomerEmail.customer_id == Customer.id)
+        .order_by(Account.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return linked, by_address
 
-    The same rules as `owner_of_customer` (a code-proven link first, then the sender address
-    with its latest verdict), in three queries for any number of customers.
-    """
+
+async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> dict[int, str]:
+    """A line for the ticket card of each customer matched to an account: address, certainty."""
     wanted = sorted(set(customer_ids))
     if not wanted:
         return {}
-    found: dict[int, tuple[str, Identity]] = {}
-    links = await session.execute(
-        select(AccountLink.customer_id, Account.email)
-        .join(Account, Account.id == AccountLink.account_id)
-        .where(AccountLink.customer_id.in_(wanted))
+    rows = await session.execute(
+        select(Customer.id, *identity_columns()).where(Customer.id.in_(wanted))
     )
-    for customer_id, email in links:
-        found[customer_id] = (email, Identity.LINKED)
-    rest = [c for c in wanted if c not in found]
+    return await identity_lines(session, rows.tuples())
+
+
+async def identity_lines(
+    session: AsyncSession, emails: Iterable[tuple[int, str | None, str | None]]
+) -> dict[int, str]:
+    """Card lines from `(customer, linked email, matched email)` (see `identity_columns`).
+
+    The same rules as `owner_of_customer`: a code-proven link first, then the sender address
+    with the verdict of the customer's latest mail, which costs one query, and only when some
+    customer is matched by address.
+    """
+    found: dict[int, tuple[str, Identity]] = {}
     matched: dict[int, str] = {}
-    if rest:
-        rows = await session.execute(
-            select(CustomerEmail.customer_id, Account.email)
-            .join(Account, Account.email == CustomerEmail.address)
-            .where(CustomerEmail.customer_id.in_(rest))
-            .order_by(Account.id.desc())
-        )
-        matched = {customer_id: email for customer_id, email in rows}  # lowest id wins
+    for customer_id, linked_email, matched_email in emails:
+        if linked_email is not None:
+            found[customer_id] = (linked_email, Identity.LINKED)
+        elif matched_email is not None:
+            matched[customer_id] = matched_email
     if matched:
         latest = (
             select(Ticket.customer_id, func.max(Message.id).label("message_id"))

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from accounts.lookups import identity_notes
+from accounts.lookups import identity_columns, identity_lines
 from tickets.model import Direction, OutboxStatus, Route, TicketStatus
 from tickets.ports import Clock
 from tickets.tables import AgentPost, Customer, Message, OutboxRow, Ticket
@@ -45,7 +45,7 @@ class TicketFacts:
     claimed: bool
     closed: bool
     place: Place
-    identity: str = ""  # the card's "who is this" line (accounts.lookups.identity_notes)
+    identity: str = ""  # the card's "who is this" line (accounts.lookups.identity_lines)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class PlaceBook:
         async with self._sessions() as session:
             rows = (
                 await session.execute(
-                    select(Ticket, Customer.name)
+                    select(Ticket, Customer.name, *identity_columns())
                     .join(Customer, Customer.id == Ticket.customer_id)
                     .where(Ticket.id.in_(wanted))
                 )
@@ -102,7 +102,9 @@ class PlaceBook:
                     .order_by(AgentPost.id)
                 )
             ).all()
-            identities = await identity_notes(session, (t.customer_id for t, _n in rows))
+            identities = await identity_lines(
+                session, ((t.customer_id, linked, matched) for t, _n, linked, matched in rows)
+            )
         threads: dict[int, int | None] = {}
         cards: dict[int, int | None] = {}
         for post in posts:  # the newest record of each kind wins
@@ -123,7 +125,7 @@ class PlaceBook:
                 place=Place(threads.get(ticket.id), cards.get(ticket.id)),
                 identity=identities.get(ticket.customer_id, ""),
             )
-            for ticket, name in rows
+            for ticket, name, _linked, _matched in rows
         }
 
     async def messages(self, ids: Iterable[int]) -> dict[int, MessageFacts]:

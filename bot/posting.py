@@ -6,6 +6,7 @@ has it, so a crash or a retry never loses track of a topic or card that already 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -94,29 +95,38 @@ class GroupPoster:
     async def create_place(
         self, ticket: TicketFacts, body: MessageFacts | None, marker: str
     ) -> Place:
-        """The ticket's topic (forum groups) and card; each is recorded as soon as it exists."""
+        """The ticket's topic (forum groups) and card; each is recorded as soon as it exists.
+
+        A new topic is recorded while its card is being sent (the card is what shows the
+        customer's message, so it does not wait for the database), and always before the card.
+        """
         place = self.place_of(ticket)
         thread = place.thread_id if self.forum else None
+        recording: asyncio.Task[None] | None = None
         if self.forum and thread is None:
             await self.slot()
             state = sla_state(ticket.due_at, datetime.now(UTC))
             title = topic_title(ticket.number, ticket.plan, ticket.customer, state)
             topic = await self._bot.create_forum_topic(self.chat_id, title)
             thread = topic.message_thread_id
-            await self._book.record(ticket.number, TOPIC, thread, thread)
+            recording = asyncio.create_task(self._book.record(ticket.number, TOPIC, thread, thread))
             self.places[ticket.number] = Place(thread, None)
         keyboard = self._signer.card_keyboard(
             ticket.number, claimed=ticket.claimed, closed=ticket.closed
         )
-        await self.slot()
-        card = await self._bot.send_message(
-            self.chat_id,
-            _card_html(ticket, body, marker),
-            parse_mode=ParseMode.HTML,
-            message_thread_id=thread,
-            reply_markup=keyboard,
-            link_preview_options=NO_PREVIEW,
-        )
+        try:
+            await self.slot()
+            card = await self._bot.send_message(
+                self.chat_id,
+                _card_html(ticket, body, marker),
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread,
+                reply_markup=keyboard,
+                link_preview_options=NO_PREVIEW,
+            )
+        finally:
+            if recording is not None:
+                await recording
         await self._book.record(ticket.number, CARD, card.message_id, thread)
         place = self.places[ticket.number] = Place(thread, card.message_id)
         self.stats.places += 1
