@@ -207,9 +207,9 @@ class SlaWatch:
         ).all()
         calendar = self._policy.calendar
         for ticket, claimer in rows:
-            since = max(
-                ticket.claimed_at or ticket.waiting_since or now, ticket.waiting_since or now
-            )
+            waiting = ticket.waiting_since
+            assert waiting is not None  # due_at is set only while a wait runs
+            since = max(ticket.claimed_at or waiting, waiting)
             silent = calendar.hours_between(since, now)
             if silent < stale:
                 continue
