@@ -22,6 +22,7 @@ from accounts.money import cents
 from accounts.notices import notify_customer
 from accounts.tables import Account, Payout, Refund
 from tickets import audit
+from tickets.agents import active_agent
 from tickets.errors import InvalidAction, NotAllowed, NotFound
 from tickets.model import Role
 from tickets.notices import notify_agents
@@ -273,6 +274,4 @@ class PayoutDesk:
 async def _agent_or_none(session: AsyncSession, telegram_id: int | None) -> Agent | None:
     if telegram_id is None:
         return None
-    return await session.scalar(
-        select(Agent).where(Agent.telegram_id == telegram_id, Agent.removed_at.is_(None))
-    )
+    return await active_agent(session, telegram_id)

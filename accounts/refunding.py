@@ -31,6 +31,7 @@ from accounts.refunds import AccountFacts, PaymentFacts, Purpose, RefundPlan, pl
 from accounts.tables import Account, AccountLink, LedgerEntry, Payment, Payout, Refund
 from supportbot.templates import Templates
 from tickets import audit
+from tickets.agents import active_agent
 from tickets.errors import NotAllowed, NotFound, SupportbotError
 from tickets.model import Role, TicketStatus
 from tickets.ports import Clock, Renderer, utcnow
@@ -476,9 +477,7 @@ class RefundDesk:
 
 
 async def _agent(session: AsyncSession, telegram_id: int) -> Agent:
-    agent = await session.scalar(
-        select(Agent).where(Agent.telegram_id == telegram_id, Agent.removed_at.is_(None))
-    )
+    agent = await active_agent(session, telegram_id)
     if agent is None:
         raise NotAllowed("only agents can refund")
     return agent

@@ -45,12 +45,15 @@ async def remove_agent(
     session: AsyncSession, telegram_id: int, *, at: datetime, actor: str
 ) -> None:
     """Take a user off the allowlist; their past actions stay attributed to them."""
-    agent = (
-        await session.scalars(
-            select(Agent).where(Agent.telegram_id == telegram_id, Agent.removed_at.is_(None))
-        )
-    ).first()
+    agent = await active_agent(session, telegram_id)
     if agent is None:
         raise AgentNotFound(telegram_id)
     agent.removed_at = at
     audit.record(session, at=at, action="agent_remove", actor=actor, telegram_id=telegram_id)
+
+
+async def active_agent(session: AsyncSession, telegram_id: int) -> Agent | None:
+    """The allowlisted agent with this Telegram id (None for anyone else, or a removed agent)."""
+    return await session.scalar(
+        select(Agent).where(Agent.telegram_id == telegram_id, Agent.removed_at.is_(None))
+    )

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit
+from tickets.agents import active_agent
 from tickets.batch_writes import Unwritten
 from tickets.batching import Coalescer, in_transactions
 from tickets.delivery import DeliveryOutcomes
@@ -492,11 +493,7 @@ class Desk:
 
 
 async def _agent(session: AsyncSession, telegram_id: int) -> Agent:
-    agent = (
-        await session.scalars(
-            select(Agent).where(Agent.telegram_id == telegram_id, Agent.removed_at.is_(None))
-        )
-    ).first()
+    agent = await active_agent(session, telegram_id)
     if agent is None:
         raise AgentNotFound(telegram_id)
     return agent
