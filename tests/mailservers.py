@@ -554,3 +554,20 @@ def smtp_server_fixture() -> Iterator[SmtpServer]:
         yield server
     finally:
         server.stop()
+
+
+def service_mail_settings(dovecot: Dovecot, mailbox: str, smtp: SmtpServer) -> dict[str, str]:
+    """The settings that run the service's email channel against these two servers."""
+    imap = dovecot.settings(mailbox)
+    return {
+        "IMAP_HOST": imap.host,
+        "IMAP_PORT": str(imap.port),
+        "IMAP_USER": USER,
+        "IMAP_PASSWORD": imap.password,
+        "IMAP_TLS": "none",
+        "IMAP_MAILBOX": mailbox,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port),
+        "SMTP_TLS": "none",
+        "SUPPORT_ADDRESS": SUPPORT,
+    }

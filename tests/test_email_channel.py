@@ -8,7 +8,6 @@ from tests import helpers
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SUPPORT,
-    USER,
     Dovecot,
     Received,
     SmtpServer,
@@ -16,6 +15,7 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     dovecot_fixture,
     eventually,
     mailbox_fixture,
+    service_mail_settings,
     smtp_server_fixture,
     tls_files_fixture,
 )
@@ -26,19 +26,7 @@ from tickets.tables import Message
 async def test_mail_answered_from_telegram_threads_both_ways(
     database: Database, dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer
 ) -> None:
-    imap = dovecot.settings(mailbox)
-    settings = {
-        "IMAP_HOST": imap.host,
-        "IMAP_PORT": str(imap.port),
-        "IMAP_USER": USER,
-        "IMAP_PASSWORD": imap.password,
-        "IMAP_TLS": "none",
-        "IMAP_MAILBOX": mailbox,
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp_server.port),
-        "SMTP_TLS": "none",
-        "SUPPORT_ADDRESS": SUPPORT,
-    }
+    settings = service_mail_settings(dovecot, mailbox, smtp_server)
     async with running_desk(database, extra=settings) as desk:
         first_id = "<first-1@example.org>"
         dovecot.append(

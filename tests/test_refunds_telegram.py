@@ -12,8 +12,6 @@ from tests import helpers
 from tests import refund_data as data
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
-    SUPPORT,
-    USER,
     Dovecot,
     Received,
     SmtpServer,
@@ -21,6 +19,7 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     dovecot_fixture,
     eventually,
     mailbox_fixture,
+    service_mail_settings,
     smtp_server_fixture,
     tls_files_fixture,
 )
@@ -142,19 +141,7 @@ async def test_customer_refund_request_opens_a_ticket_with_the_summary(database:
 async def test_email_customer_is_told_by_mail_what_goes_where_and_the_hash(
     database: Database, dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer
 ) -> None:
-    imap = dovecot.settings(mailbox)
-    settings = {
-        "IMAP_HOST": imap.host,
-        "IMAP_PORT": str(imap.port),
-        "IMAP_USER": USER,
-        "IMAP_PASSWORD": imap.password,
-        "IMAP_TLS": "none",
-        "IMAP_MAILBOX": mailbox,
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp_server.port),
-        "SMTP_TLS": "none",
-        "SUPPORT_ADDRESS": SUPPORT,
-    }
+    settings = service_mail_settings(dovecot, mailbox, smtp_server)
     async with running_desk(database, extra=settings) as desk:
         await account_for(desk, None, "carol@example.org")
         dovecot.append(
