@@ -25,7 +25,7 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
 )
 from tickets.tables import InboundKey, MailCursor, Message
 
-MAILS = 300
+MAILS = 600  # enough that the third run is still mid-way when it is killed
 ROOT = Path(__file__).resolve().parent.parent
 
 
