@@ -483,8 +483,7 @@ INTAKE_STEPS: tuple[Step, ...] = (
 REPLY_STEPS: tuple[Step, ...] = (
     (OutboxWorker, "_claim", "OutboxWorker._claim (100 rows)"),
     (SmtpSender, "_compose", "SmtpSender._compose"),
-    (mail.smtp, "build_message", "build_message"),
-    (mail.smtp, "to_bytes", "to_bytes"),
+    (mail.smtp, "message_bytes", "message_bytes"),
     (aiosmtplib.SMTP, "sendmail", "aiosmtplib sendmail (MAIL, RCPT, DATA)"),
     (OutboxWorker, "_record_many", "OutboxWorker._record_many, one transaction per batch *"),
     (OutboxWorker, "_record", "  in it: OutboxWorker._record, per row"),

@@ -1,11 +1,10 @@
 """Build the mail the desk sends: threading headers, a text and an HTML part, no header injection.
 
 Every value that reaches a header goes through :func:`header_text` (CR, LF and every other control
-or line-separator character become a space) or is checked as an address or a Message-ID, and the
-message is serialised with ``email.policy.SMTP``, which refuses a header value that still holds a
-line break. Message-IDs in ``Message-ID``, ``In-Reply-To`` and ``References`` are folded only
-between ids: the standard policy would turn a long id into an RFC 2047 encoded word, which breaks
-threading in every mail client.
+or line-separator character become a space) or is checked as an address or a Message-ID, so no
+value can start a header of its own. :mod:`mail.wire` writes the bytes. Message-IDs in
+``Message-ID``, ``In-Reply-To`` and ``References`` are folded only between ids and never encoded:
+an encoded id breaks threading in every mail client.
 """
 
 from __future__ import annotations
@@ -14,14 +13,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+
+from mail import wire
 
 __all__ = [
     "LOOP_HEADER",
@@ -29,12 +27,11 @@ __all__ = [
     "FileData",
     "MailTemplates",
     "OutgoingMail",
-    "build_message",
     "check_address",
     "header_text",
+    "message_bytes",
     "message_id",
     "paragraphs",
-    "to_bytes",
 ]
 
 LOOP_HEADER = "X-Supportbot-Loop"
@@ -42,11 +39,11 @@ SUBJECT_LIMIT = 900
 _BREAKS_RE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 _SPACES_RE = re.compile(r" {2,}")
 _ID_RE = re.compile(r"<[!-;=?-~]{1,900}@[!-;=?-~]{1,900}>")  # printable ASCII without < > or space
+_ID_LIMIT = 900  # an id must fit on a header line (998 characters)
 _ADDRESS_RE = re.compile(
     r"[^\s\x00-\x1f\x7f@<>()\[\],;:\"\\]{1,64}@[^\s\x00-\x1f\x7f@<>()\[\],;:\"\\]{1,255}"
 )
 _HEADER_NAME_RE = re.compile(r"[!-9;-~]{1,76}")
-_ID_HEADERS = ("message-id", "in-reply-to", "references")
 
 
 class ComposeError(ValueError):
@@ -80,35 +77,6 @@ class OutgoingMail:
     attachments: tuple[FileData, ...] = ()
 
 
-class _MessageIdListHeader(UnstructuredHeader):
-    """A header of Message-IDs: folded between ids, never turned into encoded words."""
-
-    max_count = 1
-    name: str  # provided by email.headerregistry.BaseHeader, which the registry mixes in
-
-    def fold(self, *, policy: Any) -> str:
-        linesep = str(policy.linesep)
-        lines: list[str] = []
-        line = f"{self.name}:"
-        for word in str(self).split():
-            if len(line) + 1 + len(word) > 78 and line != f"{self.name}:":
-                lines.append(line)
-                line = ""
-            line += f" {word}"
-        lines.append(line)
-        return linesep.join(lines) + linesep
-
-
-def _registry() -> HeaderRegistry:
-    registry = HeaderRegistry()
-    for name in _ID_HEADERS:
-        registry.map_to_type(name, cast("type[BaseHeader]", _MessageIdListHeader))
-    return registry
-
-
-POLICY = SMTP.clone(header_factory=_registry())
-
-
 def header_text(value: object, limit: int = SUBJECT_LIMIT) -> str:
     """One line of header text: a customer's CR/LF can never start a header of its own."""
     text = _BREAKS_RE.sub(" ", str(value))
@@ -120,7 +88,9 @@ def message_id(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     candidate = value.strip()
-    return candidate if _ID_RE.fullmatch(candidate) else None
+    if len(candidate) > _ID_LIMIT or not _ID_RE.fullmatch(candidate):
+        return None
+    return candidate
 
 
 def check_address(value: str) -> str:
@@ -154,8 +124,8 @@ def paragraphs(text: str) -> list[list[str]]:
     return blocks
 
 
-def build_message(mail: OutgoingMail, *, loop_header: str = LOOP_HEADER) -> EmailMessage:
-    """The MIME message for one mail: text/plain, an HTML alternative, then any attachments."""
+def message_bytes(mail: OutgoingMail, *, loop_header: str = LOOP_HEADER) -> bytes:
+    """The wire form of one mail: text/plain, an HTML alternative, then any attachments."""
     if not _HEADER_NAME_RE.fullmatch(loop_header):
         raise ComposeError(f"not a header name: {loop_header!r}")
     own_id = message_id(mail.message_id)
@@ -163,48 +133,40 @@ def build_message(mail: OutgoingMail, *, loop_header: str = LOOP_HEADER) -> Emai
         raise ComposeError(f"not a usable Message-ID: {header_text(mail.message_id, 200)!r}")
     sender = check_address(mail.sender)
     recipient = check_address(mail.recipient)
-    msg = EmailMessage(policy=POLICY)
-    msg["From"] = Address(display_name=header_text(mail.sender_name, 200), addr_spec=sender)
-    msg["To"] = Address(addr_spec=recipient)
-    msg["Subject"] = header_text(mail.subject)
-    msg["Date"] = format_datetime(mail.date)
-    msg["Message-ID"] = own_id
+    head = [
+        wire.address_header("From", sender, header_text(mail.sender_name, 200)),
+        wire.address_header("To", recipient),
+        wire.header("Subject", header_text(mail.subject)),
+        wire.header("Date", format_datetime(mail.date)),
+        wire.id_header("Message-ID", [own_id]),
+    ]
     parent = message_id(mail.in_reply_to)
     if parent is not None:
-        msg["In-Reply-To"] = parent
+        head.append(wire.id_header("In-Reply-To", [parent]))
     references = _unique(message_id(item) for item in mail.references)
     if parent is not None and parent not in references:
         references.append(parent)
     if references:
-        msg["References"] = " ".join(references)
+        head.append(wire.id_header("References", references))
     if mail.automatic:
-        msg["Auto-Submitted"] = "auto-generated"
-        msg["X-Auto-Response-Suppress"] = "All"
-    msg[loop_header] = header_text(sender, 200)
-    msg.set_content(_lines(mail.text), charset="utf-8")
+        head.append(wire.header("Auto-Submitted", "auto-generated"))
+        head.append(wire.header("X-Auto-Response-Suppress", "All"))
+    head.append(wire.header(loop_header, header_text(sender, 200)))
+    head.append(wire.header("MIME-Version", "1.0"))
+    body = wire.text_part(mail.text, "plain")
     if mail.html is not None:
-        msg.add_alternative(_lines(mail.html), subtype="html", charset="utf-8")
-    for item in mail.attachments:
-        maintype, _, subtype = item.mime_type.partition("/")
-        if not (maintype and subtype) or maintype == "multipart":
-            maintype, subtype = "application", "octet-stream"
-        msg.add_attachment(
-            item.data,
-            maintype=header_text(maintype, 100),
-            subtype=header_text(subtype, 100),
-            filename=header_text(item.filename, 200) or "attachment",
-        )
-    return msg
-
-
-def to_bytes(msg: EmailMessage) -> bytes:
-    """The wire form: CRLF line ends, headers folded by the SMTP policy."""
-    return msg.as_bytes(policy=POLICY)
-
-
-def _lines(text: str) -> str:
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
-    return body if body.endswith("\n") else body + "\n"
+        body = wire.multipart("alternative", [body, wire.text_part(mail.html, "html")])
+    if mail.attachments:
+        files = [
+            wire.attachment_part(
+                item.data,
+                header_text(item.mime_type, 200),
+                header_text(item.filename, 200) or "attachment",
+            )
+            for item in mail.attachments
+        ]
+        body = wire.multipart("mixed", [body, *files])
+    return b"".join(head) + body.to_bytes()
 
 
 def _unique(items: Iterable[str | None]) -> list[str]:

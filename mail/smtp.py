@@ -26,9 +26,8 @@ from mail.compose import (
     FileData,
     MailTemplates,
     OutgoingMail,
-    build_message,
     check_address,
-    to_bytes,
+    message_bytes,
 )
 from supportbot.settings import SmtpSettings, Tls
 from supportbot.templates import default_directory
@@ -124,7 +123,7 @@ class SmtpSender:
     async def _deliver_one(self, item: OutboxItem) -> Outcome:
         try:
             mail = await self._compose(item)
-            data = to_bytes(build_message(mail, loop_header=self._loop_header))
+            data = message_bytes(mail, loop_header=self._loop_header)
         except ComposeError as error:
             log.error("smtp: outbox row %s cannot be sent: %s", item.id, error)
             return Failed(f"cannot build the mail: {error}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mail.compose import ComposeError, FileData, OutgoingMail, build_message, to_bytes
+from mail.compose import ComposeError, FileData, OutgoingMail, message_bytes
 from mail.smtp import SmtpSender
 from supportbot.settings import Tls
 from tests import helpers
@@ -299,7 +299,7 @@ def test_long_message_ids_are_folded_between_ids_never_encoded() -> None:
         html=None,
         date=datetime(2026, 11, 24, tzinfo=UTC),
     )
-    data = to_bytes(build_message(mail))
+    data = message_bytes(mail)
     head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
     assert "=?" not in head.split("Subject:")[0], "no encoded words before the subject"
     assert f"In-Reply-To: {long_id}" in head
@@ -309,7 +309,7 @@ def test_long_message_ids_are_folded_between_ids_never_encoded() -> None:
     assert references == [*refs, long_id]
     assert all(len(line) <= 998 for line in head.split("\r\n"))
     with pytest.raises(ComposeError):
-        build_message(OutgoingMail(**{**mail.__dict__, "recipient": "ann@ex ample.org"}))
+        message_bytes(OutgoingMail(**{**mail.__dict__, "recipient": "ann@ex ample.org"}))
 
 
 @pytest.mark.parametrize("mode", [Tls.STARTTLS, Tls.TLS])
