@@ -71,14 +71,21 @@ class CustomerChat:
 
     async def on_message(self, message: Message) -> None:
         """Handle one private message from a customer."""
-        ref = await self._customer(message)
+        ref = _writer(message)
         if ref is None:
             return
         command = split_command(message.text or "", self._bot.username)
+        if command is None and content_of(message) is not None:
+            # Desk.receive drops a banned customer's message in its own transaction, so a
+            # message is stored without a round trip to the database beforehand.
+            await self._receive(message, ref, new_ticket=False)
+            return
+        if await self._desk.customer_banned(ref):
+            return
         if command is not None:
             await self._command(message, ref, *command)
-            return
-        await self._receive(message, ref, new_ticket=False)
+        else:
+            await self._receive(message, ref, new_ticket=False)  # says what can be sent
 
     async def on_edit(self, message: Message) -> None:
         """Record an edit; an edit of a message we never saw is taken as a new message."""
@@ -94,11 +101,10 @@ class CustomerChat:
 
     async def _customer(self, message: Message) -> CustomerRef | None:
         """Who wrote, unless it is a bot or a banned customer (they get nothing)."""
-        user = message.from_user
-        if user is None or user.is_bot:
+        ref = _writer(message)
+        if ref is None or await self._desk.customer_banned(ref):
             return None
-        ref = CustomerRef(name=display_name(message), telegram_id=user.id)
-        return None if await self._desk.customer_banned(ref) else ref
+        return ref
 
     async def _receive(
         self, message: Message, ref: CustomerRef, *, new_ticket: bool, text: str | None = None
@@ -169,3 +175,11 @@ class CustomerChat:
     async def _answer(self, message: Message, text: str) -> None:
         await self._limiter.acquire(message.chat_id)
         await self._bot.send_message(message.chat_id, text)
+
+
+def _writer(message: Message) -> CustomerRef | None:
+    """Who wrote, unless it was a bot."""
+    user = message.from_user
+    if user is None or user.is_bot:
+        return None
+    return CustomerRef(name=display_name(message), telegram_id=user.id)

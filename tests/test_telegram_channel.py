@@ -183,6 +183,26 @@ async def test_unsupported_types_edits_and_other_groups(database: Database) -> N
         assert desk.server.sent_to(other) == []
 
 
+async def test_a_banned_customer_gets_nothing_and_nothing_is_stored(database: Database) -> None:
+    async with running_desk(database) as desk:
+        ann, ticket = await desk.customer_opens("Ann", "buy my followers")
+        topic = await desk.topic_of(ticket.id)
+        await desk.server.user_sends(desk.admin, chat=desk.group, thread_id=topic, text="/ban")
+        await desk.wait_group("is banned")
+        answered = len(desk.server.sent_to(ann.id))
+        group_posts = len(desk.group_texts())
+        await desk.server.user_sends(ann, text="cheap followers, write me")
+        await desk.server.user_sends(ann, sticker="😀")
+        await desk.server.user_sends(ann, text="/start")
+        await desk.server.user_sends(ann, text="/status")
+        await desk.server.wait_until_confirmed()
+        await asyncio.sleep(0.3)  # whatever the outbox would send has had time to go out
+        assert len(desk.server.sent_to(ann.id)) == answered
+        assert len(desk.group_texts()) == group_posts
+        assert [m.text for m in await helpers.messages(database, ticket.id)] == ["buy my followers"]
+        assert len(await helpers.tickets(database)) == 1
+
+
 async def test_blocked_customer_is_reported_to_agents(database: Database) -> None:
     async with running_desk(database) as desk:
         ann, ticket = await desk.customer_opens("Ann", "help")
