@@ -15,6 +15,7 @@ from tickets.agents import add_agent, remove_agent
 from tickets.desk import Desk
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
 from tickets.model import Attachment, Channel, Intake, OutboxKind, Role, Route
+from tickets.outbox import Delivery
 from tickets.tables import (
     Customer,
     CustomerEmail,
@@ -165,7 +166,7 @@ async def test_reply_goes_back_over_the_customers_channel_and_stops_the_clock_wh
     async with database.sessions.begin() as session:
         stored = await session.get(OutboxRow, row.id)
         assert stored is not None
-        await desk.delivered(session, stored, clock.now, "<reply-1@support>")
+        await desk.delivered(session, [Delivery(stored, clock.now, "<reply-1@support>")])
 
     ticket = await helpers.ticket(database, intake.ticket)
     assert ticket.waiting_since is None and ticket.due_at is None
@@ -191,7 +192,7 @@ async def test_message_written_after_the_reply_starts_the_next_wait(
     async with database.sessions.begin() as session:
         stored = await session.get(OutboxRow, row.id)
         assert stored is not None
-        await desk.delivered(session, stored, clock.now, None)
+        await desk.delivered(session, [Delivery(stored, clock.now, None)])
 
     ticket = await helpers.ticket(database, intake.ticket)
     assert ticket.waiting_since == later
@@ -482,7 +483,7 @@ async def test_message_stored_after_the_reply_starts_a_wait_even_with_an_older_t
     async with database.sessions.begin() as session:
         stored = await session.get(OutboxRow, row.id)
         assert stored is not None
-        await desk.delivered(session, stored, clock.now, None)
+        await desk.delivered(session, [Delivery(stored, clock.now, None)])
     ticket = await helpers.ticket(database, intake.ticket)
     assert ticket.waiting_since == written - timedelta(minutes=5)
     assert ticket.waiting_message_id == late.message_id

@@ -348,3 +348,97 @@ async def test_outcomes_of_one_round_are_each_recorded_as_they_happened(
     assert rows["r12"].available_at == clock.now + timedelta(seconds=5)
     failures = [e for e in await helpers.audit(database) if e.action == "delivery_failed"]
     assert [e.details["outbox_id"] for e in failures] == [ids["r9"]]
+
+
+async def test_replies_delivered_in_one_round_are_each_measured_as_if_alone(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    """A round's deliveries are recorded together; each answer still ends its own wait."""
+    async with database.sessions.begin() as session:
+        await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock.now, actor="test")
+    first_asked = clock.now
+    ann = (await desk.receive(telegram(1001, "q1"))).ticket
+    bob = (await desk.receive(telegram(1002, "help", name="Bob"))).ticket
+    clock.advance(hours=1)
+    await desk.reply(ann, AGENT, "a1")
+    await desk.reply(bob, AGENT, "b1")
+    await desk.reply(bob, AGENT, "b2, nothing was waiting for this one")
+    clock.advance(minutes=5)
+    second_asked = clock.now
+    await desk.receive(telegram(1001, "q2, written after a1"))
+    clock.advance(minutes=5)
+    await desk.reply(ann, AGENT, "a2")
+    clock.advance(minutes=5)
+    third_asked = clock.now
+    await desk.receive(telegram(1001, "q3, written after a2"))
+    clock.advance(minutes=5)
+
+    sender = MemorySender()
+    assert await worker(database, desk, clock, sender).run_once() >= 4
+    assert sender.texts("1001")[-2:] == ["a1", "a2"]
+
+    responses = sorted(await helpers.responses(database), key=lambda r: r.message_id)
+    assert [(r.ticket_id, r.waiting_since, r.answered_at) for r in responses] == [
+        (ann, first_asked, clock.now),
+        (bob, first_asked, clock.now),
+        (ann, second_asked, clock.now),
+    ]
+    assert responses[0].business_hours == pytest.approx(80 / 60)
+    assert responses[2].business_hours == pytest.approx(15 / 60)
+    waiting = await helpers.ticket(database, ann)
+    assert waiting.waiting_since == third_asked, "q3 came after a2 was written: a new wait"
+    assert waiting.due_at == third_asked + timedelta(hours=24)
+    assert (await helpers.ticket(database, bob)).waiting_since is None
+    replies = await helpers.outbox(database, OutboxRow.kind == "reply")
+    assert {r.status for r in replies} == {"delivered"}
+    stored = [m for t in (ann, bob) for m in await helpers.messages(database, t)]
+    assert {m.delivery for m in stored if m.direction == "out"} == {"delivered"}
+    notices = await helpers.outbox(database, OutboxRow.kind == "agent_notice")
+    told = [n.payload for n in notices if n.payload.get("event") == "delivered"]
+    assert len(told) == 4, "the agents hear of every delivered reply"
+
+
+class GatedSender(MemorySender):
+    """Holds one recipient's rows until the test opens the gate."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__()
+        self.held = held
+        self.gate = asyncio.Event()
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+        if items[0].recipient == self.held:
+            await self.gate.wait()
+        return await super().deliver(items)
+
+
+async def test_the_run_loop_sends_the_next_batch_while_a_slow_one_finishes(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    await put(database, clock, "slow", "s1")
+    for n in range(9):
+        await put(database, clock, f"r{n}", f"m{n}")
+    await put(database, clock, "slow", "s2")
+    sender = GatedSender(held="slow")
+    w = worker(database, desk, clock, sender, batch_size=5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop, poll=0.05))
+    try:
+        for _ in range(200):
+            if len(sender.delivered) == 9:
+                break
+            await asyncio.sleep(0.01)
+        # The first batch (s1, m0-m3) is held up by s1; the second (m4-m8) went out meanwhile,
+        # but s2 waits behind s1.
+        assert sorted(sender.texts()) == [f"m{n}" for n in range(9)]
+        sender.gate.set()
+        for _ in range(200):
+            if len(sender.delivered) == 11:
+                break
+            await asyncio.sleep(0.01)
+        assert sender.texts("slow") == ["s1", "s2"]
+    finally:
+        stop.set()
+        w.wakeup()
+        await asyncio.wait_for(task, 5)
+    assert {r.status for r in await helpers.outbox(database)} == {"delivered"}

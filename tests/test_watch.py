@@ -14,6 +14,7 @@ from tests.helpers import email, telegram
 from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
+from tickets.outbox import Delivery
 from tickets.policy import SlaPolicy
 from tickets.sla import BusinessCalendar
 from tickets.tables import AuditEntry, OutboxRow, SlaAlert
@@ -154,7 +155,7 @@ async def test_a_new_wait_earns_new_warnings_and_an_answered_one_none(
     async with database.sessions.begin() as session:
         stored = await session.get(OutboxRow, reply.id)
         assert stored is not None
-        await desk.delivered(session, stored, clock.now, "1")
+        await desk.delivered(session, [Delivery(stored, clock.now, "1")])
     clock.advance(hours=30)
     assert (await sla.sweep()).warned == {}, "an answered ticket is not waiting"
 

@@ -3,8 +3,10 @@
 `in_transactions` runs a handler for each item of a batch inside one transaction. If the handler
 fails for an item, that transaction is rolled back and the batch is split: the items before it
 run again together, the failing item runs alone (its error, if it fails again, is its result),
-and the items after it go on as a batch. So every item ends with its own result or its own error,
-and one item's failure never loses or changes another's work.
+and the items after it go on as a batch. If the writes deferred to the batch's end fail, the
+batch is halved until the item behind the failure is alone. So every item ends with its own
+result or its own error, and one item's failure never loses or changes another's work. Only a
+database that cannot be reached fails the whole batch.
 
 `Coalescer` gathers the items concurrent callers submit while a batch is being written, and
 writes them as the next batch: concurrent callers share transactions (group commit) instead of
@@ -18,6 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 Item = TypeVar("Item")
@@ -33,6 +36,19 @@ class _ItemFailed(Exception):
         self.error = error
 
 
+class _FinishFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether an error says the database cannot be reached (no item is to blame)."""
+    if isinstance(error, DBAPIError):
+        return isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated
+    return isinstance(error, OSError | TimeoutError)
+
+
 async def in_transactions(
     sessions: async_sessionmaker[AsyncSession],
     items: Sequence[Item],
@@ -45,13 +61,22 @@ async def in_transactions(
 
     `start` runs first in each transaction, with the items it will handle (to read or lock what
     they need at once); `finish` runs at its end, before COMMIT (writes the handler deferred).
-    An error outside any one item (the database cannot be reached, `finish` or COMMIT fails) is
+    An error outside any one item (the database cannot be reached, `start` or COMMIT fails) is
     raised: then nothing of the batch was committed.
     """
     if not items:
         return []
     try:
         return list(await _together(sessions, items, handle, finish, start))
+    except _FinishFailed as failure:
+        if unreachable(failure.error):
+            raise failure.error from None
+        if len(items) == 1:
+            return [failure.error]
+        half = len(items) // 2
+        head = await in_transactions(sessions, items[:half], handle, finish, start=start)
+        tail = await in_transactions(sessions, items[half:], handle, finish, start=start)
+        return [*head, *tail]
     except _ItemFailed as failure:
         if len(items) == 1:
             return [failure.error]
@@ -81,7 +106,10 @@ async def _together(
             except Exception as error:
                 raise _ItemFailed(index, error) from error
         if finish is not None:
-            await finish(session)
+            try:
+                await finish(session)
+            except Exception as error:
+                raise _FinishFailed(error) from error
     return results
 
 

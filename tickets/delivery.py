@@ -6,21 +6,27 @@ batch of outcomes costs a few statements each.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.batch_writes import audit_log, messages, outbox, tickets
 from tickets.model import DeliveryState, Direction, OutboxKind, Route
+from tickets.outbox import Delivery
 from tickets.policy import SlaPolicy
 from tickets.receiving import Receiver
 from tickets.tables import OutboxRow, Response
 
 responses = cast(Table, Response.__table__)
+_REPLY = OutboxKind.REPLY.value
 
+_REPLIES = select(
+    messages.c.id, messages.c.ticket_id, messages.c.author_agent_id, messages.c.channel
+).where(messages.c.id.in_(bindparam("ids", expanding=True)))
 _DELIVERED = (
     update(messages)
     .where(messages.c.id == bindparam("message_id"))
@@ -29,14 +35,13 @@ _DELIVERED = (
         delivered_at=bindparam("at"),
         external_id=func.coalesce(messages.c.external_id, bindparam("external_id")),
     )
-    .returning(messages.c.id, messages.c.ticket_id, messages.c.author_agent_id, messages.c.channel)
 )
 _FAILED = (
     update(messages)
     .where(messages.c.id == bindparam("message_id"))
     .values(delivery=DeliveryState.FAILED.value)
 )
-_TICKET = select(
+_TICKET_COLUMNS = (
     tickets.c.id,
     tickets.c.channel,
     tickets.c.subject,
@@ -44,17 +49,23 @@ _TICKET = select(
     tickets.c.waiting_since,
     tickets.c.waiting_message_id,
     tickets.c.due_at,
-).where(tickets.c.id == bindparam("ticket_id"))
-_LATER_MESSAGE = (
-    select(messages.c.id, messages.c.created_at)
+)
+_TICKET = select(*_TICKET_COLUMNS).where(tickets.c.id == bindparam("ticket_id"))
+_TICKETS = (
+    select(*_TICKET_COLUMNS)
+    .where(tickets.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(tickets.c.id)  # every writer locks tickets in id order
+    .with_for_update()
+)
+_LATER_MESSAGES = (
+    select(messages.c.id, messages.c.ticket_id, messages.c.created_at)
     .where(
-        messages.c.ticket_id == bindparam("ticket_id"),
+        messages.c.ticket_id.in_(bindparam("ids", expanding=True)),
         messages.c.direction == Direction.IN.value,
         messages.c.counts_for_sla.is_(True),
-        messages.c.id > bindparam("message_id"),
+        messages.c.id > bindparam("after"),
     )
     .order_by(messages.c.id)
-    .limit(1)
 )
 _NEXT_WAIT = (
     update(tickets)
@@ -77,68 +88,119 @@ class DeliveryOutcomes:
         self._policy = policy
         self._receiver = receiver
 
-    async def delivered(
-        self, connection: AsyncConnection, row: OutboxRow, at: datetime, external_id: str | None
-    ) -> None:
-        """A reply reached the customer: this, and only this, stops the SLA clock."""
-        if row.message_id is None or row.kind != OutboxKind.REPLY.value:
+    async def delivered(self, connection: AsyncConnection, deliveries: Sequence[Delivery]) -> None:
+        """Replies reached their customers: this, and only this, stops the SLA clock.
+
+        A batch of deliveries costs a few statements in all, not a few each.
+        """
+        wanted = [d for d in deliveries if d.row.message_id is not None and d.row.kind == _REPLY]
+        if not wanted:
             return
-        message = (
-            await connection.execute(
-                _DELIVERED,
-                {"message_id": row.message_id, "at": at, "external_id": external_id or None},
+        ids = [d.row.message_id for d in wanted]
+        found = {row.id: _Reply(*row) for row in await connection.execute(_REPLIES, {"ids": ids})}
+        replies = [(d, found[d.row.message_id]) for d in wanted if d.row.message_id in found]
+        if not replies:
+            return
+        await connection.execute(
+            _DELIVERED,
+            [
+                {"message_id": m.id, "at": d.at, "external_id": d.external_id or None}
+                for d, m in replies
+            ],
+        )
+        waits = {
+            row.id: _Wait(*row)
+            for row in await connection.execute(
+                _TICKETS, {"ids": sorted({m.ticket_id for _, m in replies})}
             )
-        ).first()
-        if message is None:
-            return
-        ticket = (
-            await connection.execute(_TICKET.with_for_update(), {"ticket_id": message.ticket_id})
-        ).first()
-        if ticket is None:
-            return
-        due_at = ticket.due_at
-        started_by = ticket.waiting_message_id
-        if ticket.waiting_since is not None and started_by is not None and started_by < message.id:
-            # The wait began with a message stored before this answer was written: it is answered.
-            await connection.execute(
-                _NEW_RESPONSE,
-                {
-                    "ticket_id": ticket.id,
-                    "message_id": message.id,
-                    "agent_id": message.author_agent_id,
-                    "plan": ticket.plan,
-                    "channel": message.channel or ticket.channel,
-                    "waiting_since": ticket.waiting_since,
-                    "answered_at": at,
-                    "business_hours": self._policy.calendar.hours_between(ticket.waiting_since, at),
-                },
-            )
-            # Customer messages stored after the answer was written start the next wait. Both
-            # lock the ticket row, so message ids give the order they reached the ticket in.
-            later = (
-                await connection.execute(
-                    _LATER_MESSAGE, {"ticket_id": ticket.id, "message_id": message.id}
+        }
+        later = await self._later(connection, replies, waits)
+        answers: list[dict[str, Any]] = []
+        changed: dict[int, _Wait] = {}
+        notices: list[dict[str, Any]] = []
+        for delivery, message in replies:
+            wait = waits.get(message.ticket_id)
+            if wait is None:
+                continue
+            if wait.answered_by(message.id):
+                answers.append(self._response(wait, delivery, message))
+                # Customer messages stored after the answer was written start the next wait.
+                # Both lock the ticket row, so message ids give the order they reached it in.
+                following = next((m for m in later.get(wait.id, ()) if m.id > message.id), None)
+                wait.waiting_since = following.created_at if following is not None else None
+                wait.waiting_message_id = following.id if following is not None else None
+                wait.due_at = (
+                    self._policy.due_at(following.created_at) if following is not None else None
                 )
-            ).first()
-            due_at = self._policy.due_at(later.created_at) if later is not None else None
+                changed[wait.id] = wait
+            notices.append(
+                self._receiver.agents_notice(
+                    "delivered",
+                    _TicketFacts(wait.id, wait.plan, wait.channel, wait.subject, wait.due_at),
+                    at=delivery.at,
+                    message_id=message.id,
+                    address=delivery.row.recipient,
+                    route=delivery.row.route,
+                )
+            )
+        if answers:
+            await connection.execute(_NEW_RESPONSE, answers)
+        if changed:
             await connection.execute(
                 _NEXT_WAIT,
-                {
-                    "ticket_id": ticket.id,
-                    "waiting_since": later.created_at if later is not None else None,
-                    "waiting_message_id": later.id if later is not None else None,
-                    "due_at": due_at,
-                },
+                [
+                    {
+                        "ticket_id": wait.id,
+                        "waiting_since": wait.waiting_since,
+                        "waiting_message_id": wait.waiting_message_id,
+                        "due_at": wait.due_at,
+                    }
+                    for wait in changed.values()
+                ],
             )
-        notice = self._receiver.agents_notice(
-            "delivered",
-            _TicketFacts(ticket.id, ticket.plan, ticket.channel, ticket.subject, due_at),
-            at=at,
-            message_id=message.id,
-            address=row.recipient,
-            route=row.route,
+        if notices:
+            await connection.execute(_NEW_OUTBOX_ROW, notices)
+
+    def _response(self, wait: _Wait, delivery: Delivery, message: _Reply) -> dict[str, Any]:
+        """The measured wait an answer ends (a row of `responses`)."""
+        assert wait.waiting_since is not None
+        return {
+            "ticket_id": wait.id,
+            "message_id": message.id,
+            "agent_id": message.author_agent_id,
+            "plan": wait.plan,
+            "channel": message.channel or wait.channel,
+            "waiting_since": wait.waiting_since,
+            "answered_at": delivery.at,
+            "business_hours": self._policy.calendar.hours_between(wait.waiting_since, delivery.at),
+        }
+
+    async def _later(
+        self,
+        connection: AsyncConnection,
+        replies: Sequence[tuple[Delivery, _Reply]],
+        waits: dict[int, _Wait],
+    ) -> dict[int, list[_Later]]:
+        """Counted customer messages written after the batch's first answer, by ticket."""
+        answering = [
+            (message.ticket_id, message.id)
+            for _, message in replies
+            if (wait := waits.get(message.ticket_id)) is not None
+            and wait.waiting_message_id is not None
+        ]
+        if not answering:
+            return {}
+        rows = await connection.execute(
+            _LATER_MESSAGES,
+            {
+                "ids": sorted({ticket for ticket, _ in answering}),
+                "after": min(message for _, message in answering),
+            },
         )
-        await connection.execute(_NEW_OUTBOX_ROW, notice)
+        by_ticket: dict[int, list[_Later]] = {}
+        for row in rows:
+            by_ticket.setdefault(row.ticket_id, []).append(_Later(*row))
+        return by_ticket
 
     async def failed(
         self, connection: AsyncConnection, row: OutboxRow, at: datetime, error: str
@@ -176,6 +238,43 @@ class DeliveryOutcomes:
                 error=error[:500],
             )
             await connection.execute(_NEW_OUTBOX_ROW, notice)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """The stored reply a delivered row carried."""
+
+    id: int
+    ticket_id: int
+    author_agent_id: int | None
+    channel: str | None
+
+
+@dataclass(frozen=True)
+class _Later:
+    """A counted customer message written after a reply."""
+
+    id: int
+    ticket_id: int
+    created_at: datetime
+
+
+@dataclass
+class _Wait:
+    """A ticket's wait as the batch of deliveries leaves it."""
+
+    id: int
+    channel: str
+    subject: str
+    plan: str
+    waiting_since: datetime | None
+    waiting_message_id: int | None
+    due_at: datetime | None
+
+    def answered_by(self, message_id: int) -> bool:
+        """Whether the wait began with a message stored before this answer was written."""
+        started_by = self.waiting_message_id
+        return self.waiting_since is not None and started_by is not None and started_by < message_id
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from tickets.model import (
     bounded_id,
     storable_text,
 )
-from tickets.outbox import enqueue
+from tickets.outbox import Delivery, enqueue
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.receiving import (  # noqa: F401 - the limits are part of the desk's contract
@@ -481,11 +481,9 @@ class Desk:
 
     # -- delivery outcomes (the outbox worker calls these) ---------------------------------
 
-    async def delivered(
-        self, session: AsyncSession, row: OutboxRow, at: datetime, external_id: str | None
-    ) -> None:
-        """A reply reached the customer: this, and only this, stops the SLA clock."""
-        await self._outcomes.delivered(await session.connection(), row, at, external_id)
+    async def delivered(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> None:
+        """Replies reached their customers: this, and only this, stops the SLA clock."""
+        await self._outcomes.delivered(await session.connection(), deliveries)
 
     async def failed(self, session: AsyncSession, row: OutboxRow, at: datetime, error: str) -> None:
         """A row could not be delivered for good: the agents are told, the ticket shows it."""

@@ -90,12 +90,19 @@ class Sender(Protocol):
     async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]: ...
 
 
-class DeliveryListener(Protocol):
-    """The core's reaction to a delivery, run in the transaction that records it."""
+@dataclass(frozen=True)
+class Delivery:
+    """A row that went out: when, and the id its channel gave it."""
 
-    async def delivered(
-        self, session: AsyncSession, row: OutboxRow, at: datetime, external_id: str | None
-    ) -> None: ...
+    row: OutboxRow
+    at: datetime
+    external_id: str | None = None
+
+
+class DeliveryListener(Protocol):
+    """The core's reaction to deliveries, run in the transaction that records them."""
+
+    async def delivered(self, session: AsyncSession, deliveries: Sequence[Delivery]) -> None: ...
 
     async def failed(
         self, session: AsyncSession, row: OutboxRow, at: datetime, error: str
@@ -211,15 +218,39 @@ class OutboxWorker:
         )
 
     async def run(self, stop: asyncio.Event, *, poll: float = 1.0) -> None:
-        """Deliver until `stop` is set; a failing database is logged and retried, never fatal."""
-        while not stop.is_set():
-            try:
-                handled = await self.run_once()
-            except Exception:
-                log.exception("outbox: delivery round failed; trying again shortly")
-                handled = 0
-            if not handled:
-                await self.wakeup.wait(self._pause(poll))
+        """Deliver until `stop` is set; a failing database is logged and retried, never fatal.
+
+        The next batch is claimed while the last is still going out (two batches at most), so
+        the senders never stand idle while a batch's last outcomes are being recorded. A
+        recipient's later rows wait for its earlier ones all the same: a claim skips them
+        while an earlier row is leased.
+        """
+        rounds: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                items = await self._claim_logged()
+                if items:
+                    rounds.add(asyncio.create_task(self._round(items)))
+                    if len(rounds) >= 2:
+                        _, rounds = await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                pause = self._pause(poll)
+                if not rounds:
+                    await self.wakeup.wait(pause)
+                    continue
+                woken = asyncio.ensure_future(self.wakeup.wait(pause))
+                done, rounds = await asyncio.wait(
+                    {*rounds, woken}, return_when=asyncio.FIRST_COMPLETED
+                )
+                rounds.discard(woken)
+                if woken not in done:
+                    woken.cancel()
+                    await asyncio.gather(woken, return_exceptions=True)
+        except asyncio.CancelledError:
+            for task in rounds:
+                task.cancel()
+            raise
+        await asyncio.gather(*rounds, return_exceptions=True)
 
     def _pause(self, poll: float) -> float:
         """Sleep until the next poll, or sooner when a postponed row comes due before it."""
@@ -231,13 +262,29 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Claim one batch and deliver it; returns how many rows were claimed."""
         items = await self._claim()
-        if not items:
-            return 0
+        if items:
+            await self._deliver(items)
+        return len(items)
+
+    async def _claim_logged(self) -> list[OutboxItem]:
+        try:
+            return await self._claim()
+        except Exception:
+            log.exception("outbox: claiming rows failed; trying again shortly")
+            return []
+
+    async def _round(self, items: list[OutboxItem]) -> None:
+        try:
+            await self._deliver(items)
+        except Exception:
+            log.exception("outbox: delivery round failed; its rows go out again after the lease")
+
+    async def _deliver(self, items: list[OutboxItem]) -> None:
+        """Each recipient's rows in order, recipients side by side; outcomes recorded."""
         groups: dict[tuple[Route, str], list[OutboxItem]] = {}
         for item in items:
             groups.setdefault((item.route, item.recipient), []).append(item)
         await asyncio.gather(*(self._deliver_group(group) for group in groups.values()))
-        return len(items)
 
     async def _claim(self) -> list[OutboxItem]:
         now = self._clock()
@@ -328,11 +375,15 @@ class OutboxWorker:
         found = (await (await session.connection()).execute(_LOCK_ROWS, {"ids": ids})).all()
         session.info[_ROWS] = {row.id: row for row in found}
         session.info[_SAVES] = []
+        session.info[_DELIVERED] = []
 
     async def _save_rows(self, session: AsyncSession) -> None:
-        """Write the rows' new state, all in one statement, before the batch commits."""
+        """Write the rows' new state, and what their delivery means, before the batch commits."""
         saves = session.info.pop(_SAVES, None)
+        delivered = session.info.pop(_DELIVERED, None)
         session.info.pop(_ROWS, None)
+        if delivered:
+            await self._listener.delivered(session, delivered)
         if saves:
             await (await session.connection()).execute(_SAVE_ROW, saves)
 
@@ -355,7 +406,7 @@ class OutboxWorker:
             row.external_id = outcome.external_id
             row.last_error = None
             saves.append(_saved(row))
-            await self._listener.delivered(session, row, now, outcome.external_id)
+            session.info[_DELIVERED].append(Delivery(row, now, outcome.external_id))
             return
         if isinstance(outcome, Deferred):
             row.available_at = now + timedelta(seconds=max(outcome.after, 0.0))
@@ -409,6 +460,7 @@ _CHANGING = ("status", "attempts", "available_at", "lease_owner", "lease_until",
 _SAVED = (*_CHANGING, "delivered_at", "external_id")
 _ROWS = "supportbot.outbox_rows"  # the batch's locked rows, in its session's info
 _SAVES = "supportbot.outbox_saves"  # their new state, written before COMMIT
+_DELIVERED = "supportbot.outbox_delivered"  # the batch's deliveries, for the listener
 _LOCK_ROWS = (
     select(
         *(
