@@ -1,9 +1,13 @@
 """The outbox's sender for `Route.EMAIL`: builds each mail (mail.compose) and sends it over SMTP.
 
-One connection serves every row of a batch (the worker's groups take turns on it) and stays open a
-few seconds for the next batch. Outcomes: 2xx → Delivered (external id = our Message-ID); 4xx, a
-dropped connection or an unreachable server → RetryLater; 5xx for the mail → Failed, which the
-core shows on the ticket and tells the agents. A failure while connecting, upgrading to TLS or
+Up to `SmtpSettings.connections` connections (2 by default) are open at once; each carries one
+recipient's rows at a time and is reused from mail to mail, batch to batch, staying open a few
+seconds after its last mail. While one connection waits for the server, another sends. The most
+recently used free connection is taken first, so light traffic keeps to one.
+
+Outcomes: 2xx → Delivered (external id = our Message-ID); 4xx, a dropped connection or an
+unreachable server → RetryLater; 5xx for the mail → Failed, which the core shows on the ticket
+and tells the agents. A failure while connecting, upgrading to TLS or
 logging in is the server's or the configuration's, not the mail's, so it is retried rather than
 failed. A kept-open connection the server has closed meanwhile is replaced once, silently.
 """
@@ -47,8 +51,17 @@ class _Unreachable(Exception):
     """Connecting, TLS or login failed."""
 
 
+class _Line:
+    """One SMTP connection, used by one delivery at a time."""
+
+    def __init__(self) -> None:
+        self.client: aiosmtplib.SMTP | None = None
+        self.closer: asyncio.TimerHandle | None = None
+        self.lock = asyncio.Lock()
+
+
 class SmtpSender:
-    """Delivers email rows of the outbox over one reused SMTP connection."""
+    """Delivers email rows of the outbox over a few reused SMTP connections."""
 
     def __init__(
         self,
@@ -81,38 +94,44 @@ class SmtpSender:
         self._keep_open = keep_open
         self._local_hostname = local_hostname or self._address.rpartition("@")[2]
         self._loader = attachment_loader
-        self._client: aiosmtplib.SMTP | None = None
-        self._lock = asyncio.Lock()
-        self._closer: asyncio.TimerHandle | None = None
+        self._lines = [_Line() for _ in range(max(settings.connections, 1))]
+        self._free: asyncio.LifoQueue[_Line] = asyncio.LifoQueue()
+        for line in reversed(self._lines):
+            self._free.put_nowait(line)
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections_opened = 0
 
     async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
         """Send rows of one recipient in order; stop at the first that did not go out."""
-        async with self._lock:
-            if self._closer is not None:
-                self._closer.cancel()
-                self._closer = None
-            outcomes: list[Outcome] = []
-            try:
-                for item in items:
-                    outcome = await self._deliver_one(item)
-                    outcomes.append(outcome)
-                    if not isinstance(outcome, Delivered):
-                        break
-            finally:
-                if self._client is not None:
-                    loop = asyncio.get_running_loop()
-                    self._closer = loop.call_later(self._keep_open, self._close_soon)
-            return outcomes
+        line = await self._free.get()
+        try:
+            async with line.lock:
+                if line.closer is not None:
+                    line.closer.cancel()
+                    line.closer = None
+                outcomes: list[Outcome] = []
+                try:
+                    for item in items:
+                        outcome = await self._deliver_one(line, item)
+                        outcomes.append(outcome)
+                        if not isinstance(outcome, Delivered):
+                            break
+                finally:
+                    if line.client is not None:
+                        loop = asyncio.get_running_loop()
+                        line.closer = loop.call_later(self._keep_open, self._close_soon, line)
+                return outcomes
+        finally:
+            self._free.put_nowait(line)
 
     async def close(self) -> None:
-        """Say QUIT and drop the connection (at shutdown)."""
-        if self._closer is not None:
-            self._closer.cancel()
-            self._closer = None
-        async with self._lock:
-            await self._drop(polite=True)
+        """Say QUIT and drop the connections (at shutdown)."""
+        for line in self._lines:
+            if line.closer is not None:
+                line.closer.cancel()
+                line.closer = None
+            async with line.lock:
+                await self._drop(line, polite=True)
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -120,7 +139,7 @@ class SmtpSender:
 
     # -- one row -------------------------------------------------------------------------------
 
-    async def _deliver_one(self, item: OutboxItem) -> Outcome:
+    async def _deliver_one(self, line: _Line, item: OutboxItem) -> Outcome:
         try:
             mail = await self._compose(item)
             data = message_bytes(mail, loop_header=self._loop_header)
@@ -129,42 +148,42 @@ class SmtpSender:
             return Failed(f"cannot build the mail: {error}")
         except (OSError, TimeoutError) as error:
             return RetryLater(f"attachment not available yet: {error}")
-        outcome = await self._send(mail.recipient, data)
+        outcome = await self._send(line, mail.recipient, data)
         if outcome is None:
             log.info("smtp: %s row %s sent to %s", item.kind.value, item.id, mail.recipient)
             return Delivered(external_id=mail.message_id)
         return outcome
 
-    async def _send(self, recipient: str, data: bytes) -> Outcome | None:
+    async def _send(self, line: _Line, recipient: str, data: bytes) -> Outcome | None:
         """One SMTP transaction; None when the server took the mail."""
         for attempt in (1, 2):
-            reused = self._client is not None
+            reused = line.client is not None
             try:
-                client = await self._connection()
+                client = await self._connection(line)
                 await client.sendmail(self._address, [recipient], data)
             except _Unreachable as error:
                 return RetryLater(str(error))
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as error:
-                await self._drop(polite=False)
+                await self._drop(line, polite=False)
                 if reused and attempt == 1:
                     log.info("smtp: the kept-open connection was closed; reconnecting")
                     continue
                 return RetryLater(f"connection lost: {error}")
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-                return await self._refused(error)
+                return await self._refused(line, error)
             return None
         return RetryLater("connection lost twice")  # pragma: no cover - the loop returns
 
-    async def _refused(self, error: Exception) -> Outcome:
+    async def _refused(self, line: _Line, error: Exception) -> Outcome:
         """What an SMTP error means for the row: 5xx is final, anything else is retried."""
         if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
             refused = error.recipients[0]
             return _outcome(refused.code, refused.message)
         if isinstance(error, aiosmtplib.SMTPResponseException):
             if error.code == 421:  # the server is closing this connection
-                await self._drop(polite=False)
+                await self._drop(line, polite=False)
             return _outcome(error.code, error.message)
-        await self._drop(polite=False)
+        await self._drop(line, polite=False)
         return RetryLater(f"{type(error).__name__}: {error}")
 
     async def _compose(self, item: OutboxItem) -> OutgoingMail:
@@ -214,10 +233,10 @@ class SmtpSender:
 
     # -- the connection ------------------------------------------------------------------------
 
-    async def _connection(self) -> aiosmtplib.SMTP:
-        if self._client is not None and self._client.is_connected:
-            return self._client
-        await self._drop(polite=False)
+    async def _connection(self, line: _Line) -> aiosmtplib.SMTP:
+        if line.client is not None and line.client.is_connected:
+            return line.client
+        await self._drop(line, polite=False)
         settings = self._settings
         tls = settings.tls
         context = None
@@ -242,11 +261,11 @@ class SmtpSender:
                 client.close()
             where = f"{settings.host}:{settings.port}"
             raise _Unreachable(f"SMTP server {where} unavailable: {error}") from error
-        self._client = client
+        line.client = client
         return client
 
-    async def _drop(self, *, polite: bool) -> None:
-        client, self._client = self._client, None
+    async def _drop(self, line: _Line, *, polite: bool) -> None:
+        client, line.client = line.client, None
         if client is None:
             return
         if polite and client.is_connected:
@@ -255,16 +274,16 @@ class SmtpSender:
         with contextlib.suppress(Exception):
             client.close()
 
-    def _close_soon(self) -> None:
-        self._closer = None
-        task = asyncio.ensure_future(self._close_idle())
+    def _close_soon(self, line: _Line) -> None:
+        line.closer = None
+        task = asyncio.ensure_future(self._close_idle(line))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _close_idle(self) -> None:
-        async with self._lock:
-            if self._closer is None:
-                await self._drop(polite=True)
+    async def _close_idle(self, line: _Line) -> None:
+        async with line.lock:
+            if line.closer is None:  # not used again meanwhile
+                await self._drop(line, polite=True)
 
 
 def _outcome(code: int, message: str) -> Outcome:

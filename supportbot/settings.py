@@ -59,6 +59,7 @@ class SmtpSettings:
     user: str
     password: str = field(repr=False)
     tls: Tls
+    connections: int = 2  # at most this many open at once, each reused from mail to mail
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,7 @@ def _smtp(read: _Reader, needed: bool) -> SmtpSettings | None:
         user=read.text("SMTP_USER"),
         password=read.text("SMTP_PASSWORD"),
         tls=tls,
+        connections=read.integer("SMTP_CONNECTIONS", 2, low=1, high=16),
     )
 
 

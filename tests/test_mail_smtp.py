@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -188,17 +189,40 @@ async def test_a_5xx_fails_the_reply_and_the_agents_are_told(
     assert (await helpers.ticket(database, ticket)).waiting_since is not None
 
 
-async def test_one_connection_carries_a_batch_of_twenty(
-    database: Database, desk: Desk, clock: Clock, smtp_server: SmtpServer, sender: SmtpSender
+@pytest.mark.parametrize("connections", [1, 3])
+async def test_batches_reuse_the_configured_connections_and_keep_each_customers_order(
+    database: Database, desk: Desk, clock: Clock, smtp_server: SmtpServer, connections: int
 ) -> None:
-    for n in range(20):
-        await desk.receive(customer_writes(f"c{n}@example.org", message_id=f"<m{n}@example.org>"))
-    assert await worker(database, desk, clock, sender).run_once() == 20
+    settings = replace(smtp_server.settings(), connections=connections)
+    sender = SmtpSender(settings, SUPPORT, clock=clock, timeout=5)
+    await agent(database, clock)
+    try:
+        tickets = [
+            (
+                await desk.receive(customer_writes(f"c{n}@example.org", message_id=f"<m{n}@x>"))
+            ).ticket
+            for n in range(20)
+        ]
+        assert await worker(database, desk, clock, sender).run_once() == 20  # the receipts
+        for ticket in tickets:
+            for answer in ("first answer", "second answer"):
+                await desk.reply(ticket, AGENT, answer)
+        assert await worker(database, desk, clock, sender).run_once() == 40
+    finally:
+        await sender.close()
     assert sorted(r.rcpt_tos[0] for r in smtp_server.received) == sorted(
-        f"c{n}@example.org" for n in range(20)
+        f"c{n}@example.org" for n in range(20) for _ in range(3)
     )
-    assert smtp_server.handler.connections == 1
-    assert sender.connections_opened == 1
+    for n in range(20):
+        got = [r for r in smtp_server.received if r.rcpt_tos == (f"c{n}@example.org",)]
+        kinds = [
+            "receipt" if "Auto-Submitted" in r.message else parts(r.message)["text/plain"]
+            for r in got
+        ]
+        assert kinds[0] == "receipt"
+        assert "first answer" in kinds[1] and "second answer" in kinds[2]
+    assert smtp_server.handler.connections == connections
+    assert sender.connections_opened == connections, "both batches reused the same connections"
 
 
 async def test_a_closed_kept_open_connection_is_replaced_and_a_dead_server_retried(

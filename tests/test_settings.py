@@ -94,6 +94,8 @@ def test_secrets_stay_out_of_repr() -> None:
             "IMAP_PORT",
             "1 to 65535",
         ),
+        ({"SMTP_HOST": "h", "SMTP_CONNECTIONS": "0"}, "SMTP_CONNECTIONS", "1 to 16"),
+        ({"SMTP_HOST": "h", "SMTP_CONNECTIONS": "lots"}, "SMTP_CONNECTIONS", "whole number"),
         (
             {"IMAP_HOST": "h", "IMAP_USER": "u", "IMAP_PASSWORD": "p", "IMAP_TLS": "maybe"},
             "IMAP_TLS",
