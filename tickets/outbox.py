@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, bindparam, exists, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -292,15 +292,24 @@ class OutboxWorker:
         if not routes:
             return []
         earlier = aliased(OutboxRow)
-        blocked = exists().where(
-            earlier.route == OutboxRow.route,
-            earlier.recipient == OutboxRow.recipient,
-            earlier.status == OutboxStatus.PENDING.value,
-            earlier.id < OutboxRow.id,
-            or_(
-                earlier.available_at > now,
-                and_(earlier.lease_until.is_not(None), earlier.lease_until > now),
-            ),
+        # OFFSET 0 keeps PostgreSQL from turning this into an anti-join, whose plan follows the
+        # table's statistics: after a burst they are stale, and the join compared every
+        # candidate with every pending row (450 ms for 1,000 rows). As a subplan it is one
+        # probe of ix_outbox_pending_recipient per candidate, whatever the statistics say.
+        blocked = (
+            select(earlier.id)
+            .where(
+                earlier.route == OutboxRow.route,
+                earlier.recipient == OutboxRow.recipient,
+                earlier.status == OutboxStatus.PENDING.value,
+                earlier.id < OutboxRow.id,
+                or_(
+                    earlier.available_at > now,
+                    and_(earlier.lease_until.is_not(None), earlier.lease_until > now),
+                ),
+            )
+            .offset(0)
+            .exists()
         )
         candidates = (
             select(OutboxRow.id)
