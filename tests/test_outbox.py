@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text as sql
 from sqlalchemy import update
 
 from tests import helpers
@@ -18,6 +19,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import OutboxKind, Role, Route
 from tickets.outbox import (
+    CLAIM_LOCK,
     Deferred,
     Delivered,
     Failed,
@@ -27,6 +29,7 @@ from tickets.outbox import (
     RetryLater,
     RetryPolicy,
     enqueue,
+    route_lock,
 )
 from tickets.tables import OutboxRow
 
@@ -442,3 +445,36 @@ async def test_the_run_loop_sends_the_next_batch_while_a_slow_one_finishes(
         w.wakeup()
         await asyncio.wait_for(task, 5)
     assert {r.status for r in await helpers.outbox(database)} == {"delivered"}
+
+
+async def test_a_routes_claims_wait_for_each_other_but_not_for_other_routes(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    if database.kind != "postgresql":
+        pytest.skip("SQLite's single writer serialises every claim; the locks are PostgreSQL's")
+    await put(database, clock, "7", "to a customer")
+    async with database.sessions.begin() as session:
+        enqueue(
+            session,
+            route=Route.AGENTS,
+            recipient="agents",
+            kind=OutboxKind.AGENT_NOTICE,
+            payload={"text": "to the agents"},
+            at=clock.now,
+        )
+    sender = MemorySender()
+    customers = OutboxWorker(database.sessions, {Route.TELEGRAM: sender}, desk, clock=clock)
+    agents = OutboxWorker(database.sessions, {Route.AGENTS: sender}, desk, clock=clock)
+    async with database.engine.connect() as holder:
+        # Another worker of the Telegram route is in the middle of its claim.
+        await holder.execute(
+            sql("SELECT pg_advisory_xact_lock(:key, :route)"),
+            {"key": CLAIM_LOCK, "route": route_lock(Route.TELEGRAM.value)},
+        )
+        assert await asyncio.wait_for(agents.run_once(), 5) == 1
+        waiting = asyncio.create_task(customers.run_once())
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), "a claim of the same route waits for the one in progress"
+        await holder.rollback()
+        assert await asyncio.wait_for(waiting, 5) == 1
+    assert sender.texts() == ["to the agents", "to a customer"]

@@ -3,9 +3,10 @@
 A row is claimed with a lease (`lease_owner`, `lease_until`), so rows of a crashed worker are
 picked up again once the lease runs out. Rows for one recipient go out in the order they were
 written: a row is not claimed while an earlier row for the same recipient is waiting out a
-backoff or is leased by another worker. On PostgreSQL claims take a transaction-scoped advisory
-lock, so concurrent workers see each other's fresh leases, and lock rows `FOR UPDATE SKIP LOCKED`
-against outcome updates; SQLite, which has one writer at a time, ignores that clause and claims
+backoff or is leased by another worker. On PostgreSQL a claim takes a transaction-scoped advisory
+lock per route it claims for, so workers of one route see each other's fresh leases while workers
+of other routes claim side by side, and it locks rows `FOR UPDATE SKIP LOCKED` against outcome
+updates; SQLite, which has one writer at a time, ignores that clause and claims
 inside its IMMEDIATE transaction.
 """
 
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import random
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +34,16 @@ from tickets.tables import OutboxRow
 
 log = logging.getLogger(__name__)
 
-CLAIM_LOCK = 0x5B0_0B0C  # advisory lock id serialising outbox claims on PostgreSQL
+CLAIM_LOCK = 0x5B0_0B0C  # advisory lock class serialising a route's outbox claims on PostgreSQL
+_ROUTE_LOCKS = text(
+    "SELECT count(pg_advisory_xact_lock(:key, route_key))"
+    " FROM unnest(CAST(:routes AS integer[])) AS route_key"  # in the array's order
+)
+
+
+def route_lock(route: str) -> int:
+    """The second key of a route's claim lock (the first is CLAIM_LOCK)."""
+    return zlib.crc32(route.encode()) & 0x7FFF_FFFF
 
 
 @dataclass(frozen=True)
@@ -220,8 +231,8 @@ class OutboxWorker:
     async def run(self, stop: asyncio.Event, *, poll: float = 1.0) -> None:
         """Deliver until `stop` is set; a failing database is logged and retried, never fatal.
 
-        The next batch is claimed while the last is still going out (two batches at most), so
-        the senders never stand idle while a batch's last outcomes are being recorded. A
+        After a full batch the next is claimed while it is still going out (two batches at
+        most), so the senders never stand idle while a batch's last outcomes are recorded. A
         recipient's later rows wait for its earlier ones all the same: a claim skips them
         while an earlier row is leased.
         """
@@ -233,7 +244,8 @@ class OutboxWorker:
                     rounds.add(asyncio.create_task(self._round(items)))
                     if len(rounds) >= 2:
                         _, rounds = await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED)
-                    continue
+                    if len(items) == self._batch_size:
+                        continue  # there may be more: claim it while this batch goes out
                 pause = self._pause(poll)
                 if not rounds:
                     await self.wakeup.wait(pause)
@@ -326,11 +338,12 @@ class OutboxWorker:
         )
         async with self._sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
-                # Claims are short; taking them one worker at a time means a worker sees the
-                # leases another has just taken, which per-recipient order depends on.
-                await session.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK}
-                )
+                # Claims are short; taking a route's one worker at a time means a worker sees
+                # the leases another has just taken, which per-recipient order depends on. The
+                # locks are taken in one order, so workers with overlapping routes cannot
+                # deadlock.
+                keys = sorted(route_lock(route) for route in routes)
+                await session.execute(_ROUTE_LOCKS, {"key": CLAIM_LOCK, "routes": keys})
             ids = list((await session.scalars(candidates)).all())
             if not ids:
                 return []
