@@ -231,8 +231,10 @@ class AgentFeed:
             value = item.payload.get("message_id")
             return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-        tickets = await self._book.tickets(i.ticket_id for i in items if i.ticket_id is not None)
-        messages = await self._book.messages(m for i in items if (m := message_id(i)) is not None)
+        tickets, messages = await self._book.notice_facts(
+            (i.ticket_id for i in items if i.ticket_id is not None),
+            (m for i in items if (m := message_id(i)) is not None),
+        )
         self._group.places = {number: t.place for number, t in tickets.items()}
         return [
             _Notice(

@@ -80,31 +80,44 @@ class PlaceBook:
 
     async def tickets(self, numbers: Iterable[int]) -> dict[int, TicketFacts]:
         """The tickets with their customer and current place, by number."""
+        found, _ = await self.notice_facts(numbers, ())
+        return found
+
+    async def notice_facts(
+        self, numbers: Iterable[int], message_ids: Iterable[int]
+    ) -> tuple[dict[int, TicketFacts], dict[int, MessageFacts]]:
+        """The tickets notices are about and the messages they show, read in one session."""
         wanted = sorted(set(numbers))
-        if not wanted:
-            return {}
+        ids = sorted(set(message_ids))
+        if not wanted and not ids:
+            return {}, {}
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(Ticket, Customer.name, *identity_columns())
-                    .join(Customer, Customer.id == Ticket.customer_id)
-                    .where(Ticket.id.in_(wanted))
-                )
-            ).all()
-            posts = (
-                await session.scalars(
-                    select(AgentPost)
-                    .where(
-                        AgentPost.ticket_id.in_(wanted),
-                        AgentPost.chat_id == self.chat_id,
-                        AgentPost.kind.in_((TOPIC, CARD)),
-                    )
-                    .order_by(AgentPost.id)
-                )
-            ).all()
-            identities = await identity_lines(
-                session, ((t.customer_id, linked, matched) for t, _n, linked, matched in rows)
+            tickets = await self._tickets(session, wanted) if wanted else {}
+            messages = await _messages(session, ids) if ids else {}
+        return tickets, messages
+
+    async def _tickets(self, session: AsyncSession, wanted: list[int]) -> dict[int, TicketFacts]:
+        rows = (
+            await session.execute(
+                select(Ticket, Customer.name, *identity_columns())
+                .join(Customer, Customer.id == Ticket.customer_id)
+                .where(Ticket.id.in_(wanted))
             )
+        ).all()
+        posts = (
+            await session.scalars(
+                select(AgentPost)
+                .where(
+                    AgentPost.ticket_id.in_(wanted),
+                    AgentPost.chat_id == self.chat_id,
+                    AgentPost.kind.in_((TOPIC, CARD)),
+                )
+                .order_by(AgentPost.id)
+            )
+        ).all()
+        identities = await identity_lines(
+            session, ((t.customer_id, linked, matched) for t, _n, linked, matched in rows)
+        )
         threads: dict[int, int | None] = {}
         cards: dict[int, int | None] = {}
         for post in posts:  # the newest record of each kind wins
@@ -127,15 +140,6 @@ class PlaceBook:
             )
             for ticket, name, _linked, _matched in rows
         }
-
-    async def messages(self, ids: Iterable[int]) -> dict[int, MessageFacts]:
-        """Messages by id, for the texts and files notices refer to."""
-        wanted = sorted(set(ids))
-        if not wanted:
-            return {}
-        async with self._sessions() as session:
-            rows = (await session.scalars(select(Message).where(Message.id.in_(wanted)))).all()
-        return {row.id: _message(row) for row in rows}
 
     async def latest_customer_message(self, number: int) -> MessageFacts | None:
         """What the customer wrote last on a ticket: the body of a card made after the fact."""
@@ -212,6 +216,12 @@ class PlaceBook:
                 .limit(limit)
             )
             return list(found.all())
+
+
+async def _messages(session: AsyncSession, ids: list[int]) -> dict[int, MessageFacts]:
+    """Messages by id, for the texts and files notices refer to."""
+    rows = (await session.scalars(select(Message).where(Message.id.in_(ids)))).all()
+    return {row.id: _message(row) for row in rows}
 
 
 def _message(row: Message) -> MessageFacts:

@@ -344,15 +344,13 @@ class OutboxWorker:
                 # deadlock.
                 keys = sorted(route_lock(route) for route in routes)
                 await session.execute(_ROUTE_LOCKS, {"key": CLAIM_LOCK, "routes": keys})
-            ids = list((await session.scalars(candidates)).all())
-            if not ids:
-                return []
             rows = (
                 await session.scalars(
                     update(OutboxRow)
-                    .where(OutboxRow.id.in_(ids))
+                    .where(OutboxRow.id.in_(candidates))
                     .values(lease_owner=self.worker_id, lease_until=now + self._lease)
                     .returning(OutboxRow)
+                    .execution_options(synchronize_session=False)
                 )
             ).all()
             return sorted((_item(row) for row in rows), key=lambda item: item.id)
