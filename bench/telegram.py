@@ -4,7 +4,7 @@ Run from the repository root:
 
     .venv/bin/python bench/telegram.py [--db sqlite|postgresql|both]
                                        [--scenario light|heavy|burst|all] [--timeline]
-                                       [--postgres-url URL]
+                                       [--separate-process] [--postgres-url URL]
 
 Each (database, scenario) run starts a fresh, migrated database (`bench/common.py`: a temporary
 SQLite file, or a private PostgreSQL schema), a fresh `LocalBotApi` that enforces Telegram's real
@@ -34,6 +34,10 @@ Scenarios and targets:
   visibility latency ≤ 10 s, zero 429 answers, zero lost.
 * burst: 1,000 customers send one message each within one second: every message visible within
   90 s, zero 429 answers, zero lost.
+
+With `--separate-process` the service runs in a child process (`bench/service_process.py`), as in
+production, where it shares no CPU time with Telegram's servers; by default it shares this
+process's event loop with the local server and the scripted people.
 
 Every scenario has a hard timeout; a run that hits it is reported with what it measured so far.
 `--timeline` also lists every message the bot sent to the agents' group, timed from the first
@@ -78,9 +82,10 @@ from bench.common import (  # noqa: E402
     table,
     verdict,
 )
+from bench.service_process import ServiceProcess  # noqa: E402
 from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser  # noqa: E402
 from supportbot import app  # noqa: E402
-from supportbot.local import local_settings  # noqa: E402
+from supportbot.local import local_environ, local_settings  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
 from tickets.model import Direction, Role  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402
@@ -242,12 +247,19 @@ class Bench:
     group: SimChat
     agent: SimUser
     data: Database
-    service: asyncio.Task[None]
+    service: ServiceProcess | asyncio.Task[None]
 
     def check_alive(self) -> None:
         if self.service.done():
-            self.service.result()
+            if isinstance(self.service, asyncio.Task):
+                self.service.result()
             raise RuntimeError("the service stopped by itself")
+
+    async def service_cpu(self) -> float:
+        """CPU seconds the service has used so far (its own process, or this one)."""
+        if isinstance(self.service, ServiceProcess):
+            return await self.service.cpu()
+        return time.process_time()
 
     async def sleep_until(self, at: float) -> float:
         """Sleep until monotonic time `at`; return how late we woke up (s)."""
@@ -258,8 +270,14 @@ class Bench:
 
 
 @asynccontextmanager
-async def running_service(data: Database) -> AsyncIterator[Bench]:
-    """The whole service on `data`, against a local Bot API server with Telegram's limits."""
+async def running_service(
+    data: Database, *, separate: bool, tally: LogTally
+) -> AsyncIterator[Bench]:
+    """The whole service on `data`, against a local Bot API server with Telegram's limits.
+
+    With `separate`, the service runs in a process of its own (`bench/service_process.py`), as it
+    would in production, and this process holds only the server and the scripted people.
+    """
     server = LocalBotApi(TOKEN, bot_username="supportbot_bench", limits=RateLimits.telegram())
     await server.start()
     try:
@@ -268,6 +286,10 @@ async def running_service(data: Database) -> AsyncIterator[Bench]:
         await server.add_member(group, agent)
         async with data.sessions.begin() as session:
             await add_agent(session, agent.id, Role.AGENT, "Sam", at=utcnow(), actor="bench")
+        if separate:
+            async with separate_service(server, group, data, tally) as process:
+                yield Bench(server, group, agent, data, process)
+            return
         settings = local_settings(server, group, data.url)
         stop = asyncio.Event()
         service = asyncio.create_task(app.run(settings, stop))
@@ -289,6 +311,27 @@ async def running_service(data: Database) -> AsyncIterator[Bench]:
                 print(f"  the service ended with {service.exception()!r}", flush=True)
     finally:
         await server.stop()
+
+
+@asynccontextmanager
+async def separate_service(
+    server: LocalBotApi, group: SimChat, data: Database, tally: LogTally
+) -> AsyncIterator[ServiceProcess]:
+    """The service in a child process, ready once it polls the server."""
+    process = ServiceProcess(local_environ(server, group, data.url))
+    process.start()
+    try:
+        await server.wait_for(
+            lambda: server.stats.requests.get("getUpdates", 0) > 0 or process.done(), STARTUP
+        )
+        if process.done():
+            raise RuntimeError(f"the service did not start: {await process.stop(SHUTDOWN)}")
+        yield process
+    finally:
+        problem = await process.stop(SHUTDOWN)
+        if problem:
+            print(f"  {problem}", flush=True)
+        tally.counts.update(process.logs)
 
 
 # -- watching what arrives -----------------------------------------------------------------------
@@ -591,21 +634,26 @@ def reply_series(bench: Bench, plan: Plan) -> Series:
     )
 
 
-async def run(kind: str, scenario: str, postgres_url: str) -> RunResult:
+async def run(kind: str, scenario: str, postgres_url: str, *, separate: bool) -> RunResult:
     tally = LogTally()
     logging.getLogger().addHandler(tally)
     try:
-        async with database(kind, postgres_url) as data, running_service(data) as bench:
+        async with (
+            database(kind, postgres_url) as data,
+            running_service(data, separate=separate, tally=tally) as bench,
+        ):
             plan = PLANS[scenario](bench.server)
             meter = CpuMeter()
             meter.start()
+            service_began = await bench.service_cpu()
             timed_out = False
             try:
                 async with asyncio.timeout(HARD_TIMEOUT[scenario]):
                     await DRIVERS[scenario](bench, plan)
             except TimeoutError:
                 timed_out = True
-            cpu = meter.stop()
+            machine_cpu = meter.stop()
+            cpu = CpuUse(await bench.service_cpu() - service_began, machine_cpu.machine_busy)
             too_many = bench.server.stats.too_many_requests_total
             series = [await customer_series(bench, plan, too_many)]
             if scenario == "light":
@@ -719,6 +767,12 @@ def parse_arguments() -> argparse.Namespace:
         help="also list every message the bot sent to the agents' group, with its time",
     )
     parser.add_argument(
+        "--separate-process",
+        action="store_true",
+        help="run the service in a process of its own instead of sharing this process's event "
+        "loop with the local server and the scripted people",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get("TEST_DATABASE_URL") or DEFAULT_POSTGRES_URL,
         help="PostgreSQL server; a private schema is created and dropped (default: %(default)s)",
@@ -739,7 +793,7 @@ async def main() -> int:
         for scenario in args.scenarios:
             print(f"running {scenario} on {kind} …", flush=True)
             began = time.monotonic()
-            result = await run(kind, scenario, args.postgres_url)
+            result = await run(kind, scenario, args.postgres_url, separate=args.separate_process)
             print(f"  done in {time.monotonic() - began:.0f} s", flush=True)
             results.append(result)
     report(results, show_timeline=args.timeline)

@@ -19,16 +19,23 @@ def local_settings(
     extra: Mapping[str, str] | None = None,
 ) -> Settings:
     """Settings that point the bot at `server` with `group` as the agents' group."""
-    return load_settings(
-        {
-            "DATABASE_URL": database_url,
-            "TELEGRAM_TOKEN": server.token,
-            "TELEGRAM_API_URL": server.url,
-            "AGENT_CHAT_ID": str(group.id),
-            **(extra or {}),
-        },
-        env_file=None,
-    )
+    return load_settings(local_environ(server, group, database_url, extra), env_file=None)
+
+
+def local_environ(
+    server: LocalBotApi,
+    group: SimChat,
+    database_url: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment values of `local_settings` (for a service in another process)."""
+    return {
+        "DATABASE_URL": database_url,
+        "TELEGRAM_TOKEN": server.token,
+        "TELEGRAM_API_URL": server.url,
+        "AGENT_CHAT_ID": str(group.id),
+        **(extra or {}),
+    }
 
 
 @asynccontextmanager
