@@ -69,7 +69,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from collections.abc import Awaitable, Callable, Iterator, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from email.message import EmailMessage  # noqa: E402
 from email.utils import format_datetime  # noqa: E402
@@ -944,7 +944,8 @@ async def run_replies(kind: str, postgres_url: str, sink: Sink, args: argparse.N
         async def done() -> bool:
             return await count(sessions, OutboxRow, is_reply, pending) == 0
 
-        sender = SmtpSender(sink.settings(), SUPPORT)
+        settings = replace(sink.settings(), connections=args.smtp_connections)
+        sender = SmtpSender(settings, SUPPORT)
         worker = OutboxWorker(
             sessions, {Route.EMAIL: sender}, desk, clock=utcnow, wakeup=wakeups.new()
         )
@@ -1078,6 +1079,12 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--phase", choices=["intake", "replies", "both"], default="both")
     parser.add_argument("--profile", action="store_true", help="run the timed parts under cProfile")
+    parser.add_argument(
+        "--smtp-connections",
+        type=int,
+        default=SmtpSettings.connections,
+        help="SMTP connections the replies may use (default: the service's, %(default)s)",
+    )
     parser.add_argument(
         "--steps", action="store_true", help="time the product's main steps inside the timed parts"
     )
