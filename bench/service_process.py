@@ -23,10 +23,12 @@ from typing import Any
 from supportbot import app
 from supportbot.settings import load_settings
 
-__all__ = ["ServiceProcess"]
+__all__ = ["LogTally", "ServiceProcess"]
 
 
-class _Tally(logging.Handler):
+class LogTally(logging.Handler):
+    """Counts the service's warnings and errors by message template (nothing is printed)."""
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.counts: Counter[str] = Counter()
@@ -37,7 +39,7 @@ class _Tally(logging.Handler):
 
 def _child(environ: dict[str, str], pipe: Connection) -> None:
     """The child: run the service until the parent says "stop"; answer "cpu" meanwhile."""
-    tally = _Tally()
+    tally = LogTally()
     logging.getLogger().addHandler(tally)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

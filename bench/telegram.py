@@ -82,7 +82,7 @@ from bench.common import (  # noqa: E402
     table,
     verdict,
 )
-from bench.service_process import ServiceProcess  # noqa: E402
+from bench.service_process import LogTally, ServiceProcess  # noqa: E402
 from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser  # noqa: E402
 from supportbot import app  # noqa: E402
 from supportbot.local import local_environ, local_settings  # noqa: E402
@@ -223,17 +223,6 @@ class RunResult:
     timed_out: bool
     logs: Counter[str]
     timeline: list[str]
-
-
-class LogTally(logging.Handler):
-    """Counts the service's warnings and errors by message template (nothing is printed)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.counts: Counter[str] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.counts[f"{record.levelname} {record.name}: {record.msg}"] += 1
 
 
 # -- the running desk ----------------------------------------------------------------------------
