@@ -7,9 +7,9 @@ recently used free connection is taken first, so light traffic keeps to one.
 
 Outcomes: 2xx → Delivered (external id = our Message-ID); 4xx, a dropped connection or an
 unreachable server → RetryLater; 5xx for the mail → Failed, which the core shows on the ticket
-and tells the agents. A failure while connecting, upgrading to TLS or
-logging in is the server's or the configuration's, not the mail's, so it is retried rather than
-failed. A kept-open connection the server has closed meanwhile is replaced once, silently.
+and tells the agents. A failure while connecting, upgrading to TLS or logging in is the server's
+or the configuration's, not the mail's, so it is retried rather than failed. A kept-open
+connection the server has closed meanwhile is replaced once, silently.
 """
 
 from __future__ import annotations
