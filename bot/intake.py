@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from telegram import Bot, Update
 from telegram.error import (
     BadRequest,
@@ -27,6 +27,7 @@ from telegram.error import (
 
 from bot.agents import AgentGroup
 from bot.customers import CustomerChat
+from tickets.batching import unreachable
 from tickets.desk import Desk
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class Poller:
         try:
             await self.handle(update)
         except DBAPIError as error:
-            if isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated:
+            if unreachable(error):
                 raise Transient(f"database unavailable: {error.orig!r}") from error
             log.exception("update %s could not be stored; quarantined", update.update_id)
             await self._quarantine(update, error)

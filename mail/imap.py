@@ -42,7 +42,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,6 +50,7 @@ from mail.compose import LOOP_HEADER
 from mail.imap_client import FetchedMail, ImapError, ImapSession
 from mail.parse import parse_mail
 from supportbot.settings import ImapSettings
+from tickets.batching import unreachable
 from tickets.desk import Desk
 from tickets.model import (
     Attachment,
@@ -512,11 +513,7 @@ def notify_agents(
 
 def _unreachable(error: BaseException) -> bool:
     """A database that is down or busy, as opposed to a mail it refuses."""
-    if isinstance(error, StorageUnavailable | OSError | TimeoutError | PoolTimeout):
-        return True
-    if isinstance(error, DBAPIError):
-        return isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated
-    return False
+    return isinstance(error, StorageUnavailable | PoolTimeout) or unreachable(error)
 
 
 def _made_up_id(raw: bytes) -> str:
