@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from telegram import Bot, Message
 
 from bot.accounts import AccountServices
-from bot.convert import CARRIED, content_of, display_name, external_id
+from bot.convert import CARRIED, Content, content_of, display_name, external_id
 from bot.limits import TelegramLimiter
 from bot.refunds import CustomerRefunds
 from supportbot.templates import Templates
@@ -75,17 +75,20 @@ class CustomerChat:
         if ref is None:
             return
         command = split_command(message.text or "", self._bot.username)
-        if command is None and content_of(message) is not None:
+        content = content_of(message) if command is None else None
+        if content is not None:
             # Desk.receive drops a banned customer's message in its own transaction, so a
             # message is stored without a round trip to the database beforehand.
-            await self._receive(message, ref, new_ticket=False)
+            await self._receive(message, ref, content, new_ticket=False)
             return
         if await self._desk.customer_banned(ref):
             return
         if command is not None:
             await self._command(message, ref, *command)
         else:
-            await self._receive(message, ref, new_ticket=False)  # says what can be sent
+            await self._answer(
+                message, self._templates.render("telegram/unsupported", carried=CARRIED)
+            )
 
     async def on_edit(self, message: Message) -> None:
         """Record an edit; an edit of a message we never saw is taken as a new message."""
@@ -97,7 +100,7 @@ class CustomerChat:
             return
         ticket = await self._desk.record_edit(Channel.TELEGRAM, external_id(message), content.text)
         if ticket is None:
-            await self._receive(message, ref, new_ticket=False)
+            await self._receive(message, ref, content, new_ticket=False)
 
     async def _customer(self, message: Message) -> CustomerRef | None:
         """Who wrote, unless it is a bot or a banned customer (they get nothing)."""
@@ -107,20 +110,14 @@ class CustomerChat:
         return ref
 
     async def _receive(
-        self, message: Message, ref: CustomerRef, *, new_ticket: bool, text: str | None = None
+        self, message: Message, ref: CustomerRef, content: Content, *, new_ticket: bool
     ) -> None:
-        content = content_of(message)
-        if content is None:
-            await self._answer(
-                message, self._templates.render("telegram/unsupported", carried=CARRIED)
-            )
-            return
         ident = external_id(message)
         await self._desk.receive(
             IncomingMessage(
                 customer=ref,
                 channel=Channel.TELEGRAM,
-                text=content.text if text is None else text,
+                text=content.text,
                 attachments=content.attachments,
                 external_id=ident,
                 dedup_key=("telegram", ident),
@@ -142,8 +139,8 @@ class CustomerChat:
                 ),
             )
         elif name == "new":
-            if args:
-                await self._receive(message, ref, new_ticket=True, text=args)
+            if args:  # a command is a text message: no files come with it
+                await self._receive(message, ref, Content(args, ()), new_ticket=True)
             else:
                 await self._desk.request_new_ticket(ref)
                 await self._answer(message, self._templates.render("telegram/new_ticket"))
