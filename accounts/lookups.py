@@ -92,7 +92,7 @@ async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> 
     rows = await session.execute(
         select(Customer.id, *identity_columns()).where(Customer.id.in_(wanted))
     )
-    return await identity_lines(session, rows.tuples())
+    return await identity_lines(session, ((row[0], row[1], row[2]) for row in rows))
 
 
 async def identity_lines(

@@ -6,8 +6,8 @@ written: a row is not claimed while an earlier row for the same recipient is wai
 backoff or is leased by another worker. On PostgreSQL a claim takes a transaction-scoped advisory
 lock per route it claims for, so workers of one route see each other's fresh leases while workers
 of other routes claim side by side, and it locks rows `FOR UPDATE SKIP LOCKED` against outcome
-updates; SQLite, which has one writer at a time, ignores that clause and claims
-inside its IMMEDIATE transaction.
+updates; SQLite, which has one writer at a time, ignores that clause and claims inside its
+IMMEDIATE transaction.
 """
 
 from __future__ import annotations
