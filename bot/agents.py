@@ -217,14 +217,14 @@ class AgentGroup:
         )
 
     async def _answer(self, message: Message, text: str) -> None:
-        await self._limiter.acquire(message.chat_id)
-        await self._bot.send_message(
-            message.chat_id,
-            text,
-            parse_mode=ParseMode.HTML,
-            message_thread_id=message.message_thread_id if message.is_topic_message else None,
-            reply_to_message_id=message.message_id,
-        )
+        async with self._limiter.sending(message.chat_id):
+            await self._bot.send_message(
+                message.chat_id,
+                text,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=message.message_thread_id if message.is_topic_message else None,
+                reply_to_message_id=message.message_id,
+            )
 
     # -- buttons ----------------------------------------------------------------------------
 
@@ -284,14 +284,14 @@ class AgentGroup:
         await query.answer()
         card = query.message
         thread = getattr(card, "message_thread_id", None)
-        await self._limiter.acquire(card.chat.id)
-        await self._bot.send_message(
-            card.chat.id,
-            html.escape(text, quote=False),
-            parse_mode=ParseMode.HTML,
-            message_thread_id=thread if getattr(card, "is_topic_message", False) else None,
-            reply_to_message_id=card.message_id,
-        )
+        async with self._limiter.sending(card.chat.id):
+            await self._bot.send_message(
+                card.chat.id,
+                html.escape(text, quote=False),
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread if getattr(card, "is_topic_message", False) else None,
+                reply_to_message_id=card.message_id,
+            )
 
 
 _DONE = {

@@ -170,8 +170,8 @@ class CustomerChat:
             )
 
     async def _answer(self, message: Message, text: str) -> None:
-        await self._limiter.acquire(message.chat_id)
-        await self._bot.send_message(message.chat_id, text)
+        async with self._limiter.sending(message.chat_id):
+            await self._bot.send_message(message.chat_id, text)
 
 
 def _writer(message: Message) -> CustomerRef | None:

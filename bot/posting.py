@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -85,12 +86,14 @@ class GroupPoster:
             return 0
         return 1 + (1 if self.forum and place.thread_id is None else 0)
 
-    async def slot(self) -> None:
-        """Take a slot now or within `patience`; otherwise the caller defers the row."""
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Send one group message inside the block, within `patience`; else `OutOfBudget`."""
         wait = self._limiter.wait_time(self.chat_id)
         if wait > self._patience:
             raise OutOfBudget(wait)
-        await self._limiter.acquire(self.chat_id)
+        async with self._limiter.sending(self.chat_id):
+            yield
 
     async def create_place(
         self, ticket: TicketFacts, body: MessageFacts | None, marker: str
@@ -104,10 +107,10 @@ class GroupPoster:
         thread = place.thread_id if self.forum else None
         recording: asyncio.Task[None] | None = None
         if self.forum and thread is None:
-            await self.slot()
             state = sla_state(ticket.due_at, datetime.now(UTC))
             title = topic_title(ticket.number, ticket.plan, ticket.customer, state)
-            topic = await self._bot.create_forum_topic(self.chat_id, title)
+            async with self.slot():
+                topic = await self._bot.create_forum_topic(self.chat_id, title)
             thread = topic.message_thread_id
             recording = asyncio.create_task(self._book.record(ticket.number, TOPIC, thread, thread))
             self.places[ticket.number] = Place(thread, None)
@@ -115,15 +118,15 @@ class GroupPoster:
             ticket.number, claimed=ticket.claimed, closed=ticket.closed
         )
         try:
-            await self.slot()
-            card = await self._bot.send_message(
-                self.chat_id,
-                _card_html(ticket, body, marker),
-                parse_mode=ParseMode.HTML,
-                message_thread_id=thread,
-                reply_markup=keyboard,
-                link_preview_options=NO_PREVIEW,
-            )
+            async with self.slot():
+                card = await self._bot.send_message(
+                    self.chat_id,
+                    _card_html(ticket, body, marker),
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    reply_markup=keyboard,
+                    link_preview_options=NO_PREVIEW,
+                )
         finally:
             if recording is not None:
                 await recording
@@ -155,11 +158,11 @@ class GroupPoster:
                 )
             )
         if self.forum and place.thread_id is not None:
-            await self.slot()
             title = topic_title(ticket.number, ticket.plan, ticket.customer, state)
-            await _unless_unchanged(
-                self._bot.edit_forum_topic(self.chat_id, place.thread_id, name=title)
-            )
+            async with self.slot():
+                await _unless_unchanged(
+                    self._bot.edit_forum_topic(self.chat_id, place.thread_id, name=title)
+                )
 
     async def lost_place(self, number: int, error: BadRequest) -> bool:
         """A refusal about the ticket's topic or card: forget that place, so a new one is made.
@@ -187,24 +190,24 @@ class GroupPoster:
     async def post(self, place: Place, number: int, html_text: str) -> int:
         """Post HTML into a ticket's topic, or as a reply to its card; returns the message id."""
         thread, reply = self._where(place)
-        await self.slot()
-        message = await self._bot.send_message(
-            self.chat_id,
-            html_text,
-            parse_mode=ParseMode.HTML,
-            message_thread_id=thread,
-            reply_parameters=reply,
-            link_preview_options=NO_PREVIEW,
-        )
+        async with self.slot():
+            message = await self._bot.send_message(
+                self.chat_id,
+                html_text,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread,
+                reply_parameters=reply,
+                link_preview_options=NO_PREVIEW,
+            )
         await self._book.record(number, POST, message.message_id, thread)
         return message.message_id
 
     async def plain(self, html_text: str, number: int | None) -> int:
         """Post HTML to the group itself (its General topic): digests, and notices with no place."""
-        await self.slot()
-        message = await self._bot.send_message(
-            self.chat_id, html_text, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW
-        )
+        async with self.slot():
+            message = await self._bot.send_message(
+                self.chat_id, html_text, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW
+            )
         if number is not None:
             await self._book.record(number, POST, message.message_id, None)
         return message.message_id
@@ -215,26 +218,30 @@ class GroupPoster:
         if origin is None:
             return
         thread, reply = self._where(place)
-        await self.slot()
         try:
-            copied = await self._bot.copy_message(
-                self.chat_id, origin[0], origin[1], message_thread_id=thread, reply_parameters=reply
-            )
+            async with self.slot():
+                copied = await self._bot.copy_message(
+                    self.chat_id,
+                    origin[0],
+                    origin[1],
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                )
         except BadRequest as error:
             log.warning("agents' feed: could not copy %s (%s); sending by file_id", origin, error)
         else:
             await self._book.record(number, POST, copied.message_id, thread)
             return
         for attachment in message.attachments:
-            await self.slot()
             try:
-                sent = await send_file(
-                    self._bot,
-                    self.chat_id,
-                    attachment,
-                    thread_id=thread,
-                    reply_to=reply.message_id if reply else None,
-                )
+                async with self.slot():
+                    sent = await send_file(
+                        self._bot,
+                        self.chat_id,
+                        attachment,
+                        thread_id=thread,
+                        reply_to=reply.message_id if reply else None,
+                    )
             except BadRequest as error:
                 log.warning("agents' feed: a file of #%s cannot be shown: %s", number, error)
                 continue

@@ -139,15 +139,15 @@ class AgentRefunds:
     async def _say(
         self, message: Message, text: str, keyboard: InlineKeyboardMarkup | None = None
     ) -> None:
-        await self._limiter.acquire(message.chat_id)
-        await self._bot.send_message(
-            message.chat_id,
-            text,
-            parse_mode=ParseMode.HTML,
-            message_thread_id=message.message_thread_id if message.is_topic_message else None,
-            reply_to_message_id=message.message_id,
-            reply_markup=keyboard,
-        )
+        async with self._limiter.sending(message.chat_id):
+            await self._bot.send_message(
+                message.chat_id,
+                text,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=message.message_thread_id if message.is_topic_message else None,
+                reply_to_message_id=message.message_id,
+                reply_markup=keyboard,
+            )
 
 
 class CustomerRefunds:

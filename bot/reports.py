@@ -37,25 +37,25 @@ async def send_report(parts: ChatParts, message: Message, agent: int, args: str)
     text = reporting.telegram_text(parts.templates, report)
     thread = message.message_thread_id if message.is_topic_message else None
     reply = ReplyParameters(message.message_id, allow_sending_without_reply=True)
-    await parts.limiter.acquire(message.chat_id)
-    await parts.bot.send_message(
-        message.chat_id,
-        f"<pre>{html.escape(text, quote=False)}</pre>",
-        parse_mode=ParseMode.HTML,
-        message_thread_id=thread,
-        reply_parameters=reply,
-    )
+    async with parts.limiter.sending(message.chat_id):
+        await parts.bot.send_message(
+            message.chat_id,
+            f"<pre>{html.escape(text, quote=False)}</pre>",
+            parse_mode=ParseMode.HTML,
+            message_thread_id=thread,
+            reply_parameters=reply,
+        )
     try:
         png = await asyncio.to_thread(render_png, report)
     except Exception as error:  # the figures went out; a chart that fails must not hide them
         log.exception("the chart of %s could not be drawn", report.period.month)
         raise SupportbotError(f"the chart could not be drawn ({type(error).__name__})") from None
-    await parts.limiter.acquire(message.chat_id)
-    await parts.bot.send_photo(
-        message.chat_id,
-        InputFile(png, filename=f"sla-report-{report.period.month}.png"),
-        caption=clip(reporting.caption(parts.templates, report), MAX_CAPTION),
-        parse_mode=None,
-        message_thread_id=thread,
-        reply_parameters=reply,
-    )
+    async with parts.limiter.sending(message.chat_id):
+        await parts.bot.send_photo(
+            message.chat_id,
+            InputFile(png, filename=f"sla-report-{report.period.month}.png"),
+            caption=clip(reporting.caption(parts.templates, report), MAX_CAPTION),
+            parse_mode=None,
+            message_thread_id=thread,
+            reply_parameters=reply,
+        )

@@ -108,8 +108,8 @@ class CustomerSender:
         progress = self._progress.get(item.id)
         try:
             for part in parts[progress.sent if progress else 0 :]:
-                await self._limiter.acquire(chat_id, keep=KEEP_FOR_AGENTS)
-                message = await self._send(chat_id, part)
+                async with self._limiter.sending(chat_id, keep=KEEP_FOR_AGENTS):
+                    message = await self._send(chat_id, part)
                 if progress is None:
                     progress = self._remember(item.id, message.message_id)
                 progress.sent += 1

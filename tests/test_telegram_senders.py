@@ -139,14 +139,63 @@ def test_limiter_spread_gap(history: list[float], at: float, spend: int, gap: fl
     assert limiter.last_sent(GROUP) == (start + history[-1] if history else -math.inf)
 
 
-async def test_limiter_acquire_waits_then_records() -> None:
+async def test_limiter_sending_waits_then_records() -> None:
     clock = FakeMonotonic()
     limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1)
     start = clock.now
     for _ in range(3):
-        await limiter.acquire(ANN)
+        async with limiter.sending(ANN):
+            pass
     assert clock.now - start == pytest.approx(2.2)
     assert limiter.wait_time(ANN) == pytest.approx(1.1)
+
+
+async def test_limiter_counts_a_send_from_when_its_request_returns() -> None:
+    """Telegram counts a request when it arrives, which may be long after it was granted:
+    the window runs from the request's return, never from the grant."""
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1)
+    start = clock.now
+    async with limiter.sending(ANN):
+        clock.now += 0.5  # a slow request, or a busy event loop
+        assert limiter.wait_time(ANN) == pytest.approx(1.1)  # in flight: a whole window yet
+        assert limiter.last_sent(ANN) == clock.now
+    assert limiter.wait_time(ANN) == pytest.approx(1.1)
+    async with limiter.sending(ANN):
+        assert clock.now - start == pytest.approx(1.6)
+
+
+async def test_limiter_counts_sends_in_flight_against_every_window() -> None:
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1, overall=Budget(3, 1.0))
+    async with contextlib.AsyncExitStack() as flying:
+        for chat in (GROUP, ANN, BOB):
+            await flying.enter_async_context(limiter.sending(chat))
+        assert limiter.overall_wait_time() == pytest.approx(1.1)
+        assert limiter.wait_time(13) == pytest.approx(1.1)
+        assert limiter.free_group_slots(GROUP) == 19
+        assert limiter.spread_gap(GROUP) == pytest.approx(60.1 / 19)
+        clock.now += 2.0
+    assert limiter.wait_time(13) == pytest.approx(1.1)  # all three returned just now
+    clock.now += 0.6
+    assert limiter.wait_time(13) == pytest.approx(0.5)
+
+
+async def test_limiter_counts_a_send_that_failed() -> None:
+    clock = FakeMonotonic()
+    limiter = TelegramLimiter(clock=clock, sleep=clock.sleep, margin=0.1)
+
+    async def timed_out_send() -> None:
+        async with limiter.sending(ANN):
+            clock.now += 0.3
+            raise telegram.error.TimedOut()
+
+    with pytest.raises(telegram.error.TimedOut):
+        await timed_out_send()
+    assert limiter.wait_time(ANN) == pytest.approx(1.1)
+    assert limiter.free_group_slots(GROUP) == 20
+    clock.now += 1.2
+    assert limiter.wait_time(ANN) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -499,6 +548,23 @@ async def test_an_injected_429_is_waited_out_and_the_message_arrives_once(
     assert rig.server.stats.too_many_requests_total == 1  # the injected one, nothing else
     [reply] = await helpers.outbox(rig.database, OutboxRow.kind == "reply")
     assert (reply.status, reply.attempts) == ("delivered", 1)
+
+
+async def test_requests_that_reach_telegram_late_do_not_bunch_into_a_429(
+    make_rig: RigFactory,
+) -> None:
+    """Telegram counts a request when it arrives. Twenty receipts that arrive a second late,
+    together with the ones sent after them, must still fit the 30-a-second window."""
+    rig = await make_rig(forum=False)
+    customers = [rig.server.add_user(f"C{i}") for i in range(60)]
+    rig.server.hold_next("sendMessage", seconds=1.0, times=20)
+    for user in customers:
+        await rig.customer_writes(user, "hello")
+    await rig.settle(within=30)
+    assert rig.server.stats.too_many_requests_total == 0
+    for user in customers:
+        [receipt] = rig.server.sent_to(user)
+        assert "#" in (receipt.text or "")
 
 
 async def test_a_single_notice_goes_out_within_half_a_second_of_commit(

@@ -74,6 +74,14 @@ class _Failure:
         return ApiError(self.status, self.description or default)
 
 
+@dataclass
+class _Hold:
+    method: str
+    chat_id: int | None
+    remaining: int
+    seconds: float
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -107,6 +115,7 @@ class LocalBotApi(ScriptedPeople, Inspection):
         self.limits = limits if limits is not None else RateLimits.telegram()
         self._world = World(self.bot, self.limits, privacy_mode=privacy_mode)
         self._failures: list[_Failure] = []
+        self._holds: list[_Hold] = []
         self._runner: web.AppRunner | None = None
         self._socket: socket.socket | None = None
         self._url: str | None = None
@@ -219,11 +228,40 @@ class LocalBotApi(ScriptedPeople, Inspection):
             )
         )
 
+    def hold_next(
+        self, method: str, *, seconds: float, times: int = 1, chat_id: ChatRef | None = None
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` (``"*"`` for any) arrive ``seconds`` late.
+
+        A held call is handled, and counted against the flood limits, only once it arrives, as
+        on a slow network path between the bot and Telegram. ``chat_id`` restricts it to calls
+        for that chat.
+        """
+        name = "*" if method == "*" else _BY_LOWER_NAME.get(method.lower())
+        if name is None:
+            raise ValueError(f"unknown Bot API method {method!r}")
+        if times < 1 or seconds < 0:
+            raise ValueError("times must be >= 1 and seconds >= 0")
+        chat = chat_id_of(chat_id) if chat_id is not None else None
+        self._holds.append(_Hold(method=name, chat_id=chat, remaining=times, seconds=seconds))
+
+    def _matches(self, wanted: str, chat_id: int | None, method: str, params: Params) -> bool:
+        if wanted not in ("*", method):
+            return False
+        return chat_id is None or self._request_chat(params) == chat_id
+
+    def _take_hold(self, method: str, params: Params) -> float:
+        for hold in self._holds:
+            if self._matches(hold.method, hold.chat_id, method, params):
+                hold.remaining -= 1
+                if hold.remaining == 0:
+                    self._holds.remove(hold)
+                return hold.seconds
+        return 0.0
+
     def _take_failure(self, method: str, params: Params) -> _Failure | None:
         for failure in self._failures:
-            if failure.method not in ("*", method):
-                continue
-            if failure.chat_id is not None and self._request_chat(params) != failure.chat_id:
+            if not self._matches(failure.method, failure.chat_id, method, params):
                 continue
             failure.remaining -= 1
             if failure.remaining == 0:
@@ -266,6 +304,8 @@ class LocalBotApi(ScriptedPeople, Inspection):
         return web.json_response(body, status=status)
 
     async def _call(self, method: str, params: Params) -> Any:
+        if held := self._take_hold(method, params):
+            await asyncio.sleep(held)
         failure = self._take_failure(method, params)
         if failure is None:
             return await METHODS[method](self._world, params)
