@@ -614,6 +614,37 @@ async def test_a_batch_sees_its_own_earlier_messages(
     assert events == ["reopened", "message", *["opened"] * 5]
 
 
+async def test_a_batch_reads_its_senders_ahead_and_keeps_them_current(
+    desk: Desk, database: Database
+) -> None:
+    """Senders are read once per batch; what the batch changes, its later messages see."""
+    for i in range(2):  # two receipts to this address within the hour already
+        await desk.receive(email("loop@example.com", f"earlier {i}", new_ticket=True))
+    first = await desk.receive(telegram(ANN, "one", name="Ann"))
+    await desk.request_new_ticket(telegram(ANN).customer)
+    batch = [
+        telegram(ANN, "a new topic", name="Ann Lee"),
+        telegram(ANN, "more about it", name="Ann Lee"),
+        email("new@example.com", "first mail", name="Neil", new_ticket=True),
+        email("New@Example.com", "second mail", name="Neil", new_ticket=True),
+        *(email("loop@example.com", f"mail {i}", new_ticket=True) for i in range(2)),
+    ]
+
+    topic, more, neil, neil_again, *loop = await desk.receive_many(batch)
+
+    assert isinstance(topic, Intake) and topic.opened and topic.ticket != first.ticket
+    assert isinstance(more, Intake) and more.ticket == topic.ticket, "/new was used up once"
+    assert isinstance(neil, Intake) and isinstance(neil_again, Intake)
+    assert [getattr(r, "receipt", None) for r in loop] == [True, False], "3 an hour, not 4"
+    names = sorted(c.name for c in await helpers.rows(database, Customer))
+    assert names == ["Ann Lee", "Bob", "Neil"], "one customer per sender, names kept current"
+    assert not (await helpers.rows(database, Customer, Customer.name == "Ann Lee"))[
+        0
+    ].wants_new_ticket
+    opened = {(await helpers.ticket(database, r.ticket)).customer_id for r in (neil, neil_again)}
+    assert len(opened) == 1
+
+
 async def test_a_mail_threads_onto_a_ticket_opened_earlier_in_its_batch(
     desk: Desk, database: Database
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,6 +28,9 @@ from tickets.tables import (
     OutboxRow,
     Ticket,
 )
+
+if TYPE_CHECKING:
+    from tickets.customer_lookup import Found, SenderKey
 
 customers = cast(Table, Customer.__table__)
 customer_emails = cast(Table, CustomerEmail.__table__)
@@ -77,7 +80,8 @@ class Unwritten:
 
     The tickets a batch touched are kept here as the batch left them (later messages of the
     batch see these, not the rows as read), and saved once each; the outbox rows and the links
-    from dedup keys to messages go in one statement each.
+    from dedup keys to messages go in one statement each. What the batch read ahead for all its
+    messages is kept here too.
     """
 
     def __init__(self) -> None:
@@ -88,6 +92,10 @@ class Unwritten:
         self.mail_ids: list[dict[str, Any]] = []
         self.threads: dict[str, int] = {}  # the batch's Message-IDs → ticket, oldest first
         self.opened: set[int] = set()  # tickets the batch opened: all their mail is in it
+        # What the batch read ahead: its senders (None: not a customer when the batch began)
+        # and how many email receipts each answer address got within the receipt window.
+        self.senders: dict[SenderKey, Found | None] = {}
+        self.recent_receipts: dict[str, int] = {}
 
     def add_mail_id(self, message_id: str, ticket_id: int, at: datetime) -> None:
         """Keep a Message-ID for threading; later mails of the batch thread by it at once."""

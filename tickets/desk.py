@@ -16,6 +16,7 @@ from tickets import audit
 from tickets.agents import active_agent
 from tickets.batch_writes import Unwritten
 from tickets.batching import Coalescer, in_transactions
+from tickets.customer_lookup import NAME_LIMIT  # noqa: F401 - part of the desk's contract
 from tickets.delivery import DeliveryOutcomes
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
 from tickets.model import (
@@ -39,7 +40,6 @@ from tickets.policy import SlaPolicy
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.receiving import (  # noqa: F401 - the limits are part of the desk's contract
     EXCERPT,
-    NAME_LIMIT,
     RECEIPT_WINDOW,
     RECEIPTS_PER_WINDOW,
     REFERENCES_KEPT,
@@ -98,11 +98,20 @@ class Desk:
         message that fails never keeps the others from being stored.
         """
         results = await in_transactions(
-            self.sessions, incoming, self._receive_one, self._write_unwritten
+            self.sessions,
+            incoming,
+            self._receive_one,
+            self._write_unwritten,
+            start=self._read_ahead,
         )
         if any(isinstance(result, Intake) for result in results):
             self._wakeup()
         return results
+
+    async def _read_ahead(self, session: AsyncSession, batch: Sequence[IncomingMessage]) -> None:
+        connection = await session.connection()
+        unwritten = await self._receiver.read_ahead(connection, batch, self._clock())
+        session.info[UNWRITTEN] = unwritten
 
     async def _receive_one(self, session: AsyncSession, incoming: IncomingMessage) -> Intake:
         unwritten = session.info.setdefault(UNWRITTEN, Unwritten())

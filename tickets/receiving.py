@@ -3,14 +3,17 @@
 Each message is a handful of statements on the caller's transaction: the dedup key, the customer
 (locked), the ticket (locked), the message, the ticket's wait, and the outbox rows. Core keeps the
 ORM's unit of work and identity map off this path; a batch of messages shares one transaction
-(see `tickets.batching`).
+(see `tickets.batching`), and reads its senders and their recent receipts together first
+(`Receiver.read_ahead`).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Insert, bindparam, delete, func, insert, select, update
@@ -20,8 +23,6 @@ from tickets.batch_writes import (
     TicketState,
     Unwritten,
     audit_log,
-    customer_emails,
-    customers,
     inbound_keys,
     mail_ids,
     messages,
@@ -29,6 +30,7 @@ from tickets.batch_writes import (
     outbox_row,
     tickets,
 )
+from tickets.customer_lookup import CustomerRow, find_or_create, load_senders
 from tickets.model import (
     Channel,
     CustomerRef,
@@ -51,16 +53,7 @@ EXCERPT = 500
 REFERENCES_KEPT = 20
 RECEIPTS_PER_WINDOW = 3
 RECEIPT_WINDOW = timedelta(hours=1)
-NAME_LIMIT = 200
 
-_CUSTOMER_COLUMNS = (
-    customers.c.id,
-    customers.c.name,
-    customers.c.plan,
-    customers.c.banned_at,
-    customers.c.unreachable_at,
-    customers.c.wants_new_ticket,
-)
 _TICKET_COLUMNS = (
     tickets.c.id,
     tickets.c.customer_id,
@@ -72,20 +65,6 @@ _TICKET_COLUMNS = (
     tickets.c.waiting_message_id,
     tickets.c.due_at,
     tickets.c.closed_at,
-)
-_CUSTOMER_BY_TELEGRAM = (
-    select(*_CUSTOMER_COLUMNS)
-    .where(customers.c.telegram_id == bindparam("telegram_id"))
-    .with_for_update()
-)
-_CUSTOMER_BY_ID = (
-    select(*_CUSTOMER_COLUMNS).where(customers.c.id == bindparam("customer_id")).with_for_update()
-)
-_CUSTOMER_BY_ADDRESS = (
-    select(*_CUSTOMER_COLUMNS)
-    .join(customer_emails, customer_emails.c.customer_id == customers.c.id)
-    .where(customer_emails.c.address == bindparam("address"))
-    .with_for_update(of=customers)
 )
 _LATEST_TICKET = (
     select(*_TICKET_COLUMNS)
@@ -104,22 +83,26 @@ _THREAD_TICKET = (
 )
 _NEW_TICKET = insert(tickets).returning(tickets.c.id)
 _NEW_MESSAGE = insert(messages).returning(messages.c.id)
-_NEW_CUSTOMER = insert(customers).returning(*_CUSTOMER_COLUMNS)
 _FORGET_KEY = delete(inbound_keys).where(inbound_keys.c.id == bindparam("key_id"))
 _EARLIER = (
     select(messages.c.ticket_id, messages.c.id)
     .join(inbound_keys, inbound_keys.c.message_id == messages.c.id)
     .where(inbound_keys.c.source == bindparam("source"), inbound_keys.c.key == bindparam("key"))
 )
+_RECEIPTS_SINCE = (
+    outbox.c.kind == OutboxKind.RECEIPT.value,
+    outbox.c.route == Route.EMAIL.value,
+    outbox.c.created_at > bindparam("since"),
+)
 _RECENT_RECEIPTS = (
     select(func.count())
     .select_from(outbox)
-    .where(
-        outbox.c.recipient == bindparam("recipient"),
-        outbox.c.kind == OutboxKind.RECEIPT.value,
-        outbox.c.route == Route.EMAIL.value,
-        outbox.c.created_at > bindparam("since"),
-    )
+    .where(outbox.c.recipient == bindparam("recipient"), *_RECEIPTS_SINCE)
+)
+_RECENT_RECEIPTS_TO = (
+    select(outbox.c.recipient, func.count().label("count"))
+    .where(outbox.c.recipient.in_(bindparam("recipients", expanding=True)), *_RECEIPTS_SINCE)
+    .group_by(outbox.c.recipient)
 )
 _EARLIER_MAIL_IDS = (
     select(mail_ids.c.message_id)
@@ -131,14 +114,6 @@ _NEW_MAIL_ID = insert(mail_ids)
 _NEW_AUDIT = insert(audit_log)
 
 
-@dataclass
-class _Customer:
-    id: int
-    name: str
-    plan: str
-    banned: bool
-
-
 class Receiver:
     """Stores customer messages; `receive` runs on a transaction the caller owns."""
 
@@ -146,21 +121,6 @@ class Receiver:
         self._policy = policy
         self._templates = templates
         self._mail_domain = mail_domain
-        self._ignoring: dict[str, tuple[Insert, Insert, Insert, Insert]] = {}
-
-    def _inserts(self, connection: AsyncConnection) -> tuple[Insert, Insert, Insert, Insert]:
-        """The insert-if-absent statements, built once per dialect."""
-        dialect = connection.dialect.name
-        found = self._ignoring.get(dialect)
-        if found is None:
-            found = (
-                insert_ignoring(dialect, inbound_keys).returning(inbound_keys.c.id),
-                insert_ignoring(dialect, customers).returning(*_CUSTOMER_COLUMNS),
-                insert_ignoring(dialect, customer_emails).returning(customer_emails.c.id),
-                insert_ignoring(dialect, mail_ids),
-            )
-            self._ignoring[dialect] = found
-        return found
 
     async def receive(
         self,
@@ -180,7 +140,9 @@ class Receiver:
             key_id, earlier = await self._dedup(connection, source, key, now, unwritten)
             if earlier is not None:
                 return earlier
-        customer, wanted_new = await self.customer(connection, incoming.customer, now, wrote=True)
+        customer, wanted_new = await self.customer(
+            connection, incoming.customer, now, wrote=True, unwritten=unwritten
+        )
         if customer.banned:
             if key_id is not None:
                 await connection.execute(_FORGET_KEY, {"key_id": key_id})
@@ -194,7 +156,7 @@ class Receiver:
             connection, customer, incoming, at, unwritten
         )
         external_id = bounded_id(incoming.external_id) if incoming.external_id else None
-        reply_address = (incoming.reply_address or _default_address(incoming.customer))[:320]
+        reply_address = _reply_address(incoming)
         message_id = (
             await connection.execute(
                 _NEW_MESSAGE,
@@ -273,7 +235,8 @@ class Receiver:
     ) -> tuple[int | None, Intake | None]:
         """The new dedup key's id, or the outcome of the message stored with it before."""
         values = {"source": source, "key": key, "received_at": now}
-        key_id = (await connection.execute(self._inserts(connection)[0], values)).scalar()
+        new_key = _new_key(connection.dialect.name)
+        key_id = (await connection.execute(new_key, values)).scalar()
         if key_id is not None:
             return key_id, None
         if (source, key) in unwritten.keyed:  # stored earlier in this batch
@@ -284,86 +247,41 @@ class Receiver:
         return None, Intake(ticket=earlier.ticket_id, message_id=earlier.id, duplicate=True)
 
     async def customer(
-        self, connection: AsyncConnection, ref: CustomerRef, at: datetime, *, wrote: bool
-    ) -> tuple[_Customer, bool]:
-        """The customer (locked, created if new, name kept current), and whether they had asked
-        for a new ticket; `wrote` means a message arrives: that clears the request and the
-        unreachable mark."""
-        name = storable_text(ref.name)[:NAME_LIMIT]
-        _, insert_customer, insert_address, _ = self._inserts(connection)
-        if ref.telegram_id is not None:
-            found = (
-                await connection.execute(_CUSTOMER_BY_TELEGRAM, {"telegram_id": ref.telegram_id})
-            ).first()
-            if found is None:
-                # Insert-if-absent (no sequence value is spent on known customers), so a first
-                # message racing another from the same person still ends with one customer.
-                values = {
-                    "telegram_id": ref.telegram_id,
-                    "name": name,
-                    "plan": "basic",
-                    "created_at": at,
-                    "wants_new_ticket": False,
-                }
-                found = (await connection.execute(insert_customer, values)).first()
-                if found is None:
-                    found = (
-                        await connection.execute(
-                            _CUSTOMER_BY_TELEGRAM, {"telegram_id": ref.telegram_id}
-                        )
-                    ).one()
-        else:
-            assert ref.email is not None
-            address = ref.email.strip().lower()
-            found = (await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})).first()
-            if found is None:
-                fresh = (
-                    await connection.execute(
-                        _NEW_CUSTOMER,
-                        {
-                            "name": name,
-                            "plan": "basic",
-                            "created_at": at,
-                            "wants_new_ticket": False,
-                        },
-                    )
-                ).one()
-                won = (
-                    await connection.execute(
-                        insert_address, {"customer_id": fresh.id, "address": address}
-                    )
-                ).scalar()
-                found = fresh
-                if won is None:  # another transaction registered the address first
-                    await connection.execute(delete(customers).where(customers.c.id == fresh.id))
-                    found = (
-                        await connection.execute(_CUSTOMER_BY_ADDRESS, {"address": address})
-                    ).one()
-        changes: dict[str, Any] = {}
-        if name and found.name != name:
-            changes["name"] = name
-        writing = wrote and found.banned_at is None
-        if writing and found.unreachable_at is not None:
-            changes["unreachable_at"] = None
-        wanted_new = bool(found.wants_new_ticket) and writing
-        if wanted_new:
-            changes["wants_new_ticket"] = False
-        if changes:
-            await connection.execute(
-                update(customers).where(customers.c.id == found.id).values(changes)
-            )
-        customer = _Customer(
-            id=found.id,
-            name=changes.get("name", found.name),
-            plan=found.plan,
-            banned=found.banned_at is not None,
+        self,
+        connection: AsyncConnection,
+        ref: CustomerRef,
+        at: datetime,
+        *,
+        wrote: bool,
+        unwritten: Unwritten | None = None,
+    ) -> tuple[CustomerRow, bool]:
+        """The customer (see `find_or_create`), from what the batch read ahead if it did."""
+        known = unwritten.senders if unwritten is not None else None
+        return await find_or_create(connection, ref, at, wrote=wrote, known=known)
+
+    async def read_ahead(
+        self, connection: AsyncConnection, batch: Sequence[IncomingMessage], now: datetime
+    ) -> Unwritten:
+        """Read what every message of a batch needs, one statement for all: the senders
+        (locked) and the receipts their addresses got lately."""
+        unwritten = Unwritten()
+        unwritten.senders.update(await load_senders(connection, (i.customer for i in batch)))
+        addresses = sorted(
+            {_reply_address(i) for i in batch if i.channel is Channel.EMAIL and not i.automated}
         )
-        return customer, wanted_new
+        if addresses:
+            since = now - RECEIPT_WINDOW
+            found = await connection.execute(
+                _RECENT_RECEIPTS_TO, {"recipients": addresses, "since": since}
+            )
+            unwritten.recent_receipts.update(dict.fromkeys(addresses, 0))
+            unwritten.recent_receipts.update({row.recipient: row.count for row in found})
+        return unwritten
 
     async def _ticket_for(
         self,
         connection: AsyncConnection,
-        customer: _Customer,
+        customer: CustomerRow,
         incoming: IncomingMessage,
         at: datetime,
         unwritten: Unwritten,
@@ -431,7 +349,7 @@ class Receiver:
     async def _thread(
         self,
         connection: AsyncConnection,
-        customer: _Customer,
+        customer: CustomerRow,
         incoming: IncomingMessage,
         unwritten: Unwritten,
     ) -> tuple[IncomingMessage, bool]:
@@ -543,11 +461,12 @@ class Receiver:
     ) -> bool:
         route = Route(channel.value)
         if route is Route.EMAIL:
-            recent = (
-                await connection.execute(
+            recent = unwritten.recent_receipts.get(recipient)
+            if recent is None:
+                found = await connection.execute(
                     _RECENT_RECEIPTS, {"recipient": recipient, "since": at - RECEIPT_WINDOW}
                 )
-            ).scalar()
+                recent = found.scalar()
             if (recent or 0) + unwritten.receipts_to(recipient) >= RECEIPTS_PER_WINDOW:
                 return False  # a mail loop or a flood: the agents still see every message
         text = self._templates.render(
@@ -585,5 +504,14 @@ class Receiver:
         )
 
 
-def _default_address(ref: CustomerRef) -> str:
-    return str(ref.telegram_id) if ref.telegram_id is not None else (ref.email or "").lower()
+def _reply_address(incoming: IncomingMessage) -> str:
+    """Where answers to this message go: its Reply-To, else the sender."""
+    ref = incoming.customer
+    default = str(ref.telegram_id) if ref.telegram_id is not None else (ref.email or "").lower()
+    return (incoming.reply_address or default)[:320]
+
+
+@cache
+def _new_key(dialect: str) -> Insert:
+    """Insert-if-absent of a dedup key, built once per dialect."""
+    return insert_ignoring(dialect, inbound_keys).returning(inbound_keys.c.id)
