@@ -27,6 +27,7 @@ from telegram.error import (
 
 from bot.agents import AgentGroup
 from bot.customers import CustomerChat
+from bot.outcomes import retry_after_seconds
 from tickets.batching import unreachable
 from tickets.desk import Desk
 
@@ -73,7 +74,7 @@ class Poller:
             except asyncio.CancelledError:
                 raise
             except RetryAfter as error:
-                await _sleep(stop, float(_seconds(error.retry_after)))
+                await _sleep(stop, retry_after_seconds(error))
             except Conflict:
                 log.error(
                     "telegram intake: another process is polling with this bot token (or a "
@@ -168,11 +169,6 @@ class Poller:
             await self._customers.on_edit(message)
         else:
             await self._customers.on_message(message)
-
-
-def _seconds(value: object) -> float:
-    total = getattr(value, "total_seconds", None)
-    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
