@@ -112,7 +112,8 @@ from tickets.model import (  # noqa: E402
     Role,
     Route,
 )
-from tickets.outbox import OutboxWorker, Wakeups  # noqa: E402
+from tickets.outbox import Wakeups  # noqa: E402
+from tickets.outbox_worker import OutboxWorker  # noqa: E402
 from tickets.policy import SlaPolicy  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402
 from tickets.receiving import Receiver  # noqa: E402

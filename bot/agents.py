@@ -15,6 +15,7 @@ from telegram.error import TelegramError
 from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
+from bot.outcomes import answer_agent
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
 from supportbot.templates import when
@@ -217,14 +218,7 @@ class AgentGroup:
         )
 
     async def _answer(self, message: Message, text: str) -> None:
-        async with self._limiter.sending(message.chat_id):
-            await self._bot.send_message(
-                message.chat_id,
-                text,
-                parse_mode=ParseMode.HTML,
-                message_thread_id=message.message_thread_id if message.is_topic_message else None,
-                reply_to_message_id=message.message_id,
-            )
+        await answer_agent(self._bot, self._limiter, message, text)
 
     # -- buttons ----------------------------------------------------------------------------
 

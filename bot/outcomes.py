@@ -1,4 +1,4 @@
-"""What Telegram's answers mean for an outbox row, and sending a stored file by its file_id.
+"""What Telegram's answers mean for an outbox row; sending a stored file, and answering an agent.
 
 Shared by the customer sender and the agents' feed: the library's errors are translated here,
 at the adapter's edge, into the outbox's outcomes.
@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import telegram
-from telegram import ReplyParameters
+from telegram import InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -25,6 +26,7 @@ from telegram.error import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
+from bot.limits import TelegramLimiter
 from tickets.outbox import Failed, Outcome, RetryLater
 
 CAPTIONED = frozenset({"photo", "document", "voice", "video", "audio", "animation"})
@@ -97,3 +99,22 @@ async def send_file(
         options.update(caption=caption, parse_mode=parse_mode)
     send = methods.get(kind, bot.send_document)
     return await send(chat_id, str(attachment["ref"]), **options)
+
+
+async def answer_agent(
+    bot: telegram.Bot,
+    limiter: TelegramLimiter,
+    message: Message,
+    html_text: str,
+    keyboard: InlineKeyboardMarkup | None = None,
+) -> None:
+    """The bot's HTML answer to an agent's message: a reply in its topic, paced by the limiter."""
+    async with limiter.sending(message.chat_id):
+        await bot.send_message(
+            message.chat_id,
+            html_text,
+            parse_mode=ParseMode.HTML,
+            message_thread_id=message.message_thread_id if message.is_topic_message else None,
+            reply_to_message_id=message.message_id,
+            reply_markup=keyboard,
+        )

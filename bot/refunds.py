@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message
-from telegram.constants import ParseMode
 
 from accounts.ledger import Identity, owner_of_customer
 from accounts.money import cents
@@ -20,6 +19,7 @@ from accounts.refunding import Panel, PlanChanged, RefundDesk, RefundResult, Ref
 from accounts.refunding import eligibility_summary as summary_of
 from bot.buttons import Action, ButtonSigner, Press
 from bot.limits import TelegramLimiter
+from bot.outcomes import answer_agent
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
@@ -139,15 +139,7 @@ class AgentRefunds:
     async def _say(
         self, message: Message, text: str, keyboard: InlineKeyboardMarkup | None = None
     ) -> None:
-        async with self._limiter.sending(message.chat_id):
-            await self._bot.send_message(
-                message.chat_id,
-                text,
-                parse_mode=ParseMode.HTML,
-                message_thread_id=message.message_thread_id if message.is_topic_message else None,
-                reply_to_message_id=message.message_id,
-                reply_markup=keyboard,
-            )
+        await answer_agent(self._bot, self._limiter, message, text, keyboard)
 
 
 class CustomerRefunds:

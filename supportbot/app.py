@@ -27,7 +27,8 @@ from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Route
-from tickets.outbox import OutboxWorker, Sender, Wakeups
+from tickets.outbox import Sender, Wakeups
+from tickets.outbox_worker import OutboxWorker
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
 from tickets.watch import SlaWatch, WatchRules

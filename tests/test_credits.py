@@ -32,7 +32,7 @@ from tests.ledger_data import Entry, add_account
 from tests.mailservers import SUPPORT, SmtpServer, smtp_server_fixture  # noqa: F401 - a fixture
 from tickets.desk import Desk
 from tickets.model import Route
-from tickets.outbox import OutboxWorker
+from tickets.outbox_worker import OutboxWorker
 from tickets.tables import AuditEntry, OutboxRow
 
 MARCH = Month(2026, 3)

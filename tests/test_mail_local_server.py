@@ -25,7 +25,7 @@ from tests.conftest import Clock, Database
 from tests.mailservers import customer_mail, eventually
 from tickets.desk import Desk
 from tickets.model import Route
-from tickets.outbox import OutboxWorker
+from tickets.outbox_worker import OutboxWorker
 from tickets.tables import MailCursor
 
 SUPPORT = "support@demo.example"

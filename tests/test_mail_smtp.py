@@ -35,7 +35,8 @@ from tickets.model import (
     Role,
     Route,
 )
-from tickets.outbox import Delivered, Failed, OutboxItem, OutboxWorker, RetryLater, RetryPolicy
+from tickets.outbox import Delivered, Failed, OutboxItem, RetryLater, RetryPolicy
+from tickets.outbox_worker import OutboxWorker
 from tickets.tables import OutboxRow
 
 AGENT = 9003

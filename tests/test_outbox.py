@@ -19,18 +19,16 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import OutboxKind, Role, Route
 from tickets.outbox import (
-    CLAIM_LOCK,
     Deferred,
     Delivered,
     Failed,
     OutboxItem,
-    OutboxWorker,
     Outcome,
     RetryLater,
     RetryPolicy,
     enqueue,
-    route_lock,
 )
+from tickets.outbox_worker import CLAIM_LOCK, OutboxWorker, route_lock
 from tickets.tables import OutboxRow
 
 AGENT = 9002

@@ -45,7 +45,8 @@ from tests.conftest import Database
 from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Attachment, Channel, CustomerRef, IncomingMessage, Role, Route
-from tickets.outbox import OutboxWorker, Wakeup
+from tickets.outbox import Wakeup
+from tickets.outbox_worker import OutboxWorker
 from tickets.policy import SlaPolicy
 from tickets.ports import utcnow
 from tickets.tables import AgentPost, Customer, OutboxRow
