@@ -263,13 +263,18 @@ class Receiver:
         self, connection: AsyncConnection, batch: Sequence[IncomingMessage], now: datetime
     ) -> Unwritten:
         """Read what every message of a batch needs, one statement for all: the senders
-        (locked) and the receipts their addresses got lately."""
+        (locked) and the receipts their addresses got lately.
+
+        A lone message is left to look up what it needs itself, which costs no more; so are
+        receipts when the batch has a single mail (that opens no ticket, it needs no count).
+        """
         unwritten = Unwritten()
+        if len(batch) < 2:
+            return unwritten
         unwritten.senders.update(await load_senders(connection, (i.customer for i in batch)))
-        addresses = sorted(
-            {_reply_address(i) for i in batch if i.channel is Channel.EMAIL and not i.automated}
-        )
-        if addresses:
+        mails = [i for i in batch if i.channel is Channel.EMAIL and not i.automated]
+        addresses = sorted({_reply_address(i) for i in mails})
+        if len(mails) > 1:
             since = now - RECEIPT_WINDOW
             found = await connection.execute(
                 _RECENT_RECEIPTS_TO, {"recipients": addresses, "since": since}
