@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import cast
 
@@ -58,6 +59,27 @@ async def test_a_failing_end_of_batch_is_narrowed_down_to_its_item(database: Dat
     ]
     assert isinstance(results[6], ValueError)
     assert sorted(await _written(database)) == sorted(i for i in items if i != "poison6")
+
+
+async def test_failing_reads_at_the_start_of_a_batch_are_narrowed_down_to_their_item(
+    database: Database,
+) -> None:
+    """A batch reads ahead for all its items; when that fails, no other item pays for it."""
+    starts: list[int] = []
+
+    async def read_ahead(session: AsyncSession, batch: Sequence[str]) -> None:
+        starts.append(len(batch))
+        if "poison3" in batch:
+            raise LookupError("cannot read for poison3")
+
+    items = [f"item{n}" for n in range(8)]
+    items[3] = "poison3"
+    results = await in_transactions(database.sessions, items, _defer, _write, start=read_ahead)
+    assert [str(r) for r in results] == [
+        "cannot read for poison3" if item == "poison3" else f"ok {item}" for item in items
+    ]
+    assert sorted(await _written(database)) == sorted(i for i in items if i != "poison3")
+    assert starts[0] == 8 and starts.count(1) >= 1, "halved until the item to blame was alone"
 
 
 async def test_an_unreachable_database_fails_the_whole_batch(database: Database) -> None:

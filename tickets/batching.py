@@ -3,10 +3,10 @@
 `in_transactions` runs a handler for each item of a batch inside one transaction. If the handler
 fails for an item, that transaction is rolled back and the batch is split: the items before it
 run again together, the failing item runs alone (its error, if it fails again, is its result),
-and the items after it go on as a batch. If the writes deferred to the batch's end fail, the
-batch is halved until the item behind the failure is alone. So every item ends with its own
-result or its own error, and one item's failure never loses or changes another's work. Only a
-database that cannot be reached fails the whole batch.
+and the items after it go on as a batch. If the batch's own work fails (the reads at its start,
+or the writes deferred to its end), the batch is halved until the item behind the failure is
+alone. So every item ends with its own result or its own error, and one item's failure never
+loses or changes another's work. Only a database that cannot be reached fails the whole batch.
 
 `Coalescer` gathers the items concurrent callers submit while a batch is being written, and
 writes them as the next batch: concurrent callers share transactions (group commit) instead of
@@ -36,7 +36,9 @@ class _ItemFailed(Exception):
         self.error = error
 
 
-class _FinishFailed(Exception):
+class _BatchFailed(Exception):
+    """The batch's own work failed: `start` or `finish`, not one item's handler."""
+
     def __init__(self, error: Exception) -> None:
         super().__init__(error)
         self.error = error
@@ -61,14 +63,14 @@ async def in_transactions(
 
     `start` runs first in each transaction, with the items it will handle (to read or lock what
     they need at once); `finish` runs at its end, before COMMIT (writes the handler deferred).
-    An error outside any one item (the database cannot be reached, `start` or COMMIT fails) is
-    raised: then nothing of the batch was committed.
+    An error outside any one item (the database cannot be reached, or COMMIT fails) is raised:
+    then nothing of the batch was committed.
     """
     if not items:
         return []
     try:
         return list(await _together(sessions, items, handle, finish, start))
-    except _FinishFailed as failure:
+    except _BatchFailed as failure:
         if unreachable(failure.error):
             raise failure.error from None
         if len(items) == 1:
@@ -99,7 +101,10 @@ async def _together(
     results: list[Result] = []
     async with sessions.begin() as session:
         if start is not None:
-            await start(session, items)
+            try:
+                await start(session, items)
+            except Exception as error:
+                raise _BatchFailed(error) from error
         for index, item in enumerate(items):
             try:
                 results.append(await handle(session, item))
@@ -109,7 +114,7 @@ async def _together(
             try:
                 await finish(session)
             except Exception as error:
-                raise _FinishFailed(error) from error
+                raise _BatchFailed(error) from error
     return results
 
 
