@@ -18,12 +18,13 @@ import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, select, text, update
+from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from tickets.batch_writes import outbox
 from tickets.batching import Coalescer, in_transactions
 from tickets.model import OutboxKind, OutboxStatus, Route
 from tickets.outbox import (
@@ -167,7 +168,7 @@ class OutboxWorker:
         # OFFSET 0 keeps PostgreSQL from turning this into an anti-join, whose plan follows the
         # table's statistics: after a burst they are stale, and the join compared every
         # candidate with every pending row (450 ms for 1,000 rows). As a subplan it is one
-        # probe of ix_outbox_pending_recipient per candidate, whatever the statistics say.
+        # probe of ixoutbox_pending_recipient per candidate, whatever the statistics say.
         blocked = (
             select(earlier.id)
             .where(
@@ -335,7 +336,6 @@ class OutboxWorker:
         self.wakeup()
 
 
-_outbox = cast(Table, OutboxRow.__table__)
 _CHANGING = ("status", "attempts", "available_at", "lease_owner", "lease_until", "last_error")
 _SAVED = (*_CHANGING, "delivered_at", "external_id")
 _ROWS = "supportbot.outbox_rows"  # the batch's locked rows, in its session's info
@@ -344,17 +344,17 @@ _DELIVERED = "supportbot.outbox_delivered"  # the batch's deliveries, for the li
 _LOCK_ROWS = (
     select(
         *(
-            _outbox.c[name]
+            outbox.c[name]
             for name in ("id", "route", "recipient", "kind", "ticket_id", "message_id", *_SAVED)
         )
     )
-    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(_outbox.c.id)
+    .where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(outbox.c.id)
     .with_for_update()
 )
 _SAVE_ROW = (
-    update(_outbox)
-    .where(_outbox.c.id == bindparam("row_id"))
+    update(outbox)
+    .where(outbox.c.id == bindparam("row_id"))
     .values({name: bindparam(f"new_{name}") for name in _SAVED})
 )
 

@@ -10,7 +10,7 @@ ORM's unit of work and identity map off this path; a batch of messages shares on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
@@ -89,19 +89,14 @@ _EARLIER = (
     .join(inbound_keys, inbound_keys.c.message_id == messages.c.id)
     .where(inbound_keys.c.source == bindparam("source"), inbound_keys.c.key == bindparam("key"))
 )
-_RECEIPTS_SINCE = (
-    outbox.c.kind == OutboxKind.RECEIPT.value,
-    outbox.c.route == Route.EMAIL.value,
-    outbox.c.created_at > bindparam("since"),
-)
 _RECENT_RECEIPTS = (
-    select(func.count())
-    .select_from(outbox)
-    .where(outbox.c.recipient == bindparam("recipient"), *_RECEIPTS_SINCE)
-)
-_RECENT_RECEIPTS_TO = (
-    select(outbox.c.recipient, func.count().label("count"))
-    .where(outbox.c.recipient.in_(bindparam("recipients", expanding=True)), *_RECEIPTS_SINCE)
+    select(outbox.c.recipient, func.count().label("sent"))
+    .where(
+        outbox.c.recipient.in_(bindparam("recipients", expanding=True)),
+        outbox.c.kind == OutboxKind.RECEIPT.value,
+        outbox.c.route == Route.EMAIL.value,
+        outbox.c.created_at > bindparam("since"),
+    )
     .group_by(outbox.c.recipient)
 )
 _EARLIER_MAIL_IDS = (
@@ -273,14 +268,9 @@ class Receiver:
             return unwritten
         unwritten.senders.update(await load_senders(connection, (i.customer for i in batch)))
         mails = [i for i in batch if i.channel is Channel.EMAIL and not i.automated]
-        addresses = sorted({_reply_address(i) for i in mails})
+        addresses = {_reply_address(i) for i in mails}
         if len(mails) > 1:
-            since = now - RECEIPT_WINDOW
-            found = await connection.execute(
-                _RECENT_RECEIPTS_TO, {"recipients": addresses, "since": since}
-            )
-            unwritten.recent_receipts.update(dict.fromkeys(addresses, 0))
-            unwritten.recent_receipts.update({row.recipient: row.count for row in found})
+            unwritten.recent_receipts.update(await _recent_receipts(connection, addresses, now))
         return unwritten
 
     async def _ticket_for(
@@ -468,11 +458,8 @@ class Receiver:
         if route is Route.EMAIL:
             recent = unwritten.recent_receipts.get(recipient)
             if recent is None:
-                found = await connection.execute(
-                    _RECENT_RECEIPTS, {"recipient": recipient, "since": at - RECEIPT_WINDOW}
-                )
-                recent = found.scalar()
-            if (recent or 0) + unwritten.receipts_to(recipient) >= RECEIPTS_PER_WINDOW:
+                recent = (await _recent_receipts(connection, {recipient}, at))[recipient]
+            if recent + unwritten.receipts_to(recipient) >= RECEIPTS_PER_WINDOW:
                 return False  # a mail loop or a flood: the agents still see every message
         text = self._templates.render(
             "receipt",
@@ -507,6 +494,16 @@ class Receiver:
         return outbox_row(
             Route.AGENTS, "agents", OutboxKind.AGENT_NOTICE, payload, at, ticket_id=ticket.id
         )
+
+
+async def _recent_receipts(
+    connection: AsyncConnection, addresses: Iterable[str], now: datetime
+) -> dict[str, int]:
+    """Email receipts to each address within the receipt window before `now` (0 if none)."""
+    wanted = sorted(addresses)
+    since = now - RECEIPT_WINDOW
+    found = await connection.execute(_RECENT_RECEIPTS, {"recipients": wanted, "since": since})
+    return {**dict.fromkeys(wanted, 0), **{row.recipient: row.sent for row in found}}
 
 
 def _reply_address(incoming: IncomingMessage) -> str:
