@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.billing import Billing
 from accounts.ledger import account_by_email, normalise_email
+from accounts.plans import sync_plans
 from accounts.tables import Account, AccountLink, LinkCode
 from tickets import audit
 from tickets.model import OutboxKind, Route
@@ -261,7 +262,7 @@ class Linker:
         if pending is not None:
             async with self._sessions() as session:
                 local = await account_by_email(session, pending)
-            if local is None:  # a deployment's own billing knows it; the ledger does not yet
+            if local is None or not self._billing.local:  # the billing system's current word
                 summary = await self._billing.lookup(pending, now)
                 plan = summary.plan if summary is not None else None
         async with self._sessions.begin() as session:
@@ -311,7 +312,17 @@ class Linker:
             audit.record(
                 session, at=now, action="link", actor=actor, email=row.email, account_id=account_id
             )
-            return LinkOutcome(LinkResult.LINKED, row.email)
+            moved = await sync_plans(
+                session,
+                self._templates,
+                at=now,
+                reason=f"linked to {row.email}",
+                customers=[customer_id],
+                actor=actor,
+            )
+        if moved:
+            self._wakeup()
+        return LinkOutcome(LinkResult.LINKED, row.email)
 
     async def _pending_email(self, telegram_id: int) -> str | None:
         async with self._sessions() as session:

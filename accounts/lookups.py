@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from accounts import refunding
-from accounts.billing import AccountSummary, Billing
+from accounts.billing import AccountSummary, Billing, BillingUnavailable
 from accounts.ledger import Identity, normalise_email, owner_of_customer
 from accounts.linking import is_address, linked_account
 from accounts.money import cents
+from accounts.refund_plans import eligibility_text
 from accounts.tables import Account, AccountLink
 from tickets import audit
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
@@ -33,6 +33,7 @@ IDENTITY_LABELS = {
     Identity.UNVERIFIED: "matched by sender address, NOT verified: check before any account action",
 }
 BY_ADDRESS = "looked up by address: the customer has not proven they own it"
+PAYMENTS_SHOWN = 5
 
 
 class NoAccount(NotFound):
@@ -137,20 +138,23 @@ async def identity_lines(
 
 
 async def eligibility_summary(
-    session: AsyncSession, summary: AccountSummary, now: datetime, templates: Renderer
+    session: AsyncSession,
+    summary: AccountSummary,
+    now: datetime,
+    templates: Renderer,
+    *,
+    local: bool,
 ) -> str | None:
     """The refund eligibility lines of a balance lookup (amounts, wallets, deadlines).
 
-    The one call site of the refunds work (`accounts.refunding.eligibility_summary`). None when a
-    deployment's own Billing answered for an account the ledger does not hold: the refund rules
-    need the ledger's payments.
+    None when the answer names no account the desk holds (a custom adapter that does not say).
     """
     if summary.account_id is None:
         return None
     account = await session.get(Account, summary.account_id)
     if account is None:
         return None
-    return await refunding.eligibility_summary(session, account, now, templates)
+    return await eligibility_text(session, account, summary, now, templates, local=local)
 
 
 def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
@@ -165,7 +169,7 @@ def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
             "tx_hash": p.tx_hash,
             "pro_upgrade": p.purpose == "pro_upgrade",
         }
-        for p in summary.payments
+        for p in summary.payments[:PAYMENTS_SHOWN]
     ]
 
 
@@ -217,7 +221,13 @@ class BalanceLookups:
                     await self._audit(agent, "refused:balance", ticket, now, reason=str(problem))
                     raise problem
         assert email is not None
-        summary = await self._billing.lookup(email, now)
+        try:
+            summary = await self._billing.lookup(email, now)
+        except BillingUnavailable as error:
+            await self._audit(
+                agent, "refused:balance", ticket, now, reason=str(error)[:300], email=email
+            )
+            raise
         if summary is None:
             await self._audit(
                 agent, "refused:balance", ticket, now, reason="unknown address", email=email
@@ -226,8 +236,10 @@ class BalanceLookups:
         await self._audit(
             agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
         )
-        async with self._sessions() as session:
-            eligibility = await eligibility_summary(session, summary, now, self._templates)
+        async with self._sessions.begin() as session:
+            eligibility = await eligibility_summary(
+                session, summary, now, self._templates, local=self._billing.local
+            )
         return self._templates.render(
             "agents/balance",
             ticket=ticket.id if ticket else None,
@@ -239,6 +251,8 @@ class BalanceLookups:
             month_spend=cents(summary.month_spend),
             payments=_payments(summary),
             eligibility=eligibility,
+            as_of=summary.as_of,
+            local=self._billing.local,
         )
 
     async def _audit(
@@ -259,7 +273,11 @@ class BalanceLookups:
         now = self._clock()
         async with self._sessions() as session:
             account = await linked_account(session, telegram_id)
-        summary = await self._billing.lookup(account.email, now) if account else None
+        problem = None
+        try:
+            summary = await self._billing.lookup(account.email, now) if account else None
+        except BillingUnavailable as error:
+            summary, problem = None, str(error)
         async with self._sessions.begin() as session:
             audit.record(
                 session,
@@ -267,8 +285,11 @@ class BalanceLookups:
                 action="customer_balance" if summary else "refused:balance",
                 actor=f"telegram:{telegram_id}",
                 email=account.email if account else None,
-                reason=None if summary else "not linked" if account is None else "unknown",
+                reason=problem
+                or (None if summary else "not linked" if account is None else "unknown"),
             )
+        if problem is not None:
+            return self._templates.render("telegram/balance_unavailable")
         if summary is None:
             return self._templates.render("telegram/balance_unlinked", linked=account is not None)
         return self._templates.render(
@@ -279,4 +300,5 @@ class BalanceLookups:
             balance=cents(summary.balance),
             month_spend=cents(summary.month_spend),
             payments=_payments(summary),
+            as_of=summary.as_of,
         )

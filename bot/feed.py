@@ -54,12 +54,21 @@ MARKERS = {
     "quarantined": "🚫",
     "bounced": "↩️",
     "mail_health": "📮",
+    "plan_changed": "⭐",
 }
 # Events about a customer message: a card made for one of them shows that message itself.
 CARRIED = frozenset({"opened", "reopened", "message"})
 CUSTOMER_TEXT = CARRIED | {"edited"}
 IMPORTANT = frozenset(
-    {"delivery_failed", "quarantined", "bounced", "mail_health", "sla_breach", "escalated"}
+    {
+        "delivery_failed",
+        "quarantined",
+        "bounced",
+        "mail_health",
+        "sla_breach",
+        "escalated",
+        "billing_failed",
+    }
 )
 # SLA states a watch notice puts on the ticket's topic title and card (see `GroupPoster.restate`).
 AT_RISK = "sla_risk"
@@ -395,7 +404,8 @@ class AgentFeed:
 
     async def _restate(self, notice: _Notice, ticket: TicketFacts) -> None:
         """Best effort: the notice is out; a title or card not updated now is next time."""
-        state = sla_state(ticket.due_at, self._clock(), at_risk=notice.event == AT_RISK)
+        at_risk = notice.event == AT_RISK or notice.item.payload.get("at_risk") is True
+        state = sla_state(ticket.due_at, self._clock(), at_risk=at_risk)
         try:
             body = await self._book.latest_customer_message(ticket.number)
             await self._group.restate(ticket, body, state)

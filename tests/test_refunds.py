@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from accounts.ledger import balance
 from accounts.payouts import PayoutDesk
-from accounts.refunding import PlanChanged, RefundDesk, RefundRefused, RefundStatus
-from accounts.refunds import eligibility_summary
+from accounts.refund_plans import RefundRefused
+from accounts.refunding import PlanChanged, RefundDesk, RefundStatus
 from accounts.tables import Account, LedgerEntry, Payout, Refund
 from supportbot import db
 from supportbot.templates import Templates
@@ -62,6 +62,7 @@ async def setup(
                 currency="BTC",
                 chain="bitcoin",
             )
+        await data.imported(session, at=now)
         if linked:
             ticket = await session.get(Ticket, intake.ticket)
             assert ticket is not None
@@ -141,6 +142,8 @@ async def test_a_changed_plan_is_refused_with_the_new_panel(
         await refunds.confirm(number, AGENT, panel.plan.fingerprint)
     assert changed.value.panel is not None and changed.value.panel.plan.total == Decimal(35)
     clock.advance(days=4)  # the older top-up ages out as well
+    async with database.sessions.begin() as session:
+        await data.imported(session, at=clock())
     with pytest.raises(PlanChanged):
         await refunds.confirm(number, AGENT, changed.value.panel.plan.fingerprint)
     assert await helpers.rows(database, Refund) == []
@@ -232,6 +235,8 @@ async def test_a_held_refund_whose_plan_changed_is_voided(
     panel = await refunds.panel(number, AGENT)
     held = await refunds.confirm(number, AGENT, panel.plan.fingerprint)
     clock.advance(days=4)  # the older top-up ages out
+    async with database.sessions.begin() as session:
+        await data.imported(session, at=clock())
     with pytest.raises(PlanChanged):
         await refunds.approve(held.refund_id, ADMIN)
     [refund] = await helpers.rows(database, Refund)
@@ -246,6 +251,7 @@ async def test_unverified_identity_needs_the_agent_to_vouch(
         await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock(), actor="test")
         owner = await data.account(session, "bob@example.org", at=clock() - timedelta(days=9))
         await data.payment(session, owner, "15", at=clock() - timedelta(days=1))
+        await data.imported(session, at=clock())
     refunds = refunds_of(database, clock)
     panel = await refunds.panel(intake.ticket, AGENT)
     assert panel.identity.value == "unverified" and not panel.can_confirm
@@ -305,7 +311,8 @@ async def test_eligibility_summary_for_balance(
     async with database.sessions() as session:
         account = await session.get(Account, account_id)
         assert account is not None
-        text = await eligibility_summary(session, account, clock())
+    text = await refunds_of(database, clock).eligibility(account)
+    assert text is not None
     assert text.startswith("Refundable now: $64.00 (balance $45.00).")
     assert "Pro upgrade" in text
 
@@ -320,6 +327,7 @@ async def test_customer_notice_goes_by_email_with_threading(
         await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock(), actor="test")
         owner = await data.account(session, "carol@example.org", at=clock() - timedelta(days=9))
         await data.payment(session, owner, "15", at=clock() - timedelta(days=1), wallet="0xC")
+        await data.imported(session, at=clock())
     refunds = refunds_of(database, clock)
     panel = await refunds.panel(intake.ticket, AGENT)
     assert panel.identity.value == "authenticated" and panel.can_confirm

@@ -224,6 +224,20 @@ class DeliveryOutcomes:
                 },
             },
         )
+        if row.route == Route.BILLING.value:
+            # A write back to the billing system: the agents must put it right by hand.
+            notice = self._receiver.agents_notice(
+                "billing_failed",
+                None,
+                at=at,
+                ticket_id=row.ticket_id,
+                kind=row.kind,
+                account=row.recipient,
+                write=row.payload,
+                error=error[:500],
+            )
+            await connection.execute(_NEW_OUTBOX_ROW, notice)
+            return
         if row.route == Route.AGENTS.value or row.ticket_id is None:
             return  # the agents' group itself is unreachable; the log and audit entry remain
         ticket = (await connection.execute(_TICKET, {"ticket_id": row.ticket_id})).first()
