@@ -78,6 +78,7 @@ _NEXT_WAIT = (
 )
 _NEW_RESPONSE = insert(responses)
 _NEW_OUTBOX_ROW = insert(outbox)
+_PAYLOAD = select(outbox.c.payload).where(outbox.c.id == bindparam("row_id"))
 _NEW_AUDIT = insert(audit_log)
 
 
@@ -226,6 +227,7 @@ class DeliveryOutcomes:
         )
         if row.route == Route.BILLING.value:
             # A write back to the billing system: the agents must put it right by hand.
+            write = (await connection.execute(_PAYLOAD, {"row_id": row.id})).scalar() or {}
             notice = self._receiver.agents_notice(
                 "billing_failed",
                 None,
@@ -233,7 +235,7 @@ class DeliveryOutcomes:
                 ticket_id=row.ticket_id,
                 kind=row.kind,
                 account=row.recipient,
-                write=row.payload,
+                write=write,
                 error=error[:500],
             )
             await connection.execute(_NEW_OUTBOX_ROW, notice)
