@@ -247,7 +247,9 @@ class Billing(Protocol):
         """The account with the billing system's id `ref`, or None if there is none."""
         ...
 
-    async def history(self, summary: AccountSummary, covering: Decimal) -> tuple[PaymentLine, ...]:
+    async def history(
+        self, summary: AccountSummary, covering: Decimal, *, session: AsyncSession | None = None
+    ) -> tuple[PaymentLine, ...]:
         """Top-ups of the account newest first, as far back as it takes to cover `covering`."""
         ...
 

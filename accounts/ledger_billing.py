@@ -139,35 +139,41 @@ class LedgerBilling:
             month=str(month),
         )
 
-    async def history(self, summary: AccountSummary, covering: Decimal) -> tuple[PaymentLine, ...]:
+    async def history(
+        self, summary: AccountSummary, covering: Decimal, *, session: AsyncSession | None = None
+    ) -> tuple[PaymentLine, ...]:
         """Every top-up of the account, newest first, until their sum covers `covering`."""
-        found: list[PaymentLine] = []
         if summary.account_id is None:
             return ()
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(Payment)
-                .where(Payment.account_id == summary.account_id, Payment.purpose == "topup")
-                .order_by(Payment.paid_at.desc(), Payment.id.desc())
-            )
-            total = Decimal(0)
-            for p in rows:
-                if total >= covering:
-                    break
-                total += p.amount_usd
-                found.append(
-                    PaymentLine(
-                        paid_at=p.paid_at,
-                        purpose=p.purpose,
-                        amount_usd=p.amount_usd,
-                        crypto_amount=p.crypto_amount,
-                        currency=p.currency,
-                        chain=p.chain,
-                        wallet=p.wallet,
-                        tx_hash=p.tx_hash,
-                        ref=p.external_id,
-                    )
+        query = (
+            select(Payment)
+            .where(Payment.account_id == summary.account_id, Payment.purpose == "topup")
+            .order_by(Payment.paid_at.desc(), Payment.id.desc())
+        )
+        if session is not None:
+            rows = list(await session.scalars(query))
+        else:
+            async with self._sessions() as own:
+                rows = list(await own.scalars(query))
+        found: list[PaymentLine] = []
+        total = Decimal(0)
+        for p in rows:
+            if total >= covering:
+                break
+            total += p.amount_usd
+            found.append(
+                PaymentLine(
+                    paid_at=p.paid_at,
+                    purpose=p.purpose,
+                    amount_usd=p.amount_usd,
+                    crypto_amount=p.crypto_amount,
+                    currency=p.currency,
+                    chain=p.chain,
+                    wallet=p.wallet,
+                    tx_hash=p.tx_hash,
+                    ref=p.external_id,
                 )
+            )
         return tuple(found)
 
     async def month_spends(self, month: Month, now: datetime) -> MonthSpends:

@@ -23,12 +23,20 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, literal, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from accounts.billing import AccountSummary, Billing, BillingUnavailable, BillingWrite, MonthSpends
+from accounts.billing import (
+    AccountSummary,
+    Billing,
+    BillingUnavailable,
+    BillingWrite,
+    MonthSpends,
+    PaymentLine,
+)
 from accounts.tables import Account, AccountLink
 from accounts.uptime import Month
 from tickets import audit
@@ -371,7 +379,9 @@ class MirroredBilling:
             self._wakeup()
         return replace(summary, account_id=account_id)
 
-    async def history(self, summary: AccountSummary, covering: Any) -> Any:
+    async def history(
+        self, summary: AccountSummary, covering: Decimal, *, session: AsyncSession | None = None
+    ) -> tuple[PaymentLine, ...]:
         """The inner adapter's."""
         return await self.inner.history(summary, covering)
 

@@ -65,7 +65,9 @@ async def read_account(
             raise RefundRefused(f"the billing system has no account {email}; nothing was done")
         history: tuple[PaymentLine, ...] = ()
         if scope is RefundScope.FULL:
-            history = await billing.history(summary, max(summary.balance, Decimal(0)))
+            history = await billing.history(
+                summary, max(summary.balance, Decimal(0)), session=session
+            )
     except BillingMalformed as error:
         raise RefundRefused(
             f"the billing system answered with malformed data ({error}); nothing was done"

@@ -318,7 +318,9 @@ class BillingOfRecord:
     ) -> AccountSummary | None:
         return await self.lookup("vip@example.com", now) if ref == "vip-1" else None
 
-    async def history(self, summary: AccountSummary, covering: Decimal) -> tuple[PaymentLine, ...]:
+    async def history(
+        self, summary: AccountSummary, covering: Decimal, *, session: AsyncSession | None = None
+    ) -> tuple[PaymentLine, ...]:
         return summary.payments
 
     async def month_spends(self, month: Month, now: datetime) -> MonthSpends:
