@@ -153,7 +153,9 @@ class HttpBilling:
         body = await self._get(f"{API}/accounts/{quote(ref, safe='')}", params)
         return None if body is None else account_summary(body)
 
-    async def history(self, summary: AccountSummary, covering: Decimal) -> tuple[PaymentLine, ...]:
+    async def history(
+        self, summary: AccountSummary, covering: Decimal, *, session: AsyncSession | None = None
+    ) -> tuple[PaymentLine, ...]:
         """`GET /v1/accounts/{id}/payments?purpose=topup`, page by page, newest first, until
         the top-ups cover `covering`."""
         if summary.ref is None:
