@@ -9,16 +9,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
+from accounts.credit_run import MonthlyCredits
+from accounts.credits import NoticeRoutes
+from accounts.http_billing import HttpBilling, HttpBillingConfig, write_sender
 from accounts.tables import Account, AccountLink, Payout, Refund
+from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
 from tests.billing_server import TOKEN, BillingServer, Fault
-from tests.conftest import Database
+from tests.conftest import Clock, Database
 from tests.mailservers import eventually
 from tests.telegram_harness import Desk, running_desk
+from tests.test_credit_run import instatus
+from tickets.desk import Desk as TicketDesk
+from tickets.model import Route
+from tickets.outbox_worker import OutboxWorker
 from tickets.ports import utcnow
 from tickets.tables import OutboxRow
 
@@ -161,3 +170,51 @@ async def test_an_upgrade_bought_while_a_ticket_waits_moves_it_up(database: Data
         billing.accounts["A1"].pro_since = utcnow().isoformat()
         await desk.wait_group(f"#{number} is now PRO (was BASIC)", within=20)
         assert (await helpers.ticket(database, number)).plan == "pro"
+
+
+async def test_sla_credits_come_from_and_go_back_to_the_billing_service(
+    database: Database, desk: TicketDesk, clock: Clock, tmp_path: Path
+) -> None:
+    billing = BillingServer(clock=lambda: datetime(2026, 4, 3, tzinfo=UTC))
+    billing.account("A1", "ann@example.org", plan="pro", spends={"2026-03": Decimal("45.5")})
+    billing.account("A2", "bob@example.org", plan="pro", spends={"2026-03": Decimal("0")})
+    billing.months["2026-03"] = {"complete": False}
+    await billing.start()
+    adapter = HttpBilling(HttpBillingConfig(billing.url, TOKEN, timeout=1))
+    try:
+        run = MonthlyCredits(
+            database.sessions,
+            Templates(),
+            instatus(tmp_path / "instatus.json", 4),
+            NoticeRoutes(telegram=False, email=False),
+            billing=adapter,
+            clock=clock,
+        )
+        assert await run.run_once(datetime(2026, 4, 3, 7, 0, tzinfo=UTC)) is None, "not final"
+        billing.months["2026-03"]["complete"] = True
+        applied = await run.run_once(datetime(2026, 4, 3, 8, 0, tzinfo=UTC))
+        assert applied is not None and [(c.email, c.amount) for c in applied.credited] == [
+            ("ann@example.org", Decimal("0.455"))
+        ]
+        [row] = await helpers.outbox(database, OutboxRow.route == "billing")
+        assert row.kind == "billing_credit" and row.recipient == "A1"
+        worker = OutboxWorker(
+            database.sessions, {Route.BILLING: write_sender(adapter.send)}, desk, clock=clock
+        )
+        assert await worker.run_once() == 1
+    finally:
+        await adapter.close()
+        await billing.stop()
+    [(kind, account, body)] = billing.applied
+    assert (kind, account, body["amount"], body["month"]) == (
+        "credits",
+        "A1",
+        "0.455000",
+        "2026-03",
+    )
+    assert billing.accounts["A1"].balance == Decimal("0.455")
+    mirrors = await helpers.rows(database, Account)
+    assert [(m.email, m.external_id) for m in mirrors] == [
+        ("ann@example.org", "A1"),
+        ("bob@example.org", "A2"),
+    ]
