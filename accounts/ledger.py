@@ -58,14 +58,19 @@ async def balance(session: AsyncSession, account_id: int, *, at: datetime | None
 
 
 async def owner_of_customer(session: AsyncSession, customer_id: int) -> Owner | None:
-    """The account of a ticket-core customer: a code-proven link first, then the sender address."""
-    link = await session.scalar(
-        select(Account)
-        .join(AccountLink, AccountLink.account_id == Account.id)
-        .where(AccountLink.customer_id == customer_id)
-    )
-    if link is not None:
-        return Owner(link, Identity.LINKED)
+    """The account of a ticket-core customer: their tie first (by code, or by an agent), then
+    the sender address."""
+    tied = (
+        await session.execute(
+            select(Account, AccountLink.method)
+            .join(AccountLink, AccountLink.account_id == Account.id)
+            .where(AccountLink.customer_id == customer_id)
+        )
+    ).first()
+    if tied is not None:
+        account, method = tied
+        # An agent's `/account` tie stays unverified until the customer gives the code back.
+        return Owner(account, Identity.LINKED if method == "code" else Identity.UNVERIFIED)
     matched = await session.scalar(
         select(Account)
         .join(CustomerEmail, CustomerEmail.address == Account.email)

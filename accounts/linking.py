@@ -232,11 +232,13 @@ class Linker:
         found = [w for w in waits if w is not None]
         return max(found) if found else None
 
-    def _mail_code(self, session: AsyncSession, email: str, code: str, now: datetime) -> None:
+    def _mail_code(
+        self, session: AsyncSession, email: str, code: str, now: datetime, ticket: int | None = None
+    ) -> None:
         assert self._support_address is not None
         domain = self._support_address.rpartition("@")[2]
         text = self._templates.render(
-            "link_code", code=code, minutes=int(CODE_TTL.total_seconds() // 60)
+            "link_code", code=code, minutes=int(CODE_TTL.total_seconds() // 60), ticket=ticket
         )
         payload: dict[str, Any] = {
             "text": text,
@@ -307,8 +309,8 @@ class Linker:
                 return LinkOutcome(verdict, row.email if row else None)
             assert row is not None
             row.used_at = now
-            account_id = await _account_for(session, row.email, plan, now)
-            await _link(session, customer_id, account_id, now)
+            account_id = await account_for(session, row.email, plan, now)
+            await link(session, customer_id, account_id, now)
             audit.record(
                 session, at=now, action="link", actor=actor, email=row.email, account_id=account_id
             )
@@ -340,6 +342,43 @@ class Linker:
                 session, at=now, action="refused:link", actor=actor, reason=reason, email=email
             )
 
+    # -- for an agent's `/account N EMAIL` (accounts.account_claims) ------------------------
+
+    async def issue_code(
+        self, session: AsyncSession, customer_id: int, email: str, now: datetime, ticket: int
+    ) -> str | datetime:
+        """A new code for this customer and address, mailed there in this transaction (it
+        replaces their earlier one); or when the request limits free up again."""
+        retry_at = await self._limited(session, customer_id, email, now)
+        if retry_at is not None:
+            return retry_at
+        await session.execute(
+            update(LinkCode)
+            .where(
+                LinkCode.customer_id == customer_id,
+                LinkCode.used_at.is_(None),
+                LinkCode.expires_at > now,
+            )
+            .values(expires_at=now)
+        )
+        code = self._new_code()
+        session.add(
+            LinkCode(
+                customer_id=customer_id,
+                email=email,
+                code_hash=code_hash(self._key, customer_id, email, code),
+                attempts=0,
+                created_at=now,
+                expires_at=now + CODE_TTL,
+            )
+        )
+        self._mail_code(session, email, code, now, ticket)
+        return code
+
+    def code_hash_of(self, customer_id: int, email: str, code: str) -> str:
+        """How a code given back for this customer and address is stored."""
+        return code_hash(self._key, customer_id, email, code.strip())
+
 
 async def linked_account(session: AsyncSession, telegram_id: int) -> Account | None:
     """The account a Telegram user proved they own, if any."""
@@ -368,7 +407,7 @@ async def ensure_customer(session: AsyncSession, telegram_id: int, name: str, no
     return int(found)
 
 
-async def _account_for(session: AsyncSession, email: str, plan: str | None, now: datetime) -> int:
+async def account_for(session: AsyncSession, email: str, plan: str | None, now: datetime) -> int:
     """The ledger account of an address; made (as the billing system reports it) if missing."""
     await session.execute(
         _insert(session)(Account)
@@ -380,12 +419,16 @@ async def _account_for(session: AsyncSession, email: str, plan: str | None, now:
     return int(found)
 
 
-async def _link(session: AsyncSession, customer_id: int, account_id: int, now: datetime) -> None:
+async def link(
+    session: AsyncSession, customer_id: int, account_id: int, now: datetime, method: str = "code"
+) -> None:
+    """Tie a customer to an account (replacing an earlier tie): proven by `code`, or by an
+    `agent` until the code comes back."""
     await session.execute(
         _insert(session)(AccountLink)
-        .values(customer_id=customer_id, account_id=account_id, method="code", linked_at=now)
+        .values(customer_id=customer_id, account_id=account_id, method=method, linked_at=now)
         .on_conflict_do_update(
             index_elements=["customer_id"],
-            set_={"account_id": account_id, "method": "code", "linked_at": now},
+            set_={"account_id": account_id, "method": method, "linked_at": now},
         )
     )

@@ -33,6 +33,7 @@ IDENTITY_LABELS = {
     Identity.UNVERIFIED: "matched by sender address, NOT verified: check before any account action",
 }
 BY_ADDRESS = "looked up by address: the customer has not proven they own it"
+TIED = "tied by an agent with /account, NOT verified until the code comes back"
 PAYMENTS_SHOWN = 5
 
 
@@ -65,15 +66,19 @@ def parse_target(args: str, context_ticket: int | None) -> Target:
     raise InvalidAction(f"{word!r} is neither a ticket number nor an email address")
 
 
-def identity_columns() -> tuple[ScalarSelect[str], ScalarSelect[str]]:
-    """Columns for a query over `Customer`: the account email linked by code, and the one
-    matched by the customer's address (the lowest account id wins)."""
-    linked = (
-        select(Account.email)
-        .join(AccountLink, AccountLink.account_id == Account.id)
-        .where(AccountLink.customer_id == Customer.id)
-        .scalar_subquery()
-    )
+def identity_columns() -> tuple[ScalarSelect[str], ScalarSelect[str], ScalarSelect[str]]:
+    """Columns for a query over `Customer`: the account email linked by code, the one an agent
+    tied with `/account` (no code back yet), and the one matched by the customer's address (the
+    lowest account id wins)."""
+
+    def tied(method: str) -> ScalarSelect[str]:
+        return (
+            select(Account.email)
+            .join(AccountLink, AccountLink.account_id == Account.id)
+            .where(AccountLink.customer_id == Customer.id, AccountLink.method == method)
+            .scalar_subquery()
+        )
+
     by_address = (
         select(Account.email)
         .join(CustomerEmail, CustomerEmail.address == Account.email)
@@ -82,7 +87,7 @@ def identity_columns() -> tuple[ScalarSelect[str], ScalarSelect[str]]:
         .limit(1)
         .scalar_subquery()
     )
-    return linked, by_address
+    return tied("code"), tied("agent"), by_address
 
 
 async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> dict[int, str]:
@@ -93,23 +98,26 @@ async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> 
     rows = await session.execute(
         select(Customer.id, *identity_columns()).where(Customer.id.in_(wanted))
     )
-    return await identity_lines(session, ((row[0], row[1], row[2]) for row in rows))
+    return await identity_lines(session, ((row[0], row[1], row[2], row[3]) for row in rows))
 
 
 async def identity_lines(
-    session: AsyncSession, emails: Iterable[tuple[int, str | None, str | None]]
+    session: AsyncSession, emails: Iterable[tuple[int, str | None, str | None, str | None]]
 ) -> dict[int, str]:
-    """Card lines from `(customer, linked email, matched email)` (see `identity_columns`).
+    """Card lines from `(customer, linked email, tied email, matched email)` (see
+    `identity_columns`).
 
-    The same rules as `owner_of_customer`: a code-proven link first, then the sender address
-    with the verdict of the customer's latest mail, which costs one query, and only when some
-    customer is matched by address.
+    The same rules as `owner_of_customer`: a code-proven link first, then an agent's tie (not
+    verified), then the sender address with the verdict of the customer's latest mail, which
+    costs one query, and only when some customer is matched by address.
     """
-    found: dict[int, tuple[str, Identity]] = {}
+    found: dict[int, tuple[str, Identity | str]] = {}
     matched: dict[int, str] = {}
-    for customer_id, linked_email, matched_email in emails:
+    for customer_id, linked_email, tied_email, matched_email in emails:
         if linked_email is not None:
             found[customer_id] = (linked_email, Identity.LINKED)
+        elif tied_email is not None:
+            found[customer_id] = (tied_email, TIED)
         elif matched_email is not None:
             matched[customer_id] = matched_email
     if matched:
@@ -134,7 +142,10 @@ async def identity_lines(
             sure = verdicts.get(customer_id) == "pass"
             found[customer_id] = (email, Identity.AUTHENTICATED if sure else Identity.UNVERIFIED)
     # A customer with no account gets no line: most Telegram customers, whose cards stay short.
-    return {c: f"👤 {email} · {IDENTITY_LABELS[how]}" for c, (email, how) in found.items()}
+    return {
+        c: f"👤 {email} · {IDENTITY_LABELS[how] if isinstance(how, Identity) else how}"
+        for c, (email, how) in found.items()
+    }
 
 
 async def eligibility_summary(

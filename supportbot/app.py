@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from accounts.account_claims import AccountClaims
 from accounts.billing import Billing, load_billing
 from accounts.credit_run import MonthlyCredits, notice_routes
 from accounts.http_billing import HttpBilling, write_sender
@@ -343,7 +344,15 @@ def account_services(service: Service) -> AccountServices:
         wakeup=service.wakeups,
     )
     lookups = BalanceLookups(service.sessions, billing, service.templates, clock=service.clock)
-    return AccountServices(linker, lookups, service.templates)
+    claims = AccountClaims(
+        service.sessions,
+        linker,
+        billing,
+        service.templates,
+        clock=service.clock,
+        wakeup=service.wakeups,
+    )
+    return AccountServices(linker, lookups, service.templates, claims)
 
 
 AVAILABLE_CHANNELS: frozenset[str] = frozenset({"telegram", "email"})
