@@ -30,9 +30,10 @@ from accounts.linking import (
     is_code,
     judge,
     link,
+    pending_code,
 )
 from accounts.plans import sync_plans
-from accounts.tables import Account, AccountLink, LinkCode
+from accounts.tables import Account, AccountLink
 from tickets import audit
 from tickets.agents import active_agent
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
@@ -117,18 +118,7 @@ class AccountClaims:
                         f"too many codes were asked for {email} lately; try again after "
                         f"{issued:%H:%M} UTC"
                     )
-                audit.record(
-                    session, at=now, action="account_tie", agent=agent, ticket_id=number,
-                    email=email, verified=False,
-                )  # fmt: skip
-                await sync_plans(
-                    session,
-                    self._templates,
-                    at=now,
-                    reason=f"tied to {email} by an agent",
-                    customers=[customer_id],
-                    actor=f"agent:{agent_telegram_id}",
-                )
+                await self._tied(session, agent, number, customer_id, email, now, verified=False)
         self._wakeup()
         return (
             f"📨 A code went to {email}. #{number} is tied to that account, NOT verified until "
@@ -146,15 +136,7 @@ class AccountClaims:
         ):
             agent, ticket = await _agent_and_ticket(session, agent_telegram_id, number)
             customer_id = ticket.customer_id
-            row = (
-                await session.scalars(
-                    select(LinkCode)
-                    .where(LinkCode.customer_id == customer_id, LinkCode.used_at.is_(None))
-                    .order_by(LinkCode.id.desc())
-                    .limit(1)
-                    .with_for_update()
-                )
-            ).first()
+            row = await pending_code(session, customer_id)
             if row is None:
                 raise InvalidAction(f"no code is waiting for #{number}: /account N EMAIL first")
             given = self._linker.code_hash_of(customer_id, row.email, code)
@@ -171,21 +153,41 @@ class AccountClaims:
             row.used_at = now
             account_id = await account_for(session, row.email, None, now)
             await link(session, customer_id, account_id, now, method="code")
-            audit.record(
-                session, at=now, action="account_tie", agent=agent, ticket_id=number,
-                email=row.email, verified=True,
-            )  # fmt: skip
-            await sync_plans(
-                session,
-                self._templates,
-                at=now,
-                reason=f"proven to own {row.email}",
-                customers=[customer_id],
-                actor=f"agent:{agent_telegram_id}",
-            )
+            await self._tied(session, agent, number, customer_id, row.email, now, verified=True)
             email = row.email
         self._wakeup()
         return f"✅ #{number} is tied to {email}: the customer gave the code back (verified)."
+
+    async def _tied(
+        self,
+        session: AsyncSession,
+        agent: Agent,
+        number: int,
+        customer_id: int,
+        email: str,
+        now: datetime,
+        *,
+        verified: bool,
+    ) -> None:
+        """Audit a tie and let the customer's plan follow the account."""
+        audit.record(
+            session,
+            at=now,
+            action="account_tie",
+            agent=agent,
+            ticket_id=number,
+            email=email,
+            verified=verified,
+        )
+        reason = f"proven to own {email}" if verified else f"tied to {email} by an agent"
+        await sync_plans(
+            session,
+            self._templates,
+            at=now,
+            reason=reason,
+            customers=[customer_id],
+            actor=f"agent:{agent.telegram_id}",
+        )
 
     @asynccontextmanager
     async def _refusals(self, agent: int, number: int, email: str | None) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -204,41 +205,35 @@ class MonthlyCredits:
 
     async def _tell_waiting(self, month: Month, spends: MonthSpends, now: datetime) -> None:
         """The agents hear once (per process) that the month's billing data is not final."""
-        if (month, "not final") in self._told:
-            return
-        self._told.add((month, "not final"))
-        async with self._sessions.begin() as session:
-            notify_agents(
-                session,
-                self._templates,
-                "sla_credits_waiting",
-                at=now,
-                month=str(month),
-                month_label=month.label,
-                as_of=spends.as_of,
-                last_day=LAST_DAY,
-            )
-        if self._wakeup is not None:
-            self._wakeup()
+        await self._tell_once(
+            month, "not final", "sla_credits_waiting", now, as_of=spends.as_of, last_day=LAST_DAY
+        )
 
     async def _tell_agents(self, month: Month, problem: str, now: datetime) -> None:
         """The agents hear once (per process) that a month's credits are stuck, and why."""
-        if (month, problem) in self._told:
+        await self._tell_once(
+            month, problem, "sla_credits_problem", now, problem=problem, last_day=LAST_DAY
+        )
+
+    async def _tell_once(
+        self, month: Month, what: str, event: str, now: datetime, **facts: Any
+    ) -> None:
+        if (month, what) in self._told:
             return
-        self._told.add((month, problem))
+        self._told.add((month, what))
         async with self._sessions.begin() as session:
-            record_refusal(
-                session, month=month, reason=problem[:500], actor="system:sla-credits", at=now
-            )
+            if event == "sla_credits_problem":
+                record_refusal(
+                    session, month=month, reason=what[:500], actor="system:sla-credits", at=now
+                )
             notify_agents(
                 session,
                 self._templates,
-                "sla_credits_problem",
+                event,
                 at=now,
                 month=str(month),
                 month_label=month.label,
-                problem=problem,
-                last_day=LAST_DAY,
+                **facts,
             )
         if self._wakeup is not None:
             self._wakeup()

@@ -28,13 +28,14 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.billing import Billing, BillingWrite, MonthSpend, MonthSpends, WriteKind
 from accounts.ledger import balance
 from accounts.ledger_billing import LedgerBilling, ledger_month
 from accounts.money import QUANTUM, cents
+from accounts.plans import mirror_rows
 from accounts.tables import Account, AccountLink, SlaCredit
 from accounts.uptime import Month, Uptime
 from tickets import audit
@@ -168,12 +169,8 @@ async def _account_ids(
         if spend.account_id is not None:
             ids.append(spend.account_id)
             continue
-        clauses = [Account.email == spend.email]
-        if spend.ref:
-            clauses.append(Account.external_id == spend.ref)
-        found = await session.scalar(
-            select(Account.id).where(or_(*clauses)).order_by(Account.id).limit(1)
-        )
+        rows = await mirror_rows(session, spend.email, spend.ref)
+        found = rows[0].id if rows else None
         if found is None:
             account = Account(
                 email=spend.email,

@@ -184,26 +184,7 @@ class Linker:
                     email=email,
                 )
                 return LinkOutcome(LinkResult.TOO_MANY_REQUESTS, email, retry_at=retry_at)
-            await session.execute(  # a new request replaces any earlier code
-                update(LinkCode)
-                .where(
-                    LinkCode.customer_id == customer_id,
-                    LinkCode.used_at.is_(None),
-                    LinkCode.expires_at > now,
-                )
-                .values(expires_at=now)
-            )
-            code = self._new_code()
-            session.add(
-                LinkCode(
-                    customer_id=customer_id,
-                    email=email,
-                    code_hash=code_hash(self._key, customer_id, email, code) if known else "",
-                    attempts=0,
-                    created_at=now,
-                    expires_at=now + CODE_TTL,
-                )
-            )
+            code = await self._replace_code(session, customer_id, email, now, hashed=known)
             if known:
                 self._mail_code(session, email, code, now)
             audit.record(
@@ -269,15 +250,7 @@ class Linker:
                 plan = summary.plan if summary is not None else None
         async with self._sessions.begin() as session:
             customer_id = await ensure_customer(session, telegram_id, name, now)
-            row = (
-                await session.scalars(
-                    select(LinkCode)
-                    .where(LinkCode.customer_id == customer_id, LinkCode.used_at.is_(None))
-                    .order_by(LinkCode.id.desc())
-                    .limit(1)
-                    .with_for_update()
-                )
-            ).first()
+            row = await pending_code(session, customer_id)
             if row is None:
                 verdict = LinkResult.NO_CODE
             else:
@@ -352,6 +325,14 @@ class Linker:
         retry_at = await self._limited(session, customer_id, email, now)
         if retry_at is not None:
             return retry_at
+        code = await self._replace_code(session, customer_id, email, now, hashed=True)
+        self._mail_code(session, email, code, now, ticket)
+        return code
+
+    async def _replace_code(
+        self, session: AsyncSession, customer_id: int, email: str, now: datetime, *, hashed: bool
+    ) -> str:
+        """A new code row for the customer (its HMAC only when `hashed`); any earlier one ends."""
         await session.execute(
             update(LinkCode)
             .where(
@@ -366,18 +347,31 @@ class Linker:
             LinkCode(
                 customer_id=customer_id,
                 email=email,
-                code_hash=code_hash(self._key, customer_id, email, code),
+                code_hash=code_hash(self._key, customer_id, email, code) if hashed else "",
                 attempts=0,
                 created_at=now,
                 expires_at=now + CODE_TTL,
             )
         )
-        self._mail_code(session, email, code, now, ticket)
         return code
 
     def code_hash_of(self, customer_id: int, email: str, code: str) -> str:
         """How a code given back for this customer and address is stored."""
         return code_hash(self._key, customer_id, email, code.strip())
+
+
+async def pending_code(session: AsyncSession, customer_id: int) -> LinkCode | None:
+    """The customer's latest unused code row, locked: the one a code given back is checked by."""
+    found: LinkCode | None = (
+        await session.scalars(
+            select(LinkCode)
+            .where(LinkCode.customer_id == customer_id, LinkCode.used_at.is_(None))
+            .order_by(LinkCode.id.desc())
+            .limit(1)
+            .with_for_update()
+        )
+    ).first()
+    return found
 
 
 async def linked_account(session: AsyncSession, telegram_id: int) -> Account | None:

@@ -17,15 +17,21 @@ from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.billing import AccountSummary, Billing, BillingUnavailable
-from accounts.ledger import Identity, normalise_email, owner_of_customer
+from accounts.ledger import (
+    Identity,
+    address_account,
+    normalise_email,
+    owner_of_customer,
+    tied_account,
+)
 from accounts.linking import is_address, linked_account
 from accounts.money import cents
 from accounts.refund_plans import eligibility_text
-from accounts.tables import Account, AccountLink
+from accounts.tables import Account
 from tickets import audit
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.tables import Agent, Customer, CustomerEmail, Message, Ticket
+from tickets.tables import Agent, Customer, Message, Ticket
 
 IDENTITY_LABELS = {
     Identity.LINKED: "linked by email code",
@@ -71,23 +77,11 @@ def identity_columns() -> tuple[ScalarSelect[str], ScalarSelect[str], ScalarSele
     tied with `/account` (no code back yet), and the one matched by the customer's address (the
     lowest account id wins)."""
 
-    def tied(method: str) -> ScalarSelect[str]:
-        return (
-            select(Account.email)
-            .join(AccountLink, AccountLink.account_id == Account.id)
-            .where(AccountLink.customer_id == Customer.id, AccountLink.method == method)
-            .scalar_subquery()
-        )
-
-    by_address = (
-        select(Account.email)
-        .join(CustomerEmail, CustomerEmail.address == Account.email)
-        .where(CustomerEmail.customer_id == Customer.id)
-        .order_by(Account.id)
-        .limit(1)
-        .scalar_subquery()
+    return (
+        tied_account(Account.email, "code"),
+        tied_account(Account.email, "agent"),
+        address_account(Account.email),
     )
-    return tied("code"), tied("agent"), by_address
 
 
 async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> dict[int, str]:

@@ -37,6 +37,7 @@ from accounts.billing import (
     MonthSpends,
     PaymentLine,
 )
+from accounts.ledger import address_account, tied_account
 from accounts.tables import Account, AccountLink
 from accounts.uptime import Month
 from tickets import audit
@@ -78,21 +79,9 @@ class _Facts:
 
 def wanted_plan() -> Any:
     """The plan of the account a customer (of a query over `Customer`) is identified with."""
-    linked = (
-        select(Account.plan)
-        .join(AccountLink, AccountLink.account_id == Account.id)
-        .where(AccountLink.customer_id == Customer.id)
-        .scalar_subquery()
+    return func.coalesce(
+        tied_account(Account.plan), address_account(Account.plan), literal(Plan.BASIC.value)
     )
-    by_address = (
-        select(Account.plan)
-        .join(CustomerEmail, CustomerEmail.address == Account.email)
-        .where(CustomerEmail.customer_id == Customer.id)
-        .order_by(Account.id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    return func.coalesce(linked, by_address, literal(Plan.BASIC.value))
 
 
 def _customers_of(account_ids: Sequence[int]) -> Any:
@@ -273,20 +262,22 @@ async def pending_downgrade(session: AsyncSession, account_ref: str | None) -> b
     return found is not None
 
 
+async def mirror_rows(session: AsyncSession, email: str, ref: str | None) -> list[Account]:
+    """The desk's rows of an account the billing system names by address and id (locked)."""
+    clauses = [Account.email == email]
+    if ref:
+        clauses.append(Account.external_id == ref)
+    query = select(Account).where(or_(*clauses)).order_by(Account.id).with_for_update()
+    return list((await session.scalars(query)).all())
+
+
 async def mirror_account(
     session: AsyncSession, summary: AccountSummary, at: datetime
 ) -> tuple[int, bool]:
     """The desk's row of an account the billing system answered for, made or brought up to
     date; and whether its plan changed. A downgrade the desk decided and has not delivered yet
     wins over an answer that still says Pro."""
-    clauses = [Account.email == summary.email]
-    if summary.ref:
-        clauses.append(Account.external_id == summary.ref)
-    rows = (
-        await session.scalars(
-            select(Account).where(or_(*clauses)).order_by(Account.id).with_for_update()
-        )
-    ).all()
+    rows = await mirror_rows(session, summary.email, summary.ref)
     account = next((a for a in rows if summary.ref and a.external_id == summary.ref), None)
     account = account or next((a for a in rows if a.email == summary.email), None)
     plan = summary.plan
