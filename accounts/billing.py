@@ -1,9 +1,21 @@
-"""The `Billing` port: who answers balance lookups, and the built-in answer from the ledger.
+"""The `Billing` port: the business's system of record, read and written by the desk.
 
-A deployment whose billing system is the source of truth can answer balance lookups itself:
-name a factory in `BILLING_FACTORY` (`package.module:function`); it is called once at start with
-the database's session factory and returns an object with the `Billing` methods. The default,
-`accounts.billing:ledger_billing`, answers from the imported ledger.
+The billing system owns accounts, plans, payments and usage. The desk reads an account through
+this port (by email or by the billing system's account id) and writes back what it decides —
+a refund debit with its payouts, a Pro downgrade, an SLA credit — each with an idempotency key
+the desk makes. Two adapters ship:
+
+* the built-in ledger (`accounts.ledger_billing`), the embedded default: the accounts, payments
+  and ledger entries imported into the desk's own database. Its answers are as fresh as the last
+  import; its writes are applied in the desk's own transaction.
+* an HTTP adapter (`accounts.http_billing`) for a billing service that speaks the JSON contract
+  of docs/billing-api.md. Its writes are outbox rows (route `billing`), retried with backoff and
+  reported to the agents when they fail for good; the idempotency key makes a retry harmless.
+
+A deployment can also name its own adapter in `BILLING_FACTORY` (`package.module:function`,
+called once at start with the database's session factory). Whatever answers, the desk keeps a
+mirror of each account's identity and plan in its `accounts` table (`accounts.plans`), which is
+what identity, plan sync and payouts refer to.
 """
 
 from __future__ import annotations
@@ -13,19 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Select, String, bindparam, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from accounts.ledger import normalise_email
-from accounts.money import from_micros
-from accounts.tables import Account, LedgerEntry, Payment
+from accounts.money import money
+from accounts.uptime import Month
 from tickets.errors import SupportbotError
-from tickets.tables import UTCDateTime
+from tickets.outbox import Outcome
 
 DEFAULT_BILLING = "accounts.billing:ledger_billing"
-PAYMENTS_SHOWN = 5
 REFUND_WINDOW = timedelta(days=7)
 
 
@@ -33,39 +43,233 @@ class BillingError(SupportbotError):
     """The configured billing factory cannot be loaded, or it built no Billing."""
 
 
+class BillingUnavailable(SupportbotError):
+    """The billing system could not be read (down, too slow, refused us); nothing was done."""
+
+
+class BillingMalformed(BillingUnavailable):
+    """The billing system answered, but not in the contract's shape; nothing was done."""
+
+
 @dataclass(frozen=True)
 class PaymentLine:
     """One payment as agents and customers see it."""
 
     paid_at: datetime
-    purpose: str
+    purpose: str  # topup | pro_upgrade
     amount_usd: Decimal
     crypto_amount: str
     currency: str
     chain: str
     wallet: str
     tx_hash: str
+    ref: str = ""  # the billing system's payment id
 
 
 @dataclass(frozen=True)
 class AccountSummary:
-    """What a balance lookup answers: balance, plan, recent payments and this month's spend."""
+    """What a read of an account answers, and how fresh it is (`as_of`)."""
 
     email: str
     plan: str
     pro_since: datetime | None
     balance: Decimal
-    month_spend: Decimal
-    payments: tuple[PaymentLine, ...]  # newest first
-    account_id: int | None = None  # the ledger's account id, when the ledger answered
+    month_spend: Decimal  # net spend of `month`
+    payments: tuple[PaymentLine, ...]  # newest first: at least those of the last 7 days
+    account_id: int | None = None  # the desk's row (ledger account or mirror), once known
+    ref: str | None = None  # the billing system's account id
+    pro_limits_used: bool = False  # Pro-tier rate limits used since the account became Pro
+    as_of: datetime | None = None  # None: nobody knows (a ledger that was never imported)
+    month: str = ""  # YYYY-MM of month_spend
+
+    def age(self, now: datetime) -> timedelta | None:
+        """How old the answer's data is at `now` (None when unknown)."""
+        return None if self.as_of is None else max(now - self.as_of, timedelta(0))
+
+
+@dataclass(frozen=True)
+class MonthSpend:
+    """A Pro account's net spend in a month, as the SLA credits need it."""
+
+    email: str
+    net_spend: Decimal
+    positive: bool = True  # had a positive balance at some time in the month
+    account_id: int | None = None
+    ref: str | None = None
+    pro_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MonthSpends:
+    """Every account that was Pro in a month with its net spend, and whether the data is final."""
+
+    month: Month
+    complete: bool
+    as_of: datetime | None
+    accounts: tuple[MonthSpend, ...]
+
+
+class WriteKind(StrEnum):
+    """What the desk writes back to the system of record."""
+
+    REFUND = "refund"  # a debit of the balance, with the payouts it pays
+    DOWNGRADE = "downgrade"  # the Pro upgrade was refunded: back to Basic
+    CREDIT = "credit"  # an SLA credit
+
+
+@dataclass(frozen=True)
+class PayoutLine:
+    """Money going back to one payment's wallet, as a refund write carries it."""
+
+    payment_id: int  # the desk's payment row
+    payment_ref: str  # the billing system's payment id
+    purpose: str
+    amount: Decimal
+    currency: str
+    chain: str
+    wallet: str
+
+
+@dataclass(frozen=True)
+class BillingWrite:
+    """One write the desk decided; `key` makes applying it twice impossible."""
+
+    kind: WriteKind
+    key: str
+    account_id: int
+    email: str
+    at: datetime
+    amount: Decimal = Decimal(0)  # REFUND: the balance debit; CREDIT: the credit
+    account_ref: str | None = None
+    refund_id: int | None = None
+    ticket_id: int | None = None
+    payouts: tuple[PayoutLine, ...] = ()
+    month: str | None = None
+    net_spend: Decimal | None = None
+    uptime: str | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The outbox payload of this write (amounts as exact decimal text)."""
+        return {
+            "kind": self.kind.value,
+            "key": self.key,
+            "account_id": self.account_id,
+            "account_ref": self.account_ref,
+            "email": self.email,
+            "at": self.at.isoformat(),
+            "amount": str(self.amount),
+            "refund_id": self.refund_id,
+            "ticket_id": self.ticket_id,
+            "payouts": [
+                {
+                    "payment_id": p.payment_id,
+                    "payment_ref": p.payment_ref,
+                    "purpose": p.purpose,
+                    "amount": str(p.amount),
+                    "currency": p.currency,
+                    "chain": p.chain,
+                    "wallet": p.wallet,
+                }
+                for p in self.payouts
+            ],
+            "month": self.month,
+            "net_spend": None if self.net_spend is None else str(self.net_spend),
+            "uptime": self.uptime,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BillingWrite:
+        """The write an outbox payload holds (see `to_json`)."""
+        net = data.get("net_spend")
+        return cls(
+            kind=WriteKind(data["kind"]),
+            key=str(data["key"]),
+            account_id=int(data["account_id"]),
+            account_ref=data.get("account_ref"),
+            email=str(data["email"]),
+            at=datetime.fromisoformat(data["at"]).astimezone(UTC),
+            amount=money(str(data["amount"])),
+            refund_id=data.get("refund_id"),
+            ticket_id=data.get("ticket_id"),
+            payouts=tuple(
+                PayoutLine(
+                    payment_id=int(p["payment_id"]),
+                    payment_ref=str(p["payment_ref"]),
+                    purpose=str(p["purpose"]),
+                    amount=money(str(p["amount"])),
+                    currency=str(p["currency"]),
+                    chain=str(p["chain"]),
+                    wallet=str(p["wallet"]),
+                )
+                for p in data.get("payouts") or []
+            ),
+            month=data.get("month"),
+            net_spend=None if net is None else money(str(net)),
+            uptime=data.get("uptime"),
+            reason=str(data.get("reason") or ""),
+        )
 
 
 @runtime_checkable
 class Billing(Protocol):
-    """Answers balance lookups; the ledger by default, a deployment's own system if configured."""
+    """The system of record: reads accounts, takes the desk's writes."""
 
-    async def lookup(self, email: str, now: datetime) -> AccountSummary | None:
-        """The account registered with this (lower-cased) address, or None if there is none."""
+    @property
+    def local(self) -> bool:
+        """Whether its data is the desk's own accounts tables (the built-in ledger)."""
+        ...
+
+    async def lookup(
+        self,
+        email: str,
+        now: datetime,
+        *,
+        month: Month | None = None,
+        session: AsyncSession | None = None,
+    ) -> AccountSummary | None:
+        """The account registered with this (lower-cased) address, or None if there is none.
+
+        `month` picks the month of `month_spend` (default: the month of `now`). An adapter whose
+        data is in the desk's database reads in the caller's `session` when given one.
+        """
+        ...
+
+    async def lookup_account(
+        self,
+        ref: str,
+        now: datetime,
+        *,
+        month: Month | None = None,
+        session: AsyncSession | None = None,
+    ) -> AccountSummary | None:
+        """The account with the billing system's id `ref`, or None if there is none."""
+        ...
+
+    async def history(
+        self, summary: AccountSummary, covering: Decimal, *, session: AsyncSession | None = None
+    ) -> tuple[PaymentLine, ...]:
+        """Top-ups of the account newest first, as far back as it takes to cover `covering`."""
+        ...
+
+    async def month_spends(self, month: Month, now: datetime) -> MonthSpends:
+        """The month's Pro accounts with their net spend, and whether the month is final."""
+        ...
+
+    async def record(self, session: AsyncSession, write: BillingWrite) -> int | None:
+        """Record a write in the caller's transaction: applied there, or queued in the outbox.
+
+        Returns the ledger entry it made, when it made one.
+        """
+        ...
+
+    async def send(self, write: BillingWrite) -> Outcome:
+        """Deliver a queued write to the billing system (the outbox's `billing` route)."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of connections."""
         ...
 
 
@@ -78,174 +282,10 @@ def month_start(now: datetime) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-async def balance_and_spend(
-    session: AsyncSession, account_id: int, now: datetime
-) -> tuple[Decimal, Decimal]:
-    """The balance (sum of every entry) and this month's usage, in one pass over the entries."""
-    usage = (LedgerEntry.kind == "usage") & (LedgerEntry.at >= month_start(now))
-    row = (
-        await session.execute(
-            select(
-                func.coalesce(func.sum(LedgerEntry.amount), 0),
-                func.coalesce(func.sum(LedgerEntry.amount).filter(usage), 0),
-            ).where(LedgerEntry.account_id == account_id)
-        )
-    ).one()
-    total, used = (_decimal(v) for v in row)
-    return total, -used
-
-
-def _decimal(value: object) -> Decimal:
-    return value if isinstance(value, Decimal) else from_micros(int(str(value or 0)))
-
-
-async def payments(
-    session: AsyncSession,
-    account_id: int,
-    *,
-    since: datetime | None = None,
-    limit: int | None = PAYMENTS_SHOWN,
-) -> list[PaymentLine]:
-    """An account's payments, newest first: the last few, or all since a moment."""
-    query = select(Payment).where(Payment.account_id == account_id)
-    if since is not None:
-        query = query.where(Payment.paid_at >= since)
-    query = query.order_by(Payment.paid_at.desc(), Payment.id.desc())
-    if limit is not None:
-        query = query.limit(limit)
-    return [_line(p) for p in await session.scalars(query)]
-
-
-def _line(payment: Payment) -> PaymentLine:
-    return PaymentLine(
-        paid_at=payment.paid_at,
-        purpose=payment.purpose,
-        amount_usd=payment.amount_usd,
-        crypto_amount=payment.crypto_amount,
-        currency=payment.currency,
-        chain=payment.chain,
-        wallet=payment.wallet,
-        tx_hash=payment.tx_hash,
-    )
-
-
-async def summary_of(session: AsyncSession, account: Account, now: datetime) -> AccountSummary:
-    """The summary of a ledger account."""
-    total, spent = await balance_and_spend(session, account.id, now)
-    return AccountSummary(
-        email=account.email,
-        plan=account.plan,
-        pro_since=account.pro_since,
-        balance=total,
-        month_spend=spent,
-        payments=tuple(await payments(session, account.id)),
-        account_id=account.id,
-    )
-
-
-async def refund_inputs(
-    session: AsyncSession, account_id: int, now: datetime
-) -> tuple[Decimal, list[PaymentLine]]:
-    """What refund eligibility needs: the balance and every payment of the last 7 days."""
-    total, _spent = await balance_and_spend(session, account_id, now)
-    recent = await payments(session, account_id, since=now - REFUND_WINDOW, limit=None)
-    return total, recent
-
-
-class LedgerBilling:
-    """The built-in Billing: answers from the imported accounts, payments and ledger entries."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-
-    async def lookup(self, email: str, now: datetime) -> AccountSummary | None:
-        """The ledger's summary of the account with this address, in one statement."""
-        async with self._sessions() as session:
-            params = {"email": normalise_email(email), "month": month_start(now)}
-            rows = (await session.execute(SUMMARY_QUERY, params)).all()
-        if not rows:
-            return None
-        first = rows[0]
-        return AccountSummary(
-            email=first.email,
-            plan=first.plan,
-            pro_since=first.pro_since,
-            balance=_decimal(first.balance),
-            month_spend=-_decimal(first.used),
-            payments=tuple(
-                PaymentLine(
-                    paid_at=r.paid_at,
-                    purpose=r.purpose,
-                    amount_usd=r.amount_usd,
-                    crypto_amount=r.crypto_amount,
-                    currency=r.currency,
-                    chain=r.chain,
-                    wallet=r.wallet,
-                    tx_hash=r.tx_hash,
-                )
-                for r in rows
-                if r.paid_at is not None
-            ),
-            account_id=first.id,
-        )
-
-
-def _summary_query() -> Select[Any]:
-    """The account, its balance and month's usage (one pass), and its last payments as rows.
-
-    A lookup is one round trip: the account row comes once per payment shown (or once, with
-    empty payment columns), the sums are computed once in a derived table. The statement is
-    built once (parameters `email` and `month`): building it costs more than running it.
-    """
-    email = bindparam("email", type_=String)
-    account_id = select(Account.id).where(Account.email == email).scalar_subquery()
-    month = bindparam("month", type_=UTCDateTime())
-    usage = (LedgerEntry.kind == "usage") & (LedgerEntry.at >= month)
-    sums = (
-        select(
-            func.coalesce(func.sum(LedgerEntry.amount), 0).label("balance"),
-            func.coalesce(func.sum(LedgerEntry.amount).filter(usage), 0).label("used"),
-        )
-        .where(LedgerEntry.account_id == account_id)
-        .subquery()
-    )
-    recent = (
-        select(Payment)
-        .where(Payment.account_id == account_id)
-        .order_by(Payment.paid_at.desc(), Payment.id.desc())
-        .limit(PAYMENTS_SHOWN)
-        .subquery()
-    )
-    return (
-        select(
-            Account.id,
-            Account.email,
-            Account.plan,
-            Account.pro_since,
-            sums.c.balance,
-            sums.c.used,
-            recent.c.paid_at,
-            recent.c.purpose,
-            recent.c.amount_usd,
-            recent.c.crypto_amount,
-            recent.c.currency,
-            recent.c.chain,
-            recent.c.wallet,
-            recent.c.tx_hash,
-        )
-        .select_from(Account)
-        .join(sums, true())
-        .outerjoin(recent, true())
-        .where(Account.email == email)
-        .order_by(recent.c.paid_at.desc(), recent.c.id.desc())
-    )
-
-
-SUMMARY_QUERY = _summary_query()
-
-
 def ledger_billing(sessions: async_sessionmaker[AsyncSession]) -> Billing:
-    """The default factory named by `BILLING_FACTORY`."""
+    """The default factory named by `BILLING_FACTORY`: the built-in ledger."""
+    from accounts.ledger_billing import LedgerBilling  # noqa: PLC0415 - it builds on this port
+
     return LedgerBilling(sessions)
 
 
@@ -265,7 +305,10 @@ def load_billing(path: str, sessions: async_sessionmaker[AsyncSession]) -> Billi
         raise BillingError(f"BILLING_FACTORY: {module_name} has no function {attribute!r}")
     billing = factory(sessions)
     if not isinstance(billing, Billing):
-        raise BillingError(f"BILLING_FACTORY: {path} returned {billing!r}, which has no lookup()")
+        raise BillingError(
+            f"BILLING_FACTORY: {path} returned {billing!r}, which lacks the Billing methods "
+            "(lookup, lookup_account, history, month_spends, record, send, close)"
+        )
     return billing
 
 
@@ -273,13 +316,15 @@ __all__: Sequence[str] = (
     "AccountSummary",
     "Billing",
     "BillingError",
-    "LedgerBilling",
+    "BillingMalformed",
+    "BillingUnavailable",
+    "BillingWrite",
+    "MonthSpend",
+    "MonthSpends",
     "PaymentLine",
-    "balance_and_spend",
+    "PayoutLine",
+    "WriteKind",
     "ledger_billing",
     "load_billing",
     "month_start",
-    "payments",
-    "refund_inputs",
-    "summary_of",
 )

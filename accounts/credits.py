@@ -3,18 +3,20 @@
 The rules (README "SLA credits", docs/decisions.md):
 
 * Only a month whose uptime is below 99.5 % gives credits.
-* An account counts as Pro for the month when it is on Pro now and became Pro before the month
-  ended (`pro_since` unknown counts as Pro). An upgrade refunded since is back on Basic: nothing.
-* It must have had a positive balance at some time in the month: the balance at the month's
-  start, or after any of its entries within the month (in time order), above zero.
-* Net spend = what its `usage` entries in the month took from the balance, less usage given back
-  (positive `usage` entries), never below zero. Top-ups, refunds, credits and adjustments are
-  not spend.
-* The credit is 1 % of that, rounded half-even to the cent; one that rounds to $0.00 is not given.
+* Who was Pro in the month, with what net spend, comes from the Billing port
+  (`Billing.month_spends`): the built-in ledger works it out from its entries (Pro now and
+  since before the month ended; a positive balance at some time in the month; net spend = what
+  `usage` entries took, less usage given back, never below zero), a billing service says so.
+* The credit is 1 % of that, kept in micro-dollars (rounded half-even to the millionth of a
+  dollar, as every amount of the ledger), so no sub-cent amount is lost; a credit of zero (no
+  spend) is not given.
+* The month's data must be final: the port says so, or the ledger has an import made after the
+  month ended. A credit given before that (on the 10th, the deadline) is provisional; once the
+  data is final a larger credit is topped up (never clawed back).
 * Once per account and month, enforced by the UNIQUE(account_id, month) of `sla_credits`: an
-  account's credit (that row first, then its ledger entry, notice and audit entry) is written in
-  one transaction, with a batch of other accounts in account order; re-runs and concurrent runs
-  find the row there (PostgreSQL makes them wait for it to commit) and credit nothing twice.
+  account's credit (that row first, then the write back through the port, the notice and the
+  audit entry) is written in one transaction, with a batch of other accounts in account order;
+  re-runs and concurrent runs find the row there and credit nothing twice.
 """
 
 from __future__ import annotations
@@ -26,55 +28,35 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, func, literal, or_, select, type_coerce, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accounts.billing import Billing, BillingWrite, MonthSpend, MonthSpends, WriteKind
 from accounts.ledger import balance
-from accounts.money import Money, cents
-from accounts.tables import Account, AccountLink, LedgerEntry, SlaCredit
+from accounts.ledger_billing import LedgerBilling, ledger_month
+from accounts.money import QUANTUM, cents
+from accounts.plans import mirror_rows
+from accounts.tables import Account, AccountLink, SlaCredit
 from accounts.uptime import Month, Uptime
 from tickets import audit
-from tickets.model import OutboxKind, Route
+from tickets.model import OutboxKind, Plan, Route
 from tickets.notices import notify_agents
 from tickets.outbox import enqueue
 from tickets.ports import Renderer
+from tickets.storage import insert_ignore
 from tickets.tables import Customer
 
 PROMISE = Decimal("99.5")
 RATE = Decimal("0.01")
-CENT = Decimal("0.01")
-ZERO = literal(Decimal(0), Money)
 BATCH = 100  # accounts credited per transaction
 
 
 # -- the policy (pure) ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MonthTotals:
-    """An account's month as the ledger sums it up (the database does the summing)."""
-
-    opening: Decimal  # the balance when the month starts
-    usage: Decimal  # the sum of its `usage` entries in the month (debits are negative)
-    peak: Decimal | None  # the highest running sum of its month's entries, in time order
-
-
-@dataclass(frozen=True)
-class Assessment:
-    positive: bool
-    net_spend: Decimal
-
-
-def assess(month: MonthTotals) -> Assessment:
-    """Whether the balance was above zero at some time in the month, and the month's net spend."""
-    positive = month.opening > 0 or (month.peak is not None and month.opening + month.peak > 0)
-    return Assessment(positive=positive, net_spend=max(Decimal(0), -month.usage))
-
-
 def credit_for(net_spend: Decimal) -> Decimal:
-    """1 % of the net spend, rounded half-even to the cent."""
-    return (net_spend * RATE).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    """1 % of the net spend, to the micro-dollar (half-even), like every amount of the ledger."""
+    return (net_spend * RATE).quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
 def gives_credits(uptime: Uptime) -> bool:
@@ -85,7 +67,8 @@ def gives_credits(uptime: Uptime) -> bool:
 class LineStatus(StrEnum):
     TO_CREDIT = "to credit"
     CREDITED = "credited already"
-    BELOW_A_CENT = "below one cent"
+    TOP_UP = "to top up"  # credited provisionally, and the final data gives more
+    NOTHING = "nothing spent"
 
 
 @dataclass(frozen=True)
@@ -95,8 +78,10 @@ class CreditLine:
     account_id: int
     email: str
     net_spend: Decimal
-    amount: Decimal
+    amount: Decimal  # the credit it is due (for TOP_UP: the difference still due)
     status: LineStatus
+    account_ref: str | None = None
+    credit_id: int | None = None  # the existing credit row (CREDITED, TOP_UP)
 
 
 @dataclass(frozen=True)
@@ -106,6 +91,8 @@ class CreditPlan:
     month: Month
     uptime: Uptime
     lines: tuple[CreditLine, ...]
+    final: bool = True  # the billing data of the month is final
+    as_of: datetime | None = None  # how fresh the billing data is
 
     @property
     def applies(self) -> bool:
@@ -118,71 +105,86 @@ class CreditPlan:
         return sum((line.amount for line in self.with_status(status)), Decimal(0))
 
 
-# -- reading the ledger ---------------------------------------------------------------------------
+# -- reading --------------------------------------------------------------------------------------
 
 
-def _is_pro(month: Month) -> Any:
-    return (Account.plan == "pro") & or_(Account.pro_since.is_(None), Account.pro_since < month.end)
+async def plan_credits(
+    session: AsyncSession, month: Month, uptime: Uptime, spends: MonthSpends | None = None
+) -> CreditPlan:
+    """The month's credits as they stand: every Pro account with money in the month.
 
-
-async def plan_credits(session: AsyncSession, month: Month, uptime: Uptime) -> CreditPlan:
-    """The month's credits as they stand: every Pro account with money in the month."""
+    `spends` is what the Billing port said of the month; without it, the ledger's own answer.
+    """
     if not gives_credits(uptime):
         return CreditPlan(month, uptime, ())
-    pro = select(Account.id).where(_is_pro(month)).scalar_subquery()
-    accounts = await session.execute(select(Account.id, Account.email).where(_is_pro(month)))
-    emails: dict[int, str] = {account_id: email for account_id, email in accounts}
-    sums = await session.execute(
-        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount))
-        .where(LedgerEntry.account_id.in_(pro), LedgerEntry.at < month.start)
-        .group_by(LedgerEntry.account_id)
-    )
-    opening: dict[int, Decimal] = {account_id: total for account_id, total in sums}
+    if spends is None:
+        spends = await ledger_month(session, month)
+    ids = await _account_ids(session, spends.accounts, spends.as_of or month.end)
     credited = await session.execute(
-        select(SlaCredit.account_id, SlaCredit.amount).where(SlaCredit.month == str(month))
-    )
-    done: dict[int, Decimal] = {account_id: amount for account_id, amount in credited}
-    # Per account: its usage in the month, and the highest balance change after any of its
-    # entries (a running sum in time order); opening + that peak is its highest balance.
-    running = func.sum(LedgerEntry.amount).over(
-        partition_by=LedgerEntry.account_id,
-        order_by=(LedgerEntry.at, LedgerEntry.id),
-        rows=(None, 0),
-    )
-    entries = (
-        select(
-            LedgerEntry.account_id.label("account_id"),
-            case((LedgerEntry.kind == "usage", LedgerEntry.amount), else_=ZERO).label("usage"),
-            running.label("running"),
+        select(SlaCredit.account_id, SlaCredit.id, SlaCredit.amount, SlaCredit.provisional).where(
+            SlaCredit.month == str(month)
         )
-        .where(
-            LedgerEntry.account_id.in_(pro),
-            LedgerEntry.at >= month.start,
-            LedgerEntry.at < month.end,
-        )
-        .subquery()
     )
-    month_rows = await session.execute(
-        select(
-            entries.c.account_id,
-            type_coerce(func.sum(entries.c.usage), Money),
-            type_coerce(func.max(entries.c.running), Money),
-        ).group_by(entries.c.account_id)
-    )
-    totals = {account_id: (usage, peak) for account_id, usage, peak in month_rows}
+    done = {row.account_id: row for row in credited}
     lines = []
-    for account_id in sorted(emails):
-        usage, peak = totals.get(account_id, (Decimal(0), None))
-        found = assess(MonthTotals(opening.get(account_id, Decimal(0)), usage, peak))
-        if not found.positive and account_id not in done:
+    for spend, account_id in sorted(zip(spends.accounts, ids, strict=True), key=lambda p: p[1]):
+        if not spend.positive and account_id not in done:
             continue
-        amount = credit_for(found.net_spend)
-        if account_id in done:
-            status, amount = LineStatus.CREDITED, done[account_id]
+        amount = credit_for(spend.net_spend)
+        earlier = done.get(account_id)
+        if earlier is None:
+            status = LineStatus.TO_CREDIT if amount > 0 else LineStatus.NOTHING
+            line = CreditLine(account_id, spend.email, spend.net_spend, amount, status, spend.ref)
+        elif earlier.provisional and spends.complete and amount > earlier.amount:
+            line = CreditLine(
+                account_id,
+                spend.email,
+                spend.net_spend,
+                amount - earlier.amount,
+                LineStatus.TOP_UP,
+                spend.ref,
+                earlier.id,
+            )
         else:
-            status = LineStatus.TO_CREDIT if amount > 0 else LineStatus.BELOW_A_CENT
-        lines.append(CreditLine(account_id, emails[account_id], found.net_spend, amount, status))
-    return CreditPlan(month, uptime, tuple(lines))
+            line = CreditLine(
+                account_id,
+                spend.email,
+                spend.net_spend,
+                earlier.amount,
+                LineStatus.CREDITED,
+                spend.ref,
+                earlier.id,
+            )
+        lines.append(line)
+    return CreditPlan(month, uptime, tuple(lines), spends.complete, spends.as_of)
+
+
+async def _account_ids(
+    session: AsyncSession, spends: tuple[MonthSpend, ...], at: datetime
+) -> list[int]:
+    """The desk's account row of each spend; a billing service's accounts it has not seen yet
+    get a mirror row (credits and their notices refer to it)."""
+    ids = []
+    for spend in spends:
+        if spend.account_id is not None:
+            ids.append(spend.account_id)
+            continue
+        rows = await mirror_rows(session, spend.email, spend.ref)
+        found = rows[0].id if rows else None
+        if found is None:
+            account = Account(
+                email=spend.email,
+                plan=Plan.PRO.value,
+                pro_since=spend.pro_since,
+                external_id=spend.ref,
+                created_at=at,
+                updated_at=at,
+            )
+            session.add(account)
+            await session.flush()
+            found = account.id
+        ids.append(int(found))
+    return ids
 
 
 # -- applying -------------------------------------------------------------------------------------
@@ -224,19 +226,25 @@ async def apply_credits(
     routes: NoticeRoutes,
     at: datetime,
     actor: str,
+    billing: Billing | None = None,
     batch: int = BATCH,
 ) -> Applied:
-    """Credit every line still to credit, a batch of accounts per transaction; tell the agents."""
+    """Credit every line still to credit (or to top up), a batch of accounts per transaction,
+    each written back through the port; tell the agents."""
+    billing = billing or LedgerBilling(sessions)
     credited: list[CreditLine] = []
     already = told_telegram = told_email = 0
     if not plan.applies:
         return Applied(plan.month, (), 0, 0, 0)
-    lines = plan.with_status(LineStatus.TO_CREDIT)  # in account order, so batches never deadlock
+    due = (LineStatus.TO_CREDIT, LineStatus.TOP_UP)
+    lines = [line for line in plan.lines if line.status in due]  # in account order: no deadlock
     for low in range(0, len(lines), batch):
         outcomes = []
         async with sessions.begin() as session:
             for line in lines[low : low + batch]:
-                done, route = await _credit_one(session, plan, line, templates, routes, at, actor)
+                done, route = await _credit_one(
+                    session, plan, line, billing, templates, routes, at, actor
+                )
                 outcomes.append((line, done, route))
         for line, done, route in outcomes:
             if not done:
@@ -246,8 +254,14 @@ async def apply_credits(
             told_telegram += route is Route.TELEGRAM
             told_email += route is Route.EMAIL
     applied = Applied(plan.month, tuple(credited), already, told_telegram, told_email)
-    if credited:
-        async with sessions.begin() as session:
+    async with sessions.begin() as session:
+        if plan.final:  # what was provisional and needs no top-up is settled as it is
+            await session.execute(
+                update(SlaCredit)
+                .where(SlaCredit.month == str(plan.month), SlaCredit.provisional.is_(True))
+                .values(provisional=False)
+            )
+        if credited:
             _summary(session, plan, applied, templates, at)
     return applied
 
@@ -256,41 +270,67 @@ async def _credit_one(
     session: AsyncSession,
     plan: CreditPlan,
     line: CreditLine,
+    billing: Billing,
     templates: Renderer,
     routes: NoticeRoutes,
     at: datetime,
     actor: str,
 ) -> tuple[bool, Route | None]:
-    """Credit one account once: whether this run credited it, and how the customer is told."""
+    """Credit one account once (or top it up once): whether this run did, and how the
+    customer is told."""
     month, uptime = str(plan.month), str(plan.uptime.percent)
-    credit_id = await _insert_ignore(
-        session,
-        {
-            "account_id": line.account_id,
-            "month": month,
-            "net_spend": line.net_spend,
-            "amount": line.amount,
-            "uptime": uptime,
-            "created_at": at,
-            "details": plan.uptime.detail[:2000],
-        },
-    )
+    key = f"sla-credit:{month}:{line.account_id}"
+    if line.status is LineStatus.TOP_UP:
+        credit_id = await session.scalar(
+            update(SlaCredit)
+            .where(SlaCredit.id == line.credit_id, SlaCredit.provisional.is_(True))
+            .values(
+                provisional=False, amount=SlaCredit.amount + line.amount, net_spend=line.net_spend
+            )
+            .returning(SlaCredit.id)
+        )
+        key = f"{key}:final"
+    else:
+        credit_id = await insert_ignore(
+            session,
+            SlaCredit,
+            {
+                "account_id": line.account_id,
+                "month": month,
+                "net_spend": line.net_spend,
+                "amount": line.amount,
+                "uptime": uptime,
+                "created_at": at,
+                "details": plan.uptime.detail[:2000],
+                "provisional": not plan.final,
+            },
+        )
     if credit_id is None:
         return False, None
-    entry = LedgerEntry(
-        account_id=line.account_id,
-        kind="credit",
-        amount=line.amount,
-        at=at,
-        external_id=f"sla-credit:{month}:{line.account_id}",
-        note=f"SLA credit for {month}: uptime {uptime} %, 1 % of net spend {line.net_spend}",
+    note = f"SLA credit for {month}: uptime {uptime} %, 1 % of net spend {line.net_spend}"
+    if line.status is LineStatus.TOP_UP:
+        note += " (top-up of a provisional credit, now that the month's data is final)"
+    entry_id = await billing.record(
+        session,
+        BillingWrite(
+            kind=WriteKind.CREDIT,
+            key=key,
+            account_id=line.account_id,
+            account_ref=line.account_ref,
+            email=line.email,
+            at=at,
+            amount=line.amount,
+            month=month,
+            net_spend=line.net_spend,
+            uptime=uptime,
+            reason=note,
+        ),
     )
-    session.add(entry)
-    await session.flush()
-    await session.execute(
-        update(SlaCredit).where(SlaCredit.id == credit_id).values(ledger_entry_id=entry.id)
-    )
-    new_balance = await balance(session, line.account_id)
+    if entry_id is not None and line.status is LineStatus.TO_CREDIT:
+        await session.execute(
+            update(SlaCredit).where(SlaCredit.id == credit_id).values(ledger_entry_id=entry_id)
+        )
+    new_balance = await balance(session, line.account_id) if billing.local else None
     route = await _tell_customer(session, plan, line, new_balance, templates, routes, at)
     audit.record(
         session,
@@ -302,6 +342,8 @@ async def _credit_one(
         uptime=uptime,
         net_spend=str(line.net_spend),
         amount=str(line.amount),
+        top_up=line.status is LineStatus.TOP_UP,
+        provisional=not plan.final,
         notice=route.value if route is not None else "none",
     )
     return True, route
@@ -316,22 +358,11 @@ def record_refusal(
     )
 
 
-async def _insert_ignore(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    """INSERT … ON CONFLICT DO NOTHING on either database; the new row's id, or None."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = await session.execute(
-        insert(SlaCredit).values(**values).on_conflict_do_nothing().returning(SlaCredit.id)
-    )
-    inserted = result.scalar()
-    return int(inserted) if inserted is not None else None
-
-
 async def _tell_customer(
     session: AsyncSession,
     plan: CreditPlan,
     line: CreditLine,
-    new_balance: Decimal,
+    new_balance: Decimal | None,
     templates: Renderer,
     routes: NoticeRoutes,
     at: datetime,
@@ -343,7 +374,8 @@ async def _tell_customer(
         "uptime": plan.uptime.percent,
         "net_spend": cents(line.net_spend),
         "amount": cents(line.amount),
-        "balance": cents(new_balance),
+        "balance": cents(new_balance) if new_balance is not None else None,
+        "top_up": line.status is LineStatus.TOP_UP,
         "email": line.email,
     }
     text = templates.render("accounts/sla_credit", **facts)
@@ -397,4 +429,6 @@ def _summary(
         by_telegram=applied.by_telegram,
         by_email=applied.by_email,
         not_told=applied.not_told,
+        final=plan.final,
+        top_ups=sum(1 for line in applied.credited if line.status is LineStatus.TOP_UP),
     )

@@ -4,13 +4,16 @@ The whole file is one transaction. Records are checked first (`accounts.records`
 compared with what the database holds: an account is created, updated or left alone; a payment
 or usage record is added, or left alone when the same id was imported before with the same
 content. The same id with other content, or a payment for an unknown account, is a bad row. Any
-bad row, and nothing is applied. Importing the same file again therefore changes nothing.
+bad row, and nothing is applied. Importing the same file again therefore changes nothing in the
+accounts, but it is recorded (`ledger_imports`): the ledger's data is as fresh as its newest
+import. In the same transaction, the customers of the file's accounts take their plans, and
+their open tickets move with them (`accounts.plans.sync_plans`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +22,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accounts.plans import sync_plans
 from accounts.records import (
     AccountRecord,
     Batch,
@@ -30,8 +34,9 @@ from accounts.records import (
     check_records,
     read_file,
 )
-from accounts.tables import Account, LedgerEntry, Payment
+from accounts.tables import Account, LedgerEntry, LedgerImport, Payment
 from tickets import audit
+from tickets.ports import Renderer
 
 CHUNK = 500
 Progress = Callable[[int, int], None]
@@ -69,6 +74,7 @@ class ImportReport:
     payments_added: int = 0
     usage_added: int = 0
     unchanged: int = 0
+    tickets_moved: int = 0  # open tickets whose plan changed with their account's
 
     @property
     def changed(self) -> bool:
@@ -81,6 +87,11 @@ class ImportReport:
             f"accounts: {self.accounts_created} created, {self.accounts_updated} updated; "
             f"payments: {self.payments_added} added; usage: {self.usage_added} added; "
             f"{self.unchanged} unchanged"
+            + (
+                f"; {self.tickets_moved} open ticket(s) moved to another plan"
+                if self.tickets_moved
+                else ""
+            )
         )
 
 
@@ -92,11 +103,18 @@ async def import_file(
     kind: str | None = None,
     progress: Progress | None = None,
     actor: str = "cli",
+    templates: Renderer | None = None,
 ) -> ImportReport:
     """Check and apply a billing export; raises ImportRefused (nothing applied) on bad rows."""
     batch = check_records(read_file(path, kind), path.name)
     return await apply_batch(
-        sessions, batch, at=at, source=path.name, progress=progress, actor=actor
+        sessions,
+        batch,
+        at=at,
+        source=path.name,
+        progress=progress,
+        actor=actor,
+        templates=templates,
     )
 
 
@@ -108,14 +126,29 @@ async def apply_batch(
     source: str,
     progress: Progress | None = None,
     actor: str = "cli",
+    templates: Renderer | None = None,
 ) -> ImportReport:
     """Apply checked records in one transaction, or nothing at all."""
+    if templates is None:
+        from supportbot.templates import Templates  # noqa: PLC0415 - the shell's default
+
+        templates = Templates()
     try:
         async with sessions.begin() as session:
             applier = _Applier(session, at, progress, batch.size)
             report = await applier.run(batch)
             if applier.problems:
                 raise ImportRefused(source, sorted(applier.problems, key=lambda p: p.line))
+            session.add(LedgerImport(at=at, source=source[:200], actor=actor, records=batch.size))
+            moved = await sync_plans(
+                session,
+                templates,
+                at=at,
+                reason=f"the billing import {source[:100]}",
+                accounts=applier.account_ids.values(),
+                actor=actor,
+            )
+            report = replace(report, tickets_moved=len(moved))
             audit.record(
                 session,
                 at=at,
@@ -127,6 +160,7 @@ async def apply_batch(
                 payments_added=report.payments_added,
                 usage_added=report.usage_added,
                 unchanged=report.unchanged,
+                tickets_moved=report.tickets_moved,
             )
     except IntegrityError as error:  # e.g. two accounts swapping addresses within one file
         raise ImportRefused(

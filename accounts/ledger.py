@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from accounts.money import from_micros
 from accounts.tables import Account, AccountLink, LedgerEntry
-from tickets.tables import CustomerEmail, Message, Ticket
+from tickets.tables import Customer, CustomerEmail, Message, Ticket
 
 
 class Identity(StrEnum):
@@ -58,14 +59,19 @@ async def balance(session: AsyncSession, account_id: int, *, at: datetime | None
 
 
 async def owner_of_customer(session: AsyncSession, customer_id: int) -> Owner | None:
-    """The account of a ticket-core customer: a code-proven link first, then the sender address."""
-    link = await session.scalar(
-        select(Account)
-        .join(AccountLink, AccountLink.account_id == Account.id)
-        .where(AccountLink.customer_id == customer_id)
-    )
-    if link is not None:
-        return Owner(link, Identity.LINKED)
+    """The account of a ticket-core customer: their tie first (by code, or by an agent), then
+    the sender address."""
+    tied = (
+        await session.execute(
+            select(Account, AccountLink.method)
+            .join(AccountLink, AccountLink.account_id == Account.id)
+            .where(AccountLink.customer_id == customer_id)
+        )
+    ).first()
+    if tied is not None:
+        account, method = tied
+        # An agent's `/account` tie stays unverified until the customer gives the code back.
+        return Owner(account, Identity.LINKED if method == "code" else Identity.UNVERIFIED)
     matched = await session.scalar(
         select(Account)
         .join(CustomerEmail, CustomerEmail.address == Account.email)
@@ -92,3 +98,28 @@ async def _sender_identity(session: AsyncSession, customer_id: int) -> Identity:
         .limit(1)
     )
     return Identity.AUTHENTICATED if verdict == "pass" else Identity.UNVERIFIED
+
+
+def tied_account(column: Any, method: str | None = None) -> ScalarSelect[Any]:
+    """A column of the account tied to the `Customer` of the outer query (of one tie method)."""
+    query = (
+        select(column)
+        .join(AccountLink, AccountLink.account_id == Account.id)
+        .where(AccountLink.customer_id == Customer.id)
+    )
+    if method is not None:
+        query = query.where(AccountLink.method == method)
+    return query.scalar_subquery()
+
+
+def address_account(column: Any) -> ScalarSelect[Any]:
+    """A column of the account matching an address of the outer query's `Customer` (the
+    lowest account id wins)."""
+    return (
+        select(column)
+        .join(CustomerEmail, CustomerEmail.address == Account.email)
+        .where(CustomerEmail.customer_id == Customer.id)
+        .order_by(Account.id)
+        .limit(1)
+        .scalar_subquery()
+    )

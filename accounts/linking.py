@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.billing import Billing
 from accounts.ledger import account_by_email, normalise_email
+from accounts.plans import sync_plans
 from accounts.tables import Account, AccountLink, LinkCode
 from tickets import audit
 from tickets.model import OutboxKind, Route
@@ -183,26 +184,7 @@ class Linker:
                     email=email,
                 )
                 return LinkOutcome(LinkResult.TOO_MANY_REQUESTS, email, retry_at=retry_at)
-            await session.execute(  # a new request replaces any earlier code
-                update(LinkCode)
-                .where(
-                    LinkCode.customer_id == customer_id,
-                    LinkCode.used_at.is_(None),
-                    LinkCode.expires_at > now,
-                )
-                .values(expires_at=now)
-            )
-            code = self._new_code()
-            session.add(
-                LinkCode(
-                    customer_id=customer_id,
-                    email=email,
-                    code_hash=code_hash(self._key, customer_id, email, code) if known else "",
-                    attempts=0,
-                    created_at=now,
-                    expires_at=now + CODE_TTL,
-                )
-            )
+            code = await self._replace_code(session, customer_id, email, now, hashed=known)
             if known:
                 self._mail_code(session, email, code, now)
             audit.record(
@@ -231,11 +213,13 @@ class Linker:
         found = [w for w in waits if w is not None]
         return max(found) if found else None
 
-    def _mail_code(self, session: AsyncSession, email: str, code: str, now: datetime) -> None:
+    def _mail_code(
+        self, session: AsyncSession, email: str, code: str, now: datetime, ticket: int | None = None
+    ) -> None:
         assert self._support_address is not None
         domain = self._support_address.rpartition("@")[2]
         text = self._templates.render(
-            "link_code", code=code, minutes=int(CODE_TTL.total_seconds() // 60)
+            "link_code", code=code, minutes=int(CODE_TTL.total_seconds() // 60), ticket=ticket
         )
         payload: dict[str, Any] = {
             "text": text,
@@ -261,20 +245,12 @@ class Linker:
         if pending is not None:
             async with self._sessions() as session:
                 local = await account_by_email(session, pending)
-            if local is None:  # a deployment's own billing knows it; the ledger does not yet
+            if local is None or not self._billing.local:  # the billing system's current word
                 summary = await self._billing.lookup(pending, now)
                 plan = summary.plan if summary is not None else None
         async with self._sessions.begin() as session:
             customer_id = await ensure_customer(session, telegram_id, name, now)
-            row = (
-                await session.scalars(
-                    select(LinkCode)
-                    .where(LinkCode.customer_id == customer_id, LinkCode.used_at.is_(None))
-                    .order_by(LinkCode.id.desc())
-                    .limit(1)
-                    .with_for_update()
-                )
-            ).first()
+            row = await pending_code(session, customer_id)
             if row is None:
                 verdict = LinkResult.NO_CODE
             else:
@@ -306,12 +282,22 @@ class Linker:
                 return LinkOutcome(verdict, row.email if row else None)
             assert row is not None
             row.used_at = now
-            account_id = await _account_for(session, row.email, plan, now)
-            await _link(session, customer_id, account_id, now)
+            account_id = await account_for(session, row.email, plan, now)
+            await link(session, customer_id, account_id, now)
             audit.record(
                 session, at=now, action="link", actor=actor, email=row.email, account_id=account_id
             )
-            return LinkOutcome(LinkResult.LINKED, row.email)
+            moved = await sync_plans(
+                session,
+                self._templates,
+                at=now,
+                reason=f"linked to {row.email}",
+                customers=[customer_id],
+                actor=actor,
+            )
+        if moved:
+            self._wakeup()
+        return LinkOutcome(LinkResult.LINKED, row.email)
 
     async def _pending_email(self, telegram_id: int) -> str | None:
         async with self._sessions() as session:
@@ -328,6 +314,64 @@ class Linker:
             audit.record(
                 session, at=now, action="refused:link", actor=actor, reason=reason, email=email
             )
+
+    # -- for an agent's `/account N EMAIL` (accounts.account_claims) ------------------------
+
+    async def issue_code(
+        self, session: AsyncSession, customer_id: int, email: str, now: datetime, ticket: int
+    ) -> str | datetime:
+        """A new code for this customer and address, mailed there in this transaction (it
+        replaces their earlier one); or when the request limits free up again."""
+        retry_at = await self._limited(session, customer_id, email, now)
+        if retry_at is not None:
+            return retry_at
+        code = await self._replace_code(session, customer_id, email, now, hashed=True)
+        self._mail_code(session, email, code, now, ticket)
+        return code
+
+    async def _replace_code(
+        self, session: AsyncSession, customer_id: int, email: str, now: datetime, *, hashed: bool
+    ) -> str:
+        """A new code row for the customer (its HMAC only when `hashed`); any earlier one ends."""
+        await session.execute(
+            update(LinkCode)
+            .where(
+                LinkCode.customer_id == customer_id,
+                LinkCode.used_at.is_(None),
+                LinkCode.expires_at > now,
+            )
+            .values(expires_at=now)
+        )
+        code = self._new_code()
+        session.add(
+            LinkCode(
+                customer_id=customer_id,
+                email=email,
+                code_hash=code_hash(self._key, customer_id, email, code) if hashed else "",
+                attempts=0,
+                created_at=now,
+                expires_at=now + CODE_TTL,
+            )
+        )
+        return code
+
+    def code_hash_of(self, customer_id: int, email: str, code: str) -> str:
+        """How a code given back for this customer and address is stored."""
+        return code_hash(self._key, customer_id, email, code.strip())
+
+
+async def pending_code(session: AsyncSession, customer_id: int) -> LinkCode | None:
+    """The customer's latest unused code row, locked: the one a code given back is checked by."""
+    found: LinkCode | None = (
+        await session.scalars(
+            select(LinkCode)
+            .where(LinkCode.customer_id == customer_id, LinkCode.used_at.is_(None))
+            .order_by(LinkCode.id.desc())
+            .limit(1)
+            .with_for_update()
+        )
+    ).first()
+    return found
 
 
 async def linked_account(session: AsyncSession, telegram_id: int) -> Account | None:
@@ -357,7 +401,7 @@ async def ensure_customer(session: AsyncSession, telegram_id: int, name: str, no
     return int(found)
 
 
-async def _account_for(session: AsyncSession, email: str, plan: str | None, now: datetime) -> int:
+async def account_for(session: AsyncSession, email: str, plan: str | None, now: datetime) -> int:
     """The ledger account of an address; made (as the billing system reports it) if missing."""
     await session.execute(
         _insert(session)(Account)
@@ -369,12 +413,16 @@ async def _account_for(session: AsyncSession, email: str, plan: str | None, now:
     return int(found)
 
 
-async def _link(session: AsyncSession, customer_id: int, account_id: int, now: datetime) -> None:
+async def link(
+    session: AsyncSession, customer_id: int, account_id: int, now: datetime, method: str = "code"
+) -> None:
+    """Tie a customer to an account (replacing an earlier tie): proven by `code`, or by an
+    `agent` until the code comes back."""
     await session.execute(
         _insert(session)(AccountLink)
-        .values(customer_id=customer_id, account_id=account_id, method="code", linked_at=now)
+        .values(customer_id=customer_id, account_id=account_id, method=method, linked_at=now)
         .on_conflict_do_update(
             index_elements=["customer_id"],
-            set_={"account_id": account_id, "method": "code", "linked_at": now},
+            set_={"account_id": account_id, "method": method, "linked_at": now},
         )
     )

@@ -16,16 +16,22 @@ from typing import Any
 from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from accounts import refunding
-from accounts.billing import AccountSummary, Billing
-from accounts.ledger import Identity, normalise_email, owner_of_customer
+from accounts.billing import AccountSummary, Billing, BillingUnavailable
+from accounts.ledger import (
+    Identity,
+    address_account,
+    normalise_email,
+    owner_of_customer,
+    tied_account,
+)
 from accounts.linking import is_address, linked_account
 from accounts.money import cents
-from accounts.tables import Account, AccountLink
+from accounts.refund_plans import eligibility_text
+from accounts.tables import Account
 from tickets import audit
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.tables import Agent, Customer, CustomerEmail, Message, Ticket
+from tickets.tables import Agent, Customer, Message, Ticket
 
 IDENTITY_LABELS = {
     Identity.LINKED: "linked by email code",
@@ -33,6 +39,8 @@ IDENTITY_LABELS = {
     Identity.UNVERIFIED: "matched by sender address, NOT verified: check before any account action",
 }
 BY_ADDRESS = "looked up by address: the customer has not proven they own it"
+TIED = "tied by an agent with /account, NOT verified until the code comes back"
+PAYMENTS_SHOWN = 5
 
 
 class NoAccount(NotFound):
@@ -64,24 +72,16 @@ def parse_target(args: str, context_ticket: int | None) -> Target:
     raise InvalidAction(f"{word!r} is neither a ticket number nor an email address")
 
 
-def identity_columns() -> tuple[ScalarSelect[str], ScalarSelect[str]]:
-    """Columns for a query over `Customer`: the account email linked by code, and the one
-    matched by the customer's address (the lowest account id wins)."""
-    linked = (
-        select(Account.email)
-        .join(AccountLink, AccountLink.account_id == Account.id)
-        .where(AccountLink.customer_id == Customer.id)
-        .scalar_subquery()
+def identity_columns() -> tuple[ScalarSelect[str], ScalarSelect[str], ScalarSelect[str]]:
+    """Columns for a query over `Customer`: the account email linked by code, the one an agent
+    tied with `/account` (no code back yet), and the one matched by the customer's address (the
+    lowest account id wins)."""
+
+    return (
+        tied_account(Account.email, "code"),
+        tied_account(Account.email, "agent"),
+        address_account(Account.email),
     )
-    by_address = (
-        select(Account.email)
-        .join(CustomerEmail, CustomerEmail.address == Account.email)
-        .where(CustomerEmail.customer_id == Customer.id)
-        .order_by(Account.id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    return linked, by_address
 
 
 async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> dict[int, str]:
@@ -92,23 +92,26 @@ async def identity_notes(session: AsyncSession, customer_ids: Iterable[int]) -> 
     rows = await session.execute(
         select(Customer.id, *identity_columns()).where(Customer.id.in_(wanted))
     )
-    return await identity_lines(session, ((row[0], row[1], row[2]) for row in rows))
+    return await identity_lines(session, ((row[0], row[1], row[2], row[3]) for row in rows))
 
 
 async def identity_lines(
-    session: AsyncSession, emails: Iterable[tuple[int, str | None, str | None]]
+    session: AsyncSession, emails: Iterable[tuple[int, str | None, str | None, str | None]]
 ) -> dict[int, str]:
-    """Card lines from `(customer, linked email, matched email)` (see `identity_columns`).
+    """Card lines from `(customer, linked email, tied email, matched email)` (see
+    `identity_columns`).
 
-    The same rules as `owner_of_customer`: a code-proven link first, then the sender address
-    with the verdict of the customer's latest mail, which costs one query, and only when some
-    customer is matched by address.
+    The same rules as `owner_of_customer`: a code-proven link first, then an agent's tie (not
+    verified), then the sender address with the verdict of the customer's latest mail, which
+    costs one query, and only when some customer is matched by address.
     """
-    found: dict[int, tuple[str, Identity]] = {}
+    found: dict[int, tuple[str, Identity | str]] = {}
     matched: dict[int, str] = {}
-    for customer_id, linked_email, matched_email in emails:
+    for customer_id, linked_email, tied_email, matched_email in emails:
         if linked_email is not None:
             found[customer_id] = (linked_email, Identity.LINKED)
+        elif tied_email is not None:
+            found[customer_id] = (tied_email, TIED)
         elif matched_email is not None:
             matched[customer_id] = matched_email
     if matched:
@@ -133,24 +136,30 @@ async def identity_lines(
             sure = verdicts.get(customer_id) == "pass"
             found[customer_id] = (email, Identity.AUTHENTICATED if sure else Identity.UNVERIFIED)
     # A customer with no account gets no line: most Telegram customers, whose cards stay short.
-    return {c: f"👤 {email} · {IDENTITY_LABELS[how]}" for c, (email, how) in found.items()}
+    return {
+        c: f"👤 {email} · {IDENTITY_LABELS[how] if isinstance(how, Identity) else how}"
+        for c, (email, how) in found.items()
+    }
 
 
 async def eligibility_summary(
-    session: AsyncSession, summary: AccountSummary, now: datetime, templates: Renderer
+    session: AsyncSession,
+    summary: AccountSummary,
+    now: datetime,
+    templates: Renderer,
+    *,
+    local: bool,
 ) -> str | None:
     """The refund eligibility lines of a balance lookup (amounts, wallets, deadlines).
 
-    The one call site of the refunds work (`accounts.refunding.eligibility_summary`). None when a
-    deployment's own Billing answered for an account the ledger does not hold: the refund rules
-    need the ledger's payments.
+    None when the answer names no account the desk holds (a custom adapter that does not say).
     """
     if summary.account_id is None:
         return None
     account = await session.get(Account, summary.account_id)
     if account is None:
         return None
-    return await refunding.eligibility_summary(session, account, now, templates)
+    return await eligibility_text(session, account, summary, now, templates, local=local)
 
 
 def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
@@ -165,7 +174,7 @@ def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
             "tx_hash": p.tx_hash,
             "pro_upgrade": p.purpose == "pro_upgrade",
         }
-        for p in summary.payments
+        for p in summary.payments[:PAYMENTS_SHOWN]
     ]
 
 
@@ -217,7 +226,13 @@ class BalanceLookups:
                     await self._audit(agent, "refused:balance", ticket, now, reason=str(problem))
                     raise problem
         assert email is not None
-        summary = await self._billing.lookup(email, now)
+        try:
+            summary = await self._billing.lookup(email, now)
+        except BillingUnavailable as error:
+            await self._audit(
+                agent, "refused:balance", ticket, now, reason=str(error)[:300], email=email
+            )
+            raise
         if summary is None:
             await self._audit(
                 agent, "refused:balance", ticket, now, reason="unknown address", email=email
@@ -226,8 +241,10 @@ class BalanceLookups:
         await self._audit(
             agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
         )
-        async with self._sessions() as session:
-            eligibility = await eligibility_summary(session, summary, now, self._templates)
+        async with self._sessions.begin() as session:
+            eligibility = await eligibility_summary(
+                session, summary, now, self._templates, local=self._billing.local
+            )
         return self._templates.render(
             "agents/balance",
             ticket=ticket.id if ticket else None,
@@ -239,6 +256,8 @@ class BalanceLookups:
             month_spend=cents(summary.month_spend),
             payments=_payments(summary),
             eligibility=eligibility,
+            as_of=summary.as_of,
+            local=self._billing.local,
         )
 
     async def _audit(
@@ -259,7 +278,11 @@ class BalanceLookups:
         now = self._clock()
         async with self._sessions() as session:
             account = await linked_account(session, telegram_id)
-        summary = await self._billing.lookup(account.email, now) if account else None
+        problem = None
+        try:
+            summary = await self._billing.lookup(account.email, now) if account else None
+        except BillingUnavailable as error:
+            summary, problem = None, str(error)
         async with self._sessions.begin() as session:
             audit.record(
                 session,
@@ -267,8 +290,11 @@ class BalanceLookups:
                 action="customer_balance" if summary else "refused:balance",
                 actor=f"telegram:{telegram_id}",
                 email=account.email if account else None,
-                reason=None if summary else "not linked" if account is None else "unknown",
+                reason=problem
+                or (None if summary else "not linked" if account is None else "unknown"),
             )
+        if problem is not None:
+            return self._templates.render("telegram/balance_unavailable")
         if summary is None:
             return self._templates.render("telegram/balance_unlinked", linked=account is not None)
         return self._templates.render(
@@ -279,4 +305,5 @@ class BalanceLookups:
             balance=cents(summary.balance),
             month_spend=cents(summary.month_spend),
             payments=_payments(summary),
+            as_of=summary.as_of,
         )

@@ -1,11 +1,15 @@
 """Refunds as agents run them: the panel, confirmation, admin approval and execution.
 
-Execution is one transaction: the account row locked, the plan computed again, the refund row
-(unique `key`, derived from the plan), one payout per payment (unique `payment_id`), ledger
-debits for the top-up parts, the plan change if the Pro upgrade goes back, the customer's notice
-and the audit entry. A second confirmation of the same plan finds the first refund; a plan that
-changed since the panel was shown is refused with the new panel instead of paying a different
-amount. Every refusal is audited and changes nothing else.
+The account is read through the Billing port before each step's transaction; a confirmation or
+an approval acts only on data younger than `BILLING_MAX_AGE` (a remote billing system is read
+again every time; the built-in ledger is as fresh as its last import, and is read again inside
+the transaction, under the account's lock). Execution is one transaction: the refund row
+(unique `key`, derived from the plan), one payout per payment (unique `payment_id`), the
+refund debit and the Pro downgrade written back through the port (applied to the ledger, or
+queued in the outbox for a remote billing system, with the desk's idempotency key), the plan
+change of the account's customers and open tickets, the customer's notice and the audit entry.
+A second confirmation of the same plan finds the first refund; a plan that changed since the
+panel was shown is refused with the new panel. Every refusal is audited and changes nothing.
 """
 
 from __future__ import annotations
@@ -14,45 +18,51 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from accounts.ledger import Identity, Owner, balance, owner_of_customer
+from accounts.billing import Billing, BillingWrite, PayoutLine, WriteKind
+from accounts.ledger import Identity, Owner, owner_of_customer
 from accounts.money import cents
 from accounts.notices import notify_customer
-from accounts.refunds import AccountFacts, PaymentFacts, Purpose, RefundPlan, plan_refund
-from accounts.tables import Account, AccountLink, LedgerEntry, Payment, Payout, Refund
-from supportbot.templates import Templates
+from accounts.plans import sync_plans
+from accounts.refund_plans import (
+    DEFAULT_MAX_AGE,
+    Reading,
+    RefundRefused,
+    plan_context,
+    plan_of,
+    read_account,
+    stale,
+    stale_refusal,
+)
+from accounts.refunds import RefundPlan, RefundScope
+from accounts.tables import Account, Payment, Payout, Refund
 from tickets import audit
 from tickets.agents import active_agent
 from tickets.errors import NotAllowed, NotFound, SupportbotError
-from tickets.model import Role, TicketStatus
+from tickets.model import Plan, Role
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.tables import Agent, Customer, CustomerEmail, Ticket
+from tickets.tables import Agent, CustomerEmail, Ticket
 
 log = logging.getLogger(__name__)
 
-# Payments older than this are not even listed as "window ended" on the panel.
-LOOKBACK = timedelta(days=14)
 DEFAULT_APPROVAL_ABOVE = Decimal(100)
 _FINGERPRINT = re.compile(r"[0-9a-f]{12}")
+CHOICES = (RefundScope.ALL, RefundScope.UPGRADE, RefundScope.BALANCE)
 
 
 class RefundStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     EXECUTED = "executed"
     REFUSED = "refused"
-
-
-class RefundRefused(SupportbotError):
-    """A refund action that cannot go ahead; nothing was changed."""
 
 
 class PlanChanged(RefundRefused):
@@ -65,15 +75,16 @@ class PlanChanged(RefundRefused):
 
 @dataclass(frozen=True)
 class Panel:
-    """What an agent sees before confirming: the plan, and what confirming would need."""
+    """What an agent sees before confirming: the plan, the choices, what confirming needs."""
 
     ticket: int
-    plan: RefundPlan
+    plan: RefundPlan  # everything eligible
     identity: Identity
     verified: bool  # the agent vouched for an unverified identity (`/refund N verified`)
     needs_approval: bool
     can_confirm: bool
     text: str
+    options: tuple[RefundPlan, ...] = ()  # what the Confirm buttons offer, distinct, non-zero
 
 
 @dataclass(frozen=True)
@@ -88,52 +99,13 @@ class RefundResult:
     text: str
 
 
-async def load_plan(session: AsyncSession, account: Account, now: datetime) -> RefundPlan:
-    """The refund plan of an account as the database holds it now."""
-    rows = await session.execute(
-        select(Payment, Payout.id)
-        .outerjoin(Payout, Payout.payment_id == Payment.id)
-        .where(
-            Payment.account_id == account.id,
-            or_(Payment.paid_at > now - LOOKBACK, Payment.purpose == Purpose.PRO_UPGRADE.value),
-        )
-    )
-    payments = [
-        PaymentFacts(
-            id=p.id,
-            purpose=Purpose(p.purpose),
-            amount=p.amount_usd,
-            currency=p.currency,
-            chain=p.chain,
-            wallet=p.wallet,
-            paid_at=p.paid_at,
-            refunded=payout is not None,
-        )
-        for p, payout in rows
-    ]
-    facts = AccountFacts(
-        id=account.id,
-        email=account.email,
-        plan=account.plan,
-        balance=await balance(session, account.id),
-        pro_since=account.pro_since,
-        pro_limits_used_at=account.pro_limits_used_at,
-    )
-    return plan_refund(facts, payments, now)
+@dataclass(frozen=True)
+class _Who:
+    """The agent and ticket of a refund action, and the account the ticket's customer owns."""
 
-
-def plan_context(plan: RefundPlan) -> dict[str, Any]:
-    """What the templates need to show a plan."""
-    return {"plan": plan, "usd": cents}
-
-
-async def eligibility_summary(
-    session: AsyncSession, account: Account, now: datetime, templates: Renderer | None = None
-) -> str:
-    """A few lines saying what the account could have refunded now (for /balance and tickets)."""
-    renderer = templates or Templates()
-    plan = await load_plan(session, account, now)
-    return renderer.render("refunds/summary", **plan_context(plan))
+    agent: Agent
+    ticket: Ticket
+    owner: Owner
 
 
 class RefundDesk:
@@ -144,142 +116,292 @@ class RefundDesk:
         sessions: async_sessionmaker[AsyncSession],
         templates: Renderer,
         *,
+        billing: Billing | None = None,
         clock: Clock = utcnow,
         approval_above: Decimal = DEFAULT_APPROVAL_ABOVE,
+        max_age: timedelta = DEFAULT_MAX_AGE,
         mail_domain: str = "supportbot.invalid",
         wakeup: Callable[[], None] | None = None,
     ) -> None:
+        if billing is None:
+            from accounts.ledger_billing import LedgerBilling  # noqa: PLC0415 - the default
+
+            billing = LedgerBilling(sessions)
         self.sessions = sessions
+        self.billing = billing
         self._templates = templates
         self._clock = clock
         self.approval_above = approval_above
+        self.max_age = max_age
         self._mail_domain = mail_domain
         self._wakeup = wakeup or (lambda: None)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _who(self, session: AsyncSession, telegram_id: int, number: int) -> _Who:
+        agent = await _agent(session, telegram_id)
+        ticket, owner = await _ticket_owner(session, number)
+        return _Who(agent, ticket, owner)
+
+    async def _email_of(self, telegram_id: int, number: int) -> str:
+        """Check the agent and the ticket before anyone asks the billing system anything."""
+        async with self.sessions() as session:
+            return (await self._who(session, telegram_id, number)).owner.account.email
+
+    async def _reading(
+        self, session: AsyncSession, email: str, earlier: Reading | None, scope: RefundScope
+    ) -> Reading:
+        """The ledger is read again inside the transaction (under the account's lock); a
+        remote billing system's answer was read just before it began."""
+        if self.billing.local or earlier is None:
+            return await read_account(self.billing, email, self._clock(), scope, session=session)
+        return earlier
+
+    async def eligibility(self, account: Account) -> str | None:
+        """What the account could have refunded now, in a few lines; None if it cannot be read."""
+        try:
+            reading = await read_account(self.billing, account.email, self._clock())
+        except RefundRefused as error:
+            log.warning("refund eligibility of %s: %s", account.email, error)
+            return None
+        async with self.sessions.begin() as session:
+            local = await session.get(Account, account.id)
+            assert local is not None
+            plan = await plan_of(
+                session, local, reading, self._clock(), RefundScope.ALL, local=self.billing.local
+            )
+        return self._templates.render("refunds/summary", **plan_context(plan))
 
     # -- the panel ----------------------------------------------------------------------
 
     async def panel(self, number: int, telegram_id: int, *, verified: bool = False) -> Panel:
         """Show what a refund of the ticket's account would pay back, and why."""
-        async with (
-            self._refusals(telegram_id, "refund_panel", number),
-            self.sessions.begin() as session,
-        ):
-            agent = await _agent(session, telegram_id)
-            ticket, owner = await _ticket_owner(session, number)
-            panel = await self._panel(session, ticket, owner, verified)
-            audit.record(
-                session,
-                at=panel.plan.at,
-                action="refund_panel",
-                agent=agent,
-                ticket_id=ticket.id,
-                account=owner.account.email,
-                identity=owner.identity.value,
-                total=str(panel.plan.total),
-                key=panel.plan.key,
-            )
+        async with self._refusals(telegram_id, "refund_panel", number):
+            email = await self._email_of(telegram_id, number)
+            reading = None if self.billing.local else await self._read(email)
+            async with self.sessions.begin() as session:
+                who = await self._who(session, telegram_id, number)
+                reading = await self._reading(session, email, reading, RefundScope.ALL)
+                panel = await self._panel(session, who, reading, verified)
+                audit.record(
+                    session,
+                    at=panel.plan.at,
+                    action="refund_panel",
+                    agent=who.agent,
+                    ticket_id=who.ticket.id,
+                    account=who.owner.account.email,
+                    identity=who.owner.identity.value,
+                    total=str(panel.plan.total),
+                    key=panel.plan.key,
+                    as_of=panel.plan.as_of.isoformat() if panel.plan.as_of else None,
+                )
             return panel
 
+    async def _read(self, email: str, scope: RefundScope = RefundScope.ALL) -> Reading:
+        return await read_account(self.billing, email, self._clock(), scope)
+
     async def _panel(
-        self, session: AsyncSession, ticket: Ticket, owner: Owner, verified: bool
+        self, session: AsyncSession, who: _Who, reading: Reading, verified: bool
     ) -> Panel:
-        plan = await load_plan(session, owner.account, self._clock())
-        unverified = owner.identity is Identity.UNVERIFIED
+        now = self._clock()
+        account = who.owner.account
+        plans = [
+            await plan_of(session, account, reading, now, scope, local=self.billing.local)
+            for scope in CHOICES
+        ]
+        plan = plans[0]
+        options: list[RefundPlan] = []
+        for option in plans:
+            if option.total > 0 and all(o.key != option.key for o in options):
+                options.append(option)
+        unverified = who.owner.identity is Identity.UNVERIFIED
+        fresh = not stale(plan, now, self.max_age)
         needs_approval = plan.total > self.approval_above
-        can_confirm = plan.total > 0 and (verified or not unverified)
+        can_confirm = bool(options) and fresh and (verified or not unverified)
         text = self._templates.render(
             "agents/refund_panel",
-            ticket=ticket.id,
-            identity=owner.identity.value,
+            ticket=who.ticket.id,
+            identity=who.owner.identity.value,
             unverified=unverified,
             verified=verified,
             needs_approval=needs_approval,
             approval_above=cents(self.approval_above),
             can_confirm=can_confirm,
+            fresh=fresh,
+            stale_line=None
+            if fresh
+            else stale_refusal(plan, now, self.max_age, self.billing.local),
             **plan_context(plan),
         )
-        return Panel(ticket.id, plan, owner.identity, verified, needs_approval, can_confirm, text)
+        return Panel(
+            who.ticket.id,
+            plan,
+            who.owner.identity,
+            verified,
+            needs_approval,
+            can_confirm,
+            text,
+            tuple(options) if can_confirm else (),
+        )
 
     # -- confirming ---------------------------------------------------------------------
 
     async def confirm(
-        self, number: int, telegram_id: int, fingerprint: str, *, verified: bool = False
+        self,
+        number: int,
+        telegram_id: int,
+        fingerprint: str,
+        *,
+        verified: bool = False,
+        scope: RefundScope = RefundScope.ALL,
     ) -> RefundResult:
         """Confirm the plan the agent saw: execute it, or hold it for an admin's approval."""
         tried: dict[str, str] = {}
         async with self._refusals(telegram_id, "refund_confirm", number):
-            if not _FINGERPRINT.fullmatch(fingerprint):
+            if not _FINGERPRINT.fullmatch(fingerprint) or scope is RefundScope.FULL:
                 raise RefundRefused("that confirmation does not name a refund plan")
+            email = await self._email_of(telegram_id, number)
+            reading = None if self.billing.local else await self._read(email, scope)
             try:
-                return await self._confirm(number, telegram_id, fingerprint, verified, tried)
+                return await self._confirm(
+                    number, telegram_id, fingerprint, verified, scope, reading, tried
+                )
             except IntegrityError:
                 # Another transaction inserted the same refund or a payout of the same payment
                 # first (only possible where the account lock is not honoured).
                 return await self._existing(tried.get("key"), number)
 
     async def _confirm(
-        self, number: int, telegram_id: int, fingerprint: str, verified: bool, tried: dict[str, str]
+        self,
+        number: int,
+        telegram_id: int,
+        fingerprint: str,
+        verified: bool,
+        scope: RefundScope,
+        earlier: Reading | None,
+        tried: dict[str, str],
     ) -> RefundResult:
         async with self.sessions.begin() as session:
-            agent = await _agent(session, telegram_id)
-            ticket, owner = await _ticket_owner(session, number)
-            account = await _lock_account(session, owner.account.id)
-            panel = await self._panel(session, ticket, owner, verified)
-            plan = panel.plan
+            who = await self._who(session, telegram_id, number)
+            account = await _lock_account(session, who.owner.account.id)
+            reading = await self._reading(session, account.email, earlier, scope)
+            now = self._clock()
+            plan = await plan_of(session, account, reading, now, scope, local=self.billing.local)
             tried["key"] = plan.key
-            earlier = await session.scalar(
+            done = await session.scalar(
                 select(Refund).where(
                     Refund.account_id == account.id,
                     Refund.key.startswith(f"refund:{account.id}:{fingerprint}", autoescape=True),
                     Refund.status != RefundStatus.REFUSED.value,
                 )
             )
-            if earlier is not None:  # a double tap, a retry, a second agent: the same refund
-                return self._result(earlier, repeated=True)
+            if done is not None:  # a double tap, a retry, a second agent: the same refund
+                return self._result(done, repeated=True)
+            if stale(plan, now, self.max_age):
+                raise RefundRefused(stale_refusal(plan, now, self.max_age, self.billing.local))
             if plan.fingerprint != fingerprint:
+                panel = await self._panel(session, who, reading, verified)
                 raise PlanChanged(
                     "what is refundable changed since the panel was shown; nothing was "
                     "refunded. Check the new panel.",
                     panel,
                 )
             if plan.total <= 0:
-                raise RefundRefused(f"nothing is refundable for {owner.account.email} now")
-            if owner.identity is Identity.UNVERIFIED and not verified:
+                raise RefundRefused(f"nothing is refundable for {account.email} now")
+            if who.owner.identity is Identity.UNVERIFIED and not verified:
                 raise RefundRefused(
                     "the customer's identity is not verified: verify it, then use "
-                    f"/refund {ticket.id} verified"
+                    f"/refund {who.ticket.id} verified"
                 )
-            now = plan.at
-            refund = Refund(
-                account_id=account.id,
-                ticket_id=ticket.id,
-                key=plan.key,
-                status=RefundStatus.AWAITING_APPROVAL.value,
-                total=plan.total,
-                includes_pro_upgrade=plan.includes_upgrade,
-                requested_by=agent.id,
-                created_at=now,
-            )
-            session.add(refund)
-            await session.flush()
-            audit.record(
-                session,
-                at=now,
-                action="refund_confirm",
-                agent=agent,
-                ticket_id=ticket.id,
-                refund_id=refund.id,
-                account=account.email,
-                total=str(plan.total),
-                identity=owner.identity.value,
-                vouched=verified,
-                needs_approval=panel.needs_approval,
-            )
-            if not panel.needs_approval:
-                await self._execute(session, refund, plan, account, agent, now)
+            needs_approval = plan.total > self.approval_above
+            refund = await self._new_refund(session, plan, who, needs_approval, verified, None)
+            if not needs_approval:
+                await self._execute(session, refund, plan, account, who.agent, now)
             result = self._result(refund, repeated=False)
         self._wakeup()
         return result
+
+    async def _new_refund(
+        self,
+        session: AsyncSession,
+        plan: RefundPlan,
+        who: _Who,
+        needs_approval: bool,
+        verified: bool,
+        reason: str | None,
+    ) -> Refund:
+        refund = Refund(
+            account_id=who.owner.account.id,
+            ticket_id=who.ticket.id,
+            key=plan.key,
+            status=RefundStatus.AWAITING_APPROVAL.value,
+            scope=plan.scope.value,
+            reason=reason,
+            total=plan.total,
+            includes_pro_upgrade=plan.includes_upgrade,
+            requested_by=who.agent.id,
+            created_at=plan.at,
+        )
+        session.add(refund)
+        await session.flush()
+        audit.record(
+            session,
+            at=plan.at,
+            action="refund_confirm",
+            agent=who.agent,
+            ticket_id=who.ticket.id,
+            refund_id=refund.id,
+            account=who.owner.account.email,
+            scope=plan.scope.value,
+            total=str(plan.total),
+            identity=who.owner.identity.value,
+            vouched=verified,
+            needs_approval=needs_approval,
+            reason=reason,
+            as_of=plan.as_of.isoformat() if plan.as_of else None,
+        )
+        return refund
+
+    # -- an admin's full refund outside the window ----------------------------------------
+
+    async def full(
+        self, number: int, telegram_id: int, reason: str, *, verified: bool = False
+    ) -> RefundResult:
+        """An admin's refund of the whole remaining balance outside the 7-day window; held for a
+        second admin, with the reason in the audit log."""
+        reason = " ".join(reason.split())[:500]
+        async with self._refusals(telegram_id, "refund_full", number):
+            if len(reason) < 3:
+                raise RefundRefused(
+                    "a full refund needs a reason: /refund N full [verified] REASON"
+                )
+            email = await self._email_of(telegram_id, number)
+            reading = None if self.billing.local else await self._read(email, RefundScope.FULL)
+            async with self.sessions.begin() as session:
+                who = await self._who(session, telegram_id, number)
+                if who.agent.role != Role.ADMIN.value:
+                    raise NotAllowed("only an admin can refund outside the 7-day window")
+                account = await _lock_account(session, who.owner.account.id)
+                reading = await self._reading(session, email, reading, RefundScope.FULL)
+                now = self._clock()
+                plan = await plan_of(
+                    session, account, reading, now, RefundScope.FULL, local=self.billing.local
+                )
+                if stale(plan, now, self.max_age):
+                    raise RefundRefused(stale_refusal(plan, now, self.max_age, self.billing.local))
+                if plan.total <= 0:
+                    raise RefundRefused(f"{email} has no balance to refund")
+                if who.owner.identity is Identity.UNVERIFIED and not verified:
+                    raise RefundRefused(
+                        "the customer's identity is not verified: verify it, then use "
+                        f"/refund {number} full verified REASON"
+                    )
+                earlier = await session.scalar(select(Refund).where(Refund.key == plan.key))
+                if earlier is not None:
+                    return self._result(earlier, repeated=True)
+                refund = await self._new_refund(session, plan, who, True, verified, reason)
+                result = self._result(refund, repeated=False, plan=plan)
+            return result
 
     # -- approving ----------------------------------------------------------------------
 
@@ -287,21 +409,29 @@ class RefundDesk:
         """An admin (not the requester) approves a held refund; it executes if still the same."""
         tried: dict[str, str] = {}
         async with self._refusals(telegram_id, "refund_approve", None, refund_id=refund_id):
+            async with self.sessions() as session:
+                agent = await _agent(session, telegram_id)
+                if agent.role != Role.ADMIN.value:
+                    raise NotAllowed("only an admin can approve a refund")
+                held = await session.get(Refund, refund_id)
+                if held is None:
+                    raise NotFound(f"there is no refund {refund_id}")
+                owner = await session.get(Account, held.account_id)
+                assert owner is not None
+                email, scope = owner.email, RefundScope(held.scope)
+            reading = None if self.billing.local else await self._read(email, scope)
             try:
-                return await self._approve(refund_id, telegram_id, tried)
+                return await self._approve(refund_id, telegram_id, reading, tried)
             except IntegrityError:
                 return await self._existing(tried.get("key"), None)
 
     async def _approve(
-        self, refund_id: int, telegram_id: int, tried: dict[str, str]
+        self, refund_id: int, telegram_id: int, earlier: Reading | None, tried: dict[str, str]
     ) -> RefundResult:
         async with self.sessions.begin() as session:
             agent = await _agent(session, telegram_id)
-            if agent.role != Role.ADMIN.value:
-                raise NotAllowed("only an admin can approve a refund")
             refund = await session.get(Refund, refund_id)
-            if refund is None:
-                raise NotFound(f"there is no refund {refund_id}")
+            assert refund is not None
             tried["key"] = refund.key
             account = await _lock_account(session, refund.account_id)
             await session.refresh(refund, with_for_update=True)
@@ -311,8 +441,12 @@ class RefundDesk:
                 raise RefundRefused(f"refund {refund_id} was refused and cannot be approved")
             if refund.requested_by == agent.id:
                 raise NotAllowed("a second admin must approve: you confirmed this refund")
-            plan = await load_plan(session, account, self._clock())
-            now = plan.at
+            scope = RefundScope(refund.scope)
+            reading = await self._reading(session, account.email, earlier, scope)
+            now = self._clock()
+            plan = await plan_of(session, account, reading, now, scope, local=self.billing.local)
+            if stale(plan, now, self.max_age):
+                raise RefundRefused(stale_refusal(plan, now, self.max_age, self.billing.local))
             if plan.key != refund.key:
                 refund.status = RefundStatus.REFUSED.value
                 refund.key = f"{refund.key}:void:{refund.id}"  # the same plan may come back
@@ -335,7 +469,10 @@ class RefundDesk:
                     agent=agent,
                     ticket_id=refund.ticket_id,
                     refund_id=refund.id,
+                    scope=refund.scope,
                     total=str(refund.total),
+                    reason=refund.reason,
+                    requested_by=refund.requested_by,
                 )
                 await self._execute(session, refund, plan, account, agent, now)
                 result = self._result(refund, repeated=False)
@@ -359,6 +496,7 @@ class RefundDesk:
         agent: Agent,
         now: datetime,
     ) -> None:
+        refs = await _payment_refs(session, [p.payment_id for p in plan.payouts])
         for part in plan.payouts:
             session.add(
                 Payout(
@@ -372,22 +510,50 @@ class RefundDesk:
                     created_at=now,
                 )
             )
-        for part in plan.parts:
-            session.add(
-                LedgerEntry(
-                    account_id=account.id,
-                    kind="refund",
-                    amount=-part.amount,
-                    at=now,
-                    payment_id=part.payment_id,
-                    refund_id=refund.id,
-                    note=f"refund {refund.id} to {part.wallet}"[:500],
+        debit = BillingWrite(
+            kind=WriteKind.REFUND,
+            key=f"{refund.key}:debit",
+            account_id=account.id,
+            account_ref=account.external_id,
+            email=account.email,
+            at=now,
+            amount=plan.balance_part,
+            refund_id=refund.id,
+            ticket_id=refund.ticket_id,
+            reason=refund.reason or "",
+            payouts=tuple(
+                PayoutLine(
+                    payment_id=p.payment_id,
+                    payment_ref=refs.get(p.payment_id, ""),
+                    purpose=p.purpose.value,
+                    amount=p.amount,
+                    currency=p.currency,
+                    chain=p.chain,
+                    wallet=p.wallet,
                 )
-            )
+                for p in plan.payouts
+            ),
+        )
+        await self.billing.record(session, debit)
         if plan.includes_upgrade:
-            account.plan = "basic"
+            account.plan = Plan.BASIC.value
             account.updated_at = now
-            await _back_on_basic(session, account)
+            downgrade = replace(
+                debit,
+                kind=WriteKind.DOWNGRADE,
+                key=f"{refund.key}:downgrade",
+                amount=Decimal(0),
+                payouts=(),
+            )
+            await self.billing.record(session, downgrade)
+            await sync_plans(
+                session,
+                self._templates,
+                at=now,
+                reason="the Pro upgrade was refunded",
+                accounts=[account.id],
+                actor=f"agent:{agent.telegram_id}",
+            )
         refund.status = RefundStatus.EXECUTED.value
         refund.executed_at = now
         await session.flush()  # a payout of an already-refunded payment fails here
@@ -411,6 +577,7 @@ class RefundDesk:
             ticket_id=refund.ticket_id,
             refund_id=refund.id,
             account=account.email,
+            scope=plan.scope.value,
             total=str(plan.total),
             debited=str(plan.balance_part),
             pro_upgrade=plan.includes_upgrade,
@@ -419,9 +586,12 @@ class RefundDesk:
                 for p in plan.payouts
             ],
             customer_told=where,
+            billing="ledger" if self.billing.local else "outbox",
         )
 
-    def _result(self, refund: Refund, *, repeated: bool) -> RefundResult:
+    def _result(
+        self, refund: Refund, *, repeated: bool, plan: RefundPlan | None = None
+    ) -> RefundResult:
         status = RefundStatus(refund.status)
         text = self._templates.render(
             "agents/refund_result",
@@ -430,6 +600,9 @@ class RefundDesk:
             total=cents(refund.total),
             repeated=repeated,
             upgrade=refund.includes_pro_upgrade,
+            scope=refund.scope,
+            reason=refund.reason,
+            **(plan_context(plan) if plan is not None else {}),
         )
         return RefundResult(refund.id, refund.ticket_id, status, refund.total, repeated, text)
 
@@ -496,8 +669,8 @@ async def _ticket_owner(session: AsyncSession, number: int) -> tuple[Ticket, Own
         ).all()
         known = f" ({', '.join(addresses)})" if addresses else ""
         raise RefundRefused(
-            f"no account matches the customer of #{number}{known}: ask them to /link it "
-            "or to write from the account's email"
+            f"no account matches the customer of #{number}{known}: ask them to /link it, "
+            "to write from the account's email, or tie it with /account N EMAIL"
         )
     return ticket, owner
 
@@ -509,17 +682,9 @@ async def _lock_account(session: AsyncSession, account_id: int) -> Account:
     return account
 
 
-async def _back_on_basic(session: AsyncSession, account: Account) -> None:
-    """The account's customers and their open tickets move to the Basic tier."""
-    linked = select(AccountLink.customer_id).where(AccountLink.account_id == account.id)
-    by_mail = select(CustomerEmail.customer_id).where(CustomerEmail.address == account.email)
-    customers = or_(Customer.id.in_(linked), Customer.id.in_(by_mail))
-    await session.execute(update(Customer).where(customers).values(plan="basic"))
-    await session.execute(
-        update(Ticket)
-        .where(
-            Ticket.status == TicketStatus.OPEN.value,
-            or_(Ticket.customer_id.in_(linked), Ticket.customer_id.in_(by_mail)),
-        )
-        .values(plan="basic")
-    )
+async def _payment_refs(session: AsyncSession, ids: list[int]) -> dict[int, str]:
+    """The billing system's id of each of these payments."""
+    if not ids:
+        return {}
+    rows = await session.execute(select(Payment.id, Payment.external_id).where(Payment.id.in_(ids)))
+    return {pid: str(ref) for pid, ref in rows}

@@ -12,6 +12,12 @@ The rules (DESIGN.md §1 "Refunds"):
 * A payment that already has a payout (of any amount) is settled: it is never eligible again.
   A top-up that got no part in an earlier refund (the balance had run out) has no payout and
   stays eligible while its window lasts.
+
+The agent chooses what to refund (`RefundScope`): everything eligible, only the Pro upgrade
+(the balance stays), or only the balance (Pro stays). An admin may also refund the whole
+remaining balance outside the window (`FULL`): split over the top-ups newest first, each part
+to its own wallet, exactly as the 7-day rule splits, but with no window; the upgrade is not part
+of it.
 """
 
 from __future__ import annotations
@@ -22,14 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from accounts.money import to_micros
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from accounts.tables import Account
 
 WINDOW = timedelta(days=7)
 ZERO = Decimal(0)
@@ -38,6 +38,27 @@ ZERO = Decimal(0)
 class Purpose(StrEnum):
     TOPUP = "topup"
     PRO_UPGRADE = "pro_upgrade"
+
+
+class RefundScope(StrEnum):
+    """What a refund covers; the letter is how a Confirm button names it."""
+
+    ALL = "all"  # everything eligible under the 7-day rule
+    UPGRADE = "upgrade"  # only the Pro upgrade: the balance stays
+    BALANCE = "balance"  # only the balance: Pro stays
+    FULL = "full"  # an admin's refund of the whole balance outside the window
+
+    @property
+    def letter(self) -> str:
+        return self.value[0]
+
+    @classmethod
+    def of_letter(cls, letter: str) -> RefundScope:
+        """The scope a button's letter names (ValueError for anything else)."""
+        for scope in cls:
+            if scope.letter == letter:
+                return scope
+        raise ValueError(f"no refund scope {letter!r}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +90,8 @@ class AccountFacts:
     balance: Decimal
     pro_since: datetime | None = None
     pro_limits_used_at: datetime | None = None
+    # What the billing system says directly, when it does not give the time of the last use.
+    pro_limits_used: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +145,8 @@ class RefundPlan:
     parts: tuple[RefundPart, ...]  # top-ups, newest first
     upgrade: UpgradeCheck | None
     excluded: tuple[Excluded, ...]
+    scope: RefundScope = RefundScope.ALL
+    as_of: datetime | None = None  # how fresh the account data behind the plan is
 
     @property
     def balance_part(self) -> Decimal:
@@ -130,18 +155,22 @@ class RefundPlan:
 
     @property
     def includes_upgrade(self) -> bool:
-        return self.upgrade is not None and self.upgrade.qualifies
+        return (
+            self.scope in (RefundScope.ALL, RefundScope.UPGRADE)
+            and self.upgrade is not None
+            and self.upgrade.qualifies
+        )
 
     @property
     def total(self) -> Decimal:
-        """Everything that goes back: the top-up parts and, if it qualifies, the upgrade."""
-        upgrade = self.upgrade.amount if self.upgrade and self.upgrade.qualifies else ZERO
+        """Everything that goes back: the top-up parts and, if included, the upgrade."""
+        upgrade = self.upgrade.amount if self.upgrade and self.includes_upgrade else ZERO
         return self.balance_part + upgrade
 
     @property
     def payouts(self) -> tuple[RefundPart, ...]:
-        """One payout per payment: the top-up parts, then the upgrade if it qualifies."""
-        if self.upgrade is None or not self.upgrade.qualifies:
+        """One payout per payment: the top-up parts, then the upgrade if included."""
+        if self.upgrade is None or not self.includes_upgrade:
             return self.parts
         u = self.upgrade
         return (
@@ -177,19 +206,29 @@ class RefundPlan:
 
 
 def plan_refund(
-    account: AccountFacts, payments: Iterable[PaymentFacts], now: datetime
+    account: AccountFacts,
+    payments: Iterable[PaymentFacts],
+    now: datetime,
+    scope: RefundScope = RefundScope.ALL,
+    *,
+    as_of: datetime | None = None,
 ) -> RefundPlan:
-    """Decide what is refundable now: top-ups newest first up to the balance, and the upgrade."""
+    """Decide what is refundable now: top-ups newest first up to the balance, and the upgrade,
+    as far as the scope the agent chose reaches."""
     topups: list[PaymentFacts] = []
     excluded: list[Excluded] = []
     upgrades: list[PaymentFacts] = []
+    windowed = scope is not RefundScope.FULL
     for payment in payments:
         if payment.purpose is Purpose.PRO_UPGRADE:
-            upgrades.append(payment)
+            if windowed:
+                upgrades.append(payment)
         elif payment.refunded:
             excluded.append(_out(payment, "already refunded"))
-        elif now >= payment.deadline:
+        elif windowed and now >= payment.deadline:
             excluded.append(_out(payment, "the 7-day window has ended"))
+        elif scope is RefundScope.UPGRADE:
+            excluded.append(_out(payment, "left out: only the Pro upgrade is refunded"))
         else:
             topups.append(payment)
     topups.sort(key=lambda p: (p.paid_at, p.id), reverse=True)
@@ -223,6 +262,8 @@ def plan_refund(
         parts=tuple(parts),
         upgrade=upgrade,
         excluded=tuple(excluded),
+        scope=scope,
+        as_of=as_of,
     )
 
 
@@ -238,14 +279,17 @@ def _upgrade(
         return None
     payment = max(upgrades, key=lambda p: (p.paid_at, p.id))
     since = account.pro_since or payment.paid_at
-    used = account.pro_limits_used_at
+    used_at = account.pro_limits_used_at
+    used = account.pro_limits_used
+    if used is None:
+        used = used_at is not None and used_at >= since
     if payment.refunded:
         qualifies, reason = False, "already refunded"
     elif account.plan != "pro":
         qualifies, reason = False, "the account is not on Pro"
     elif now >= payment.deadline:
         qualifies, reason = False, "the 7-day window has ended"
-    elif used is not None and used >= since:
+    elif used:
         qualifies, reason = False, "Pro-tier rate limits were used since the upgrade"
     else:
         qualifies, reason = True, "within 7 days and Pro-tier limits not used since"
@@ -260,14 +304,3 @@ def _upgrade(
         qualifies=qualifies,
         reason=reason,
     )
-
-
-async def eligibility_summary(session: AsyncSession, account: Account, now: datetime) -> str:
-    """What the account could have refunded now, in a few lines (for /balance and tickets).
-
-    The reading is in `accounts.refunding`; it is imported when called, so this module stays
-    free of storage.
-    """
-    from accounts.refunding import eligibility_summary as summary  # noqa: PLC0415 - a cycle
-
-    return await summary(session, account, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from accounts.money import Money
@@ -73,14 +73,19 @@ class LedgerEntry(Base):
 
 
 class AccountLink(Base):
-    """A customer (of the ticket core) proven to own an account, and how it was proven."""
+    """A customer (of the ticket core) tied to an account, and how.
+
+    `code`: proven with a one-time code mailed to the account's address (`/link`, or the code
+    of an agent's `/account N EMAIL` given back). `agent`: an agent tied the ticket's customer
+    with `/account N EMAIL` and the code has not come back yet: unverified until it does.
+    """
 
     __tablename__ = "account_links"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), unique=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    method: Mapped[str] = mapped_column(String(16))  # code
+    method: Mapped[str] = mapped_column(String(16))  # code | agent
     linked_at: Mapped[datetime]
 
 
@@ -115,6 +120,10 @@ class Refund(Base):
     # twice, by a double tap, a retry or a second agent, finds the first refund.
     key: Mapped[str] = mapped_column(String(200), unique=True)
     status: Mapped[str] = mapped_column(String(24))  # awaiting_approval | executed | refused
+    # What the agent chose: everything eligible, only the Pro upgrade, only the balance, or an
+    # admin's full refund outside the 7-day window (which needs a reason and a second admin).
+    scope: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
+    reason: Mapped[str | None] = mapped_column(String(500))
     total: Mapped[Decimal] = mapped_column(Money)
     includes_pro_upgrade: Mapped[bool] = mapped_column(default=False)
     requested_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
@@ -158,12 +167,28 @@ class SlaCredit(Base):
     ledger_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
     created_at: Mapped[datetime]
     details: Mapped[str] = mapped_column(Text, default="")
+    # Credited on the 10th from data the billing source had not declared final: when the
+    # month's data is final, a larger credit is topped up (never clawed back).
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class LedgerImport(Base):
+    """One applied billing export: the ledger's data is as fresh as its newest import."""
+
+    __tablename__ = "ledger_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(Integer, default=0)
 
 
 __all__ = [
     "Account",
     "AccountLink",
     "LedgerEntry",
+    "LedgerImport",
     "LinkCode",
     "Payment",
     "Payout",

@@ -12,9 +12,9 @@ Targets, on SQLite and on PostgreSQL:
   behind `/balance EMAIL` (`BalanceLookups.for_agent`: the agent check, the lookup, the audit
   entry's INSERT and COMMIT, the template) is reported beside it.
 * **eligibility for an account with 10,000 entries ≤ 50 ms**: the input-gathering half — the
-  balance and the account's payments of the last 7 days (`accounts.billing.refund_inputs`),
-  which is what the refund eligibility rule takes. The rule itself is pure arithmetic over those
-  inputs and comes with the refunds work (`accounts/refunds.py`).
+  balance and the account's recent payments, read through the port for the busy account
+  (`LedgerBilling.lookup`), which is what the refund eligibility rule takes. The rule itself is
+  pure arithmetic over those inputs (`accounts/refunds.py`).
 
 The data: 100,000 accounts (20 % Pro); one of them has 10,000 entries (200 top-ups over 90
 days, 15 of them in the last 7 days, and 9,800 usage entries); the other 99,999 share 990,000
@@ -46,7 +46,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 from sqlalchemy import event, insert  # noqa: E402
 
-from accounts.billing import LedgerBilling, refund_inputs  # noqa: E402
+from accounts.ledger_billing import LedgerBilling  # noqa: E402
 from accounts.lookups import BalanceLookups, Target  # noqa: E402
 from accounts.tables import Account, LedgerEntry, Payment  # noqa: E402
 from bench.common import (  # noqa: E402
@@ -232,9 +232,9 @@ async def measure(data: Database, now: datetime, rng: random.Random) -> Result:
     recent: list[int] = []
 
     async def eligibility() -> None:
-        async with data.sessions() as session:
-            _balance, payments = await refund_inputs(session, 1, now)
-        recent.append(len(payments))
+        found = await billing.lookup(_email(0), now)
+        assert found is not None
+        recent.append(sum(1 for p in found.payments if p.paid_at > now - timedelta(days=7)))
 
     lookup_times = await timed(LOOKUPS, lookup)
     command_times = await timed(LOOKUPS, command)

@@ -5,8 +5,9 @@ Run from the repository root:
     .venv/bin/python bench/refunds.py [--db sqlite|postgresql|both] [--postgres-url URL]
 
 Target: for an account with 10,000 ledger entries and 300 payments (a third of them already
-refunded, and a Pro upgrade), `accounts.refunding.load_plan` — the balance, the payments of the
-last 14 days with their payouts, and the pure `plan_refund` — answers with a p50 of at most
+refunded, and a Pro upgrade), the refund plan as the panel makes it — the account read through
+the built-in ledger's Billing port (balance, the recent payments, `as_of`), those payments
+matched to their payouts, and the pure `plan_refund` — answers with a p50 of at most
 50 ms, in a database of 100,000 accounts and 1,000,000 ledger entries, on SQLite and on
 PostgreSQL. Each call runs in its own transaction and loads the account row first, as the
 refund panel does. 10 warm-up calls, then 200 timed calls.
@@ -32,8 +33,10 @@ sys.path.insert(0, str(_HERE.parent))
 
 from sqlalchemy import insert, select  # noqa: E402
 
+from accounts.ledger_billing import LedgerBilling  # noqa: E402
 from accounts.money import cents  # noqa: E402
-from accounts.refunding import load_plan  # noqa: E402
+from accounts.refund_plans import plan_of, read_account  # noqa: E402
+from accounts.refunds import RefundScope  # noqa: E402
 from accounts.tables import Account, LedgerEntry, Payment, Payout, Refund  # noqa: E402
 from bench.common import (  # noqa: E402
     Database,
@@ -193,13 +196,15 @@ async def run(kind: str, postgres_url: str) -> Result:
         seeded = time.perf_counter() - began
         timings: list[float] = []
         plan = None
+        billing = LedgerBilling(data.sessions)
         for call in range(WARMUP + CALLS):
             now = NOW + timedelta(seconds=call)
             start = time.perf_counter()
             async with data.sessions.begin() as session:
                 account = await session.get(Account, busy)
                 assert account is not None
-                plan = await load_plan(session, account, now)
+                reading = await read_account(billing, account.email, now, session=session)
+                plan = await plan_of(session, account, reading, now, RefundScope.ALL, local=True)
             if call >= WARMUP:
                 timings.append(time.perf_counter() - start)
         assert plan is not None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounts.account_claims import AccountClaims
 from accounts.linking import CODE_TTL, Linker, LinkOutcome, LinkResult, is_code
 from accounts.lookups import BalanceLookups, parse_target
+from tickets.errors import SupportbotError
 from tickets.ports import Renderer
 
 
@@ -20,6 +22,7 @@ class AccountServices:
     linker: Linker
     lookups: BalanceLookups
     templates: Renderer
+    claims: AccountClaims | None = None  # an agent's /account N EMAIL|CODE
 
     async def link(self, telegram_id: int, name: str, args: str) -> str:
         """`/link EMAIL` asks for a code, `/link CODE` proves it; `/link` alone explains."""
@@ -49,3 +52,9 @@ class AccountServices:
     async def agent_balance(self, agent: int, args: str, context_ticket: int | None) -> str:
         """An agent's `/balance [N|EMAIL]` (plain text; the caller escapes it for HTML)."""
         return await self.lookups.for_agent(agent, parse_target(args, context_ticket))
+
+    async def agent_account(self, agent: int, args: str, context_ticket: int | None) -> str:
+        """An agent's `/account [N] EMAIL|CODE` (plain text; the caller escapes it for HTML)."""
+        if self.claims is None:
+            raise SupportbotError("/account is not available here")
+        return await self.claims.command(agent, args, context_ticket)

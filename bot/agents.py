@@ -37,6 +37,7 @@ AGENT_COMMANDS = {
     "reply": "Answer a ticket by number",
     "macro": "Send a canned answer",
     "balance": "Balance, plan, payments: /balance [N|EMAIL]",
+    "account": "Tie a ticket to an account: /account N EMAIL, then /account N CODE",
     "help": "Agent commands",
 }
 
@@ -122,6 +123,9 @@ class AgentGroup:
             await self._on_ticket(message, agent, ticket, name, args)
         elif name == "balance" and self._accounts is not None:
             text = await self._accounts.agent_balance(agent, args, ticket)
+            await self._answer(message, html.escape(text, quote=False))
+        elif name == "account" and self._accounts is not None:
+            text = await self._accounts.agent_account(agent, args, ticket)
             await self._answer(message, html.escape(text, quote=False))
         elif name == "queue":
             await self._queue(message)

@@ -122,7 +122,8 @@ class TelegramChannel:
             self._accounts,
         )
         customers = CustomerChat(
-            parts, CustomerRefunds(self._desk, self._policy, self._templates, self._clock)
+            parts,
+            CustomerRefunds(self._desk, self._policy, self._templates, self._clock, self._refunds),
         )
         money = AgentRefunds(self.bot, self.limiter, self.signer, self._refunds, self._payouts)
         agents = AgentGroup(parts, self.signer, chat_id, money)

@@ -9,7 +9,8 @@ single notice). Otherwise pending notices are coalesced into digests: one messag
 notices, one line each. Digests are spread evenly over the slots that are left
 (`TelegramLimiter.spread_gap`), never sent back to back, so the group is never silent for long.
 Tickets first seen in a digest get their place later through `place_backlog`, from spare budget
-and only once no notice waits.
+and only once no notice waits; so do topic titles and cards that a digested notice (an SLA state,
+a plan change) left showing the old state.
 """
 
 from __future__ import annotations
@@ -54,12 +55,21 @@ MARKERS = {
     "quarantined": "🚫",
     "bounced": "↩️",
     "mail_health": "📮",
+    "plan_changed": "⭐",
 }
 # Events about a customer message: a card made for one of them shows that message itself.
 CARRIED = frozenset({"opened", "reopened", "message"})
 CUSTOMER_TEXT = CARRIED | {"edited"}
 IMPORTANT = frozenset(
-    {"delivery_failed", "quarantined", "bounced", "mail_health", "sla_breach", "escalated"}
+    {
+        "delivery_failed",
+        "quarantined",
+        "bounced",
+        "mail_health",
+        "sla_breach",
+        "escalated",
+        "billing_failed",
+    }
 )
 # SLA states a watch notice puts on the ticket's topic title and card (see `GroupPoster.restate`).
 AT_RISK = "sla_risk"
@@ -154,6 +164,9 @@ class AgentFeed:
         self._patience = patience
         self._lock = asyncio.Lock()
         self._progress: dict[int, _Progress] = {}
+        # Tickets whose title and card still show an old state (a restating notice that went
+        # out in a digest, or found no slot): ticket -> shown at risk. Done from spare budget.
+        self._restates: dict[int, bool] = {}
         quiet_httpx()
 
     @property
@@ -222,7 +235,30 @@ class AgentFeed:
                     break
                 made += 1
             self.stats.backlog_places += made
+            await self._restate_backlog(limit)
             return made
+
+    async def _restate_backlog(self, limit: int) -> None:
+        """Restate titles and cards left showing an old state, while spare budget allows."""
+        numbers = list(self._restates)[:limit]
+        facts = await self._book.tickets(numbers) if numbers else {}
+        for number in numbers:
+            ticket = facts.get(number)
+            if ticket is None or ticket.closed:
+                self._restates.pop(number, None)
+                continue
+            if not self._affordable(1, self._backlog_reserve, placing=False):
+                return
+            state = sla_state(ticket.due_at, self._clock(), at_risk=self._restates[number])
+            try:
+                body = await self._book.latest_customer_message(number)
+                await self._group.restate(ticket, body, state)
+            except (OutOfBudget, TelegramError) as error:
+                log.warning(
+                    "agents' feed: #%s keeps its old state shown for now: %s", number, error
+                )
+                return
+            self._restates.pop(number, None)
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -395,12 +431,14 @@ class AgentFeed:
 
     async def _restate(self, notice: _Notice, ticket: TicketFacts) -> None:
         """Best effort: the notice is out; a title or card not updated now is next time."""
-        state = sla_state(ticket.due_at, self._clock(), at_risk=notice.event == AT_RISK)
+        at_risk = _shown_at_risk(notice)
+        state = sla_state(ticket.due_at, self._clock(), at_risk=at_risk)
         try:
             body = await self._book.latest_customer_message(ticket.number)
             await self._group.restate(ticket, body, state)
         except (OutOfBudget, TelegramError) as error:
             log.warning("agents' feed: #%s keeps its old SLA state shown: %s", ticket.number, error)
+            self._restates[ticket.number] = at_risk
 
     # -- digests --------------------------------------------------------------------------
 
@@ -429,6 +467,8 @@ class AgentFeed:
         self.stats.digested += count
         for notice in notices[:count]:
             self._progress.pop(notice.item.id, None)
+            if notice.ticket is not None and notice.item.payload.get("restate"):
+                self._restates[notice.ticket.number] = _shown_at_risk(notice)
         external_id = f"{self.chat_id}:{message_id}"
         return [Delivered(external_id=external_id) for _ in range(count)]
 
@@ -444,6 +484,11 @@ class AgentFeed:
             message.text or "(no text)",
             files=len(message.attachments),
         )
+
+
+def _shown_at_risk(notice: _Notice) -> bool:
+    """Whether a restating notice puts the ticket's at-risk mark on its title and card."""
+    return notice.event == AT_RISK or notice.item.payload.get("at_risk") is True
 
 
 def _mentioned(notices: Sequence[_Notice]) -> list[list[object]]:

@@ -116,7 +116,7 @@ class PlaceBook:
             )
         ).all()
         identities = await identity_lines(
-            session, ((t.customer_id, linked, matched) for t, _n, linked, matched in rows)
+            session, ((t.customer_id, code, agent, address) for t, _n, code, agent, address in rows)
         )
         threads: dict[int, int | None] = {}
         cards: dict[int, int | None] = {}
@@ -138,7 +138,7 @@ class PlaceBook:
                 place=Place(threads.get(ticket.id), cards.get(ticket.id)),
                 identity=identities.get(ticket.customer_id, ""),
             )
-            for ticket, name, _linked, _matched in rows
+            for ticket, name, _code, _agent, _address in rows
         }
 
     async def latest_customer_message(self, number: int) -> MessageFacts | None:

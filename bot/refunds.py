@@ -16,7 +16,7 @@ from accounts.ledger import Identity, owner_of_customer
 from accounts.money import cents
 from accounts.payouts import PayoutDesk
 from accounts.refunding import Panel, PlanChanged, RefundDesk, RefundResult, RefundStatus
-from accounts.refunding import eligibility_summary as summary_of
+from accounts.refunds import RefundScope
 from bot.buttons import Action, ButtonSigner, Press
 from bot.limits import TelegramLimiter
 from bot.outcomes import answer_agent
@@ -31,11 +31,16 @@ from tickets.tables import Customer, Ticket
 log = logging.getLogger(__name__)
 
 AGENT_REFUND_COMMANDS = {
-    "refund": "Refund panel of a ticket's account",
+    "refund": "Refund panel of a ticket's account; admins: /refund N full REASON",
     "approve": "Approve a held refund (admins)",
     "paid": "Mark a payout sent: /paid ID TXHASH (admins)",
 }
 BUTTON_ACTIONS = frozenset({Action.REFUND, Action.CONFIRM_REFUND, Action.APPROVE_REFUND})
+CHOICE_LABELS = {
+    RefundScope.ALL: "Refund everything",
+    RefundScope.UPGRADE: "Only the Pro upgrade",
+    RefundScope.BALANCE: "Only the balance",
+}
 
 
 class AgentRefunds:
@@ -66,8 +71,18 @@ class AgentRefunds:
                 number = int(words.pop(0).removeprefix("#"))
             if number is None:
                 raise SupportbotError("/refund needs a ticket number here, e.g. /refund 42")
+            if words and words[0] == "full":
+                verified = len(words) > 1 and words[1] == "verified"
+                reason = " ".join(words[2:] if verified else words[1:])
+                result = await self._refunds.full(number, agent, reason, verified=verified)
+                await self._say(
+                    message, html.escape(result.text, quote=False), self._approve_keyboard(result)
+                )
+                return
             if words not in ([], ["verified"]):
-                raise SupportbotError("use /refund N, or /refund N verified")
+                raise SupportbotError(
+                    "use /refund N, /refund N verified, or (admins) /refund N full REASON"
+                )
             await self._show_panel(message, agent, number, verified=words == ["verified"])
         elif name == "approve":
             if len(words) != 1 or not words[0].isdigit():
@@ -87,13 +102,17 @@ class AgentRefunds:
         await self._say(message, _html(panel.text), self._keyboard(panel))
 
     def _keyboard(self, panel: Panel) -> InlineKeyboardMarkup | None:
-        if not panel.can_confirm:
+        """A Confirm button per choice: everything, only the upgrade, only the balance."""
+        if not panel.can_confirm or not panel.options:
             return None
-        arg = panel.plan.fingerprint + ("v" if panel.verified else "")
-        label = f"✅ Confirm refund of {cents(panel.plan.total)}"
-        return InlineKeyboardMarkup(
-            [[self._signer.button(label, Action.CONFIRM_REFUND, panel.ticket, arg)]]
-        )
+        rows = []
+        for plan in panel.options:
+            arg = plan.fingerprint + plan.scope.letter + ("v" if panel.verified else "")
+            label = f"✅ {CHOICE_LABELS[plan.scope]}: {cents(plan.total)}"
+            if len(panel.options) == 1:
+                label = f"✅ Confirm refund of {cents(plan.total)}"
+            rows.append([self._signer.button(label, Action.CONFIRM_REFUND, panel.ticket, arg)])
+        return InlineKeyboardMarkup(rows)
 
     def _approve_keyboard(self, result: RefundResult) -> InlineKeyboardMarkup | None:
         if result.status is not RefundStatus.AWAITING_APPROVAL:
@@ -114,10 +133,9 @@ class AgentRefunds:
                     await self._say(message, _html(panel.text), self._keyboard(panel))
                 return
             if press.action is Action.CONFIRM_REFUND:
-                verified = press.arg.endswith("v")
-                fingerprint = press.arg.removesuffix("v")
+                fingerprint, scope, verified = confirm_arg(press.arg)
                 result = await self._refunds.confirm(
-                    press.ticket, agent, fingerprint, verified=verified
+                    press.ticket, agent, fingerprint, verified=verified, scope=scope
                 )
             else:
                 result = await self._refunds.approve(press.ticket, agent)
@@ -142,14 +160,37 @@ class AgentRefunds:
         await answer_agent(self._bot, self._limiter, message, text, keyboard)
 
 
+def confirm_arg(arg: str) -> tuple[str, RefundScope, bool]:
+    """A Confirm button's argument: the plan's fingerprint, its scope's letter, "v" if vouched.
+
+    Buttons made before there were choices carry no letter: they meant everything eligible.
+    """
+    fingerprint, rest = arg[:12], arg[12:]
+    verified = rest.endswith("v")
+    letter = rest.removesuffix("v")
+    try:
+        scope = RefundScope.of_letter(letter) if letter else RefundScope.ALL
+    except ValueError:
+        scope = RefundScope.FULL  # no button confirms that: refused as naming no plan
+    return fingerprint, scope, verified
+
+
 class CustomerRefunds:
     """A linked customer's `/refund`: a refund-request ticket at the top of its tier."""
 
-    def __init__(self, desk: Desk, policy: SlaPolicy, templates: Templates, clock: Clock) -> None:
+    def __init__(
+        self,
+        desk: Desk,
+        policy: SlaPolicy,
+        templates: Templates,
+        clock: Clock,
+        refunds: RefundDesk,
+    ) -> None:
         self._desk = desk
         self._policy = policy
         self._templates = templates
         self._clock = clock
+        self._refunds = refunds
 
     async def request(self, message: Message, ref: CustomerRef, note: str) -> str | None:
         """Open the request; returns a text to answer with when no ticket was opened."""
@@ -162,8 +203,10 @@ class CustomerRefunds:
             owner = await owner_of_customer(session, customer_id) if customer_id else None
             if owner is None or owner.identity is not Identity.LINKED:
                 return self._templates.render("telegram/refund_link_first")
-            summary = await summary_of(session, owner.account, now, self._templates)
             email = owner.account.email
+        summary = await self._refunds.eligibility(owner.account) or (
+            "(the billing system could not be read; the agent will look it up)"
+        )
         text = self._templates.render(
             "telegram/refund_request", note=note[:500], email=email, summary=summary
         )

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from accounts.account_claims import AccountClaims
 from accounts.billing import Billing, load_billing
 from accounts.credit_run import MonthlyCredits, notice_routes
+from accounts.http_billing import HttpBilling, write_sender
 from accounts.linking import Linker
 from accounts.lookups import BalanceLookups
 from accounts.payouts import PayoutDesk
+from accounts.plans import AddressPlans, PlanRefresh, following
 from accounts.refunding import RefundDesk
 from bot.accounts import AccountServices
 from bot.channel import TelegramChannel
@@ -82,7 +87,7 @@ class Service:
     clock: Clock
     refunds: RefundDesk
     payouts: PayoutDesk
-    billing: Billing | None = None
+    billing: Billing
 
     def outbox_worker(self, senders: dict[Route, Sender]) -> OutboxWorker:
         return OutboxWorker(
@@ -100,30 +105,52 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
         templates = Templates()
         wakeups = Wakeups()
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
-        desk = Desk(sessions, policy, templates, clock=clock, wakeup=wakeups, mail_domain=domain)
-        billing = load_billing(settings.billing_factory, sessions)
+        desk = Desk(
+            sessions,
+            policy,
+            templates,
+            clock=clock,
+            wakeup=wakeups,
+            mail_domain=domain,
+            plans=AddressPlans(),
+        )
+        billing = following(
+            billing_of(settings, sessions), sessions, templates, clock=clock, wakeup=wakeups
+        )
         refunds = RefundDesk(
             sessions,
             templates,
+            billing=billing,
             clock=clock,
             approval_above=settings.refund_approval_above,
+            max_age=settings.billing_max_age,
             mail_domain=domain,
             wakeup=wakeups,
         )
         payouts = PayoutDesk(sessions, templates, clock=clock, mail_domain=domain, wakeup=wakeups)
-        yield Service(
-            settings,
-            engine,
-            sessions,
-            policy,
-            templates,
-            desk,
-            wakeups,
-            clock,
-            refunds,
-            payouts,
-            billing,
-        )
+        try:
+            yield Service(
+                settings,
+                engine,
+                sessions,
+                policy,
+                templates,
+                desk,
+                wakeups,
+                clock,
+                refunds,
+                payouts,
+                billing,
+            )
+        finally:
+            await billing.close()
+
+
+def billing_of(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Billing:
+    """The system of record the settings name: a billing service over HTTP, or a factory's."""
+    if settings.billing_http is not None:
+        return HttpBilling(settings.billing_http)
+    return load_billing(settings.billing_factory, sessions)
 
 
 def missing_channels_message() -> str:
@@ -164,16 +191,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     service.sessions, service.templates, clock=clock, wakeup=service.wakeups
                 ),
             )
-        # Agents' notices get a worker of their own: they are paced by the group's budget and
-        # must not wait behind customer messages that are paced per chat (and vice versa).
-        workers = [
-            service.outbox_worker({route: sender})
-            for route, sender in senders.items()
-            if route is Route.AGENTS
-        ]
-        workers.append(
-            service.outbox_worker({r: s for r, s in senders.items() if r is not Route.AGENTS})
-        )
+        workers = outbox_workers(service, senders)
         log.info("supportbot running: %s", ", ".join(channels))
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -183,26 +201,67 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(telegram.run(stop))
                 if intake is not None:
                     tasks.create_task(intake.run(stop))
-                tasks.create_task(_every(PAYOUT_CHECK_SECONDS, service.payouts.alert_overdue, stop))
-                if telegram is not None:
-                    watch = watch_from(service)
-                    tasks.create_task(_every(watch.rules.interval_seconds, watch.sweep, stop))
-                if settings.uptime is not None:  # automatic SLA credits, 1st to 10th, hourly
-                    credits = MonthlyCredits(
-                        service.sessions,
-                        service.templates,
-                        settings.uptime,
-                        notice_routes(settings),
-                        clock=clock,
-                        wakeup=service.wakeups,
-                    )
-                    tasks.create_task(credits.run(stop))
+                for job in periodic_jobs(service, watching=telegram is not None):
+                    tasks.create_task(job(stop))
         finally:
             if smtp is not None:
                 await smtp.close()
             if telegram is not None:
                 await telegram.close()
         log.info("supportbot stopped")
+
+
+def outbox_workers(service: Service, senders: dict[Route, Sender]) -> list[OutboxWorker]:
+    """One worker for the agents' notices, one for customers' messages, one for billing writes.
+
+    Agents' notices are paced by the group's budget and must not wait behind customer messages
+    that are paced per chat (and vice versa); a slow billing service holds up neither.
+    """
+    workers = [
+        service.outbox_worker({route: sender})
+        for route, sender in senders.items()
+        if route is Route.AGENTS
+    ]
+    workers.append(
+        service.outbox_worker({r: s for r, s in senders.items() if r is not Route.AGENTS})
+    )
+    if not service.billing.local:
+        workers.append(service.outbox_worker({Route.BILLING: write_sender(service.billing.send)}))
+    return workers
+
+
+def periodic_jobs(
+    service: Service, *, watching: bool
+) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    """The desk's periodic tasks: overdue payouts, the SLA watch, SLA credits, plan refresh."""
+    settings, clock = service.settings, service.clock
+    jobs: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [
+        partial(_every, PAYOUT_CHECK_SECONDS, service.payouts.alert_overdue)
+    ]
+    if watching:
+        watch = watch_from(service)
+        jobs.append(partial(_every, watch.rules.interval_seconds, watch.sweep))
+    if settings.uptime is not None:  # automatic SLA credits, 1st to 10th, hourly
+        credits = MonthlyCredits(
+            service.sessions,
+            service.templates,
+            settings.uptime,
+            notice_routes(settings),
+            billing=service.billing,
+            clock=clock,
+            wakeup=service.wakeups,
+        )
+        jobs.append(credits.run)
+    refresh = PlanRefresh(
+        service.sessions,
+        service.billing,
+        service.templates,
+        clock=clock,
+        interval=settings.plan_refresh_seconds,
+        wakeup=service.wakeups,
+    )
+    jobs.append(refresh.run)
+    return jobs
 
 
 def smtp_sender(
@@ -273,7 +332,7 @@ def account_services(service: Service) -> AccountServices:
     """`/link` and `/balance`: codes are signed with the bot token and mailed by SMTP if set."""
     settings = service.settings
     assert settings.telegram is not None
-    billing = service.billing or load_billing(settings.billing_factory, service.sessions)
+    billing = service.billing
     mail_from = settings.support_address if settings.smtp is not None else None
     linker = Linker(
         service.sessions,
@@ -285,7 +344,15 @@ def account_services(service: Service) -> AccountServices:
         wakeup=service.wakeups,
     )
     lookups = BalanceLookups(service.sessions, billing, service.templates, clock=service.clock)
-    return AccountServices(linker, lookups, service.templates)
+    claims = AccountClaims(
+        service.sessions,
+        linker,
+        billing,
+        service.templates,
+        clock=service.clock,
+        wakeup=service.wakeups,
+    )
+    return AccountServices(linker, lookups, service.templates, claims)
 
 
 AVAILABLE_CHANNELS: frozenset[str] = frozenset({"telegram", "email"})

@@ -359,7 +359,12 @@ async def _import_accounts(service: app.Service, args: argparse.Namespace) -> No
     progress = _progress_line if sys.stderr.isatty() else None
     try:
         report = await import_file(
-            service.sessions, path, at=service.clock(), kind=args.format, progress=progress
+            service.sessions,
+            path,
+            at=service.clock(),
+            kind=args.format,
+            progress=progress,
+            templates=service.templates,
         )
     finally:
         if progress is not None:

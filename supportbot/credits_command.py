@@ -14,6 +14,7 @@ from accounts.credits import (
     CreditPlan,
     LineStatus,
     apply_credits,
+    gives_credits,
     plan_credits,
     record_refusal,
 )
@@ -70,8 +71,13 @@ async def run(args: argparse.Namespace, service: app.Service) -> None:
                     session, month=month, reason=str(error)[:500], actor="cli", at=service.clock()
                 )
         raise
-    async with service.sessions() as session:
-        plan = await plan_credits(session, month, uptime)
+    spends = (
+        await service.billing.month_spends(month, service.clock())
+        if gives_credits(uptime)
+        else None
+    )
+    async with service.sessions.begin() as session:
+        plan = await plan_credits(session, month, uptime, spends)
     applied = None
     if args.apply and plan.applies:
         applied = await apply_credits(
@@ -81,6 +87,7 @@ async def run(args: argparse.Namespace, service: app.Service) -> None:
             routes=notice_routes(service.settings),
             at=service.clock(),
             actor="cli",
+            billing=service.billing,
         )
     if args.json:
         print(json.dumps(_as_json(plan, applied), indent=2))
@@ -94,6 +101,8 @@ def _as_json(plan: CreditPlan, applied: Applied | None) -> dict[str, Any]:
         "uptime": str(plan.uptime.percent),
         "uptime_detail": plan.uptime.detail,
         "gives_credits": plan.applies,
+        "billing_data_final": plan.final,
+        "billing_data_as_of": plan.as_of.isoformat() if plan.as_of else None,
         "accounts": [
             {
                 "account_id": line.account_id,
@@ -125,6 +134,14 @@ def _print(plan: CreditPlan, applied: Applied | None, *, wanted_apply: bool) -> 
         return
     if not uptime.complete:
         print("Note: the checks do not reach the month's last minute; missing minutes count down.")
+    as_of = plan.as_of.strftime("%Y-%m-%d %H:%M UTC") if plan.as_of else "unknown"
+    if plan.final:
+        print(f"billing data of {plan.month}: final (as of {as_of})")
+    else:
+        print(
+            f"billing data of {plan.month}: NOT final yet (as of {as_of}); credits applied now "
+            "are provisional and are topped up once it is final"
+        )
     if not plan.lines:
         print("No Pro account had a positive balance in the month: nobody to credit.")
         return
@@ -138,8 +155,9 @@ def _print(plan: CreditPlan, applied: Applied | None, *, wanted_apply: bool) -> 
     to_credit = plan.with_status(LineStatus.TO_CREDIT)
     print(
         f"\n{len(plan.lines)} Pro account(s) with money in the month: {len(to_credit)} to credit, "
-        f"{cents(plan.total())} in all; {len(plan.with_status(LineStatus.CREDITED))} credited "
-        f"already; {len(plan.with_status(LineStatus.BELOW_A_CENT))} below one cent."
+        f"{cents(plan.total())} in all; {len(plan.with_status(LineStatus.TOP_UP))} to top up "
+        f"({cents(plan.total(LineStatus.TOP_UP))}); {len(plan.with_status(LineStatus.CREDITED))} "
+        f"credited already; {len(plan.with_status(LineStatus.NOTHING))} with nothing spent."
     )
     if applied is not None:
         print(
@@ -151,5 +169,5 @@ def _print(plan: CreditPlan, applied: Applied | None, *, wanted_apply: bool) -> 
             )
             + "."
         )
-    elif not wanted_apply and to_credit:
+    elif not wanted_apply and (to_credit or plan.with_status(LineStatus.TOP_UP)):
         print("This is a preview: add --apply to credit them.")

@@ -14,7 +14,7 @@ from pathlib import Path
 from bot.local_api import LocalBotApi, RateLimits, SimChat, SimUser
 from mail.local_server import LocalMailServer
 from supportbot import app
-from supportbot.demo_accounts import refund, watch_and_report
+from supportbot.demo_accounts import ledger_and_link, refund, watch_and_report
 from supportbot.demo_stage import (
     CAROL,
     SUPPORT_ADDRESS,
@@ -30,7 +30,6 @@ from supportbot.local import local_settings, serving
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
-from tickets.tables import Customer
 
 
 async def run_demo(directory: Path | None = None) -> None:
@@ -68,17 +67,16 @@ async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> N
         f"outgoing mail kept by SMTP 127.0.0.1:{mail.smtp.port}"
     )
     print(
-        "Sam is an agent, Ada an admin. Ann is on the free Basic plan, Bob bought Pro, Carol "
-        "writes by email.\n"
+        "Sam is an agent, Ada an admin. Ann is on the free Basic plan, Bob bought Pro (the "
+        "billing system's export says so), Carol writes by email.\n"
     )
     async with serving(settings, server), app.build(settings) as look:
         async with look.sessions.begin() as session:
             await add_agent(session, sam.id, Role.AGENT, "Sam", at=utcnow(), actor="demo")
             await add_agent(session, ada.id, Role.ADMIN, "Ada", at=utcnow(), actor="demo")
-            # What the billing import will do: Bob is known as a Pro customer.
-            session.add(Customer(telegram_id=bob.id, name="Bob", plan="pro", created_at=utcnow()))
         shown = Transcript(server, group, {ann.id: "Ann", bob.id: "Bob"}, mail)
         scene = Scene(server, look, shown, mail)
+        await ledger_and_link(scene, bob, folder)
         await _conversations(scene, group, sam, ann, bob)
         await _email(scene, group, sam)
         await refund(scene, group, sam, ada, bob)
@@ -135,6 +133,7 @@ async def _email(scene: Scene, group: SimChat, sam: SimUser) -> None:
         return scene.mail.imap.idling > 0  # the intake waits in IMAP IDLE for new mail
 
     await until(listening)
+    sent_before = len(scene.mail.received())  # Bob's link code went out before
     first = customer_mail(
         CAROL,
         "Invoice INV-2026-1142 shows our old VAT number",
@@ -150,7 +149,7 @@ async def _email(scene: Scene, group: SimChat, sam: SimUser) -> None:
 
     await until(opened)
     topic = await scene.topic(number)
-    await scene.sent_mails(1)  # the receipt
+    await scene.sent_mails(sent_before + 1)  # the receipt
     await scene.settle(0.5)
 
     await scene.agent_writes(
@@ -160,7 +159,7 @@ async def _email(scene: Scene, group: SimChat, sam: SimUser) -> None:
         "Hi Carol, done: the corrected invoice INV-2026-1142-R1 with DE987654321 is in your "
         "account under Billing → Invoices.",
     )
-    reply = (await scene.sent_mails(2))[-1]
+    reply = (await scene.sent_mails(sent_before + 2))[-1]
     await scene.settle(1.0)
 
     answer = customer_mail(

@@ -1,74 +1,98 @@
-"""The demo's later scenes: a refund from request to payout, a breach warning and a report."""
+"""The demo's account scenes: the ledger import and /link, a refund from request to payout, a
+breach warning and a report."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from decimal import Decimal
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select, update
 
-from accounts.tables import Account, AccountLink, LedgerEntry, Payment, Payout
+from accounts.importer import import_file
+from accounts.tables import Payout
 from bot.local_api import SentMessage, SimChat, SimUser
 from supportbot.demo_stage import (
     Scene,
     until,
 )
 from tickets.ports import utcnow
-from tickets.tables import Customer, Ticket
+from tickets.tables import Ticket
+
+LEDGER_COLUMNS = (
+    "type,id,email,plan,pro_since,account,purpose,amount_usd,crypto_amount,currency,chain,"
+    "wallet,tx_hash,paid_at,at,note"
+)
+
+
+def ledger_export(now: datetime) -> str:
+    """The billing system's export the demo imports: Bob bought Pro two days ago, topped up 40
+    USDT yesterday and used 5 of it; Ann's account is on the free Basic plan."""
+
+    def at(ago: timedelta) -> str:
+        return (now - ago).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return "\n".join(
+        [
+            LEDGER_COLUMNS,
+            f"account,ACC-1001,bob@example.com,pro,{at(timedelta(days=2))},,,,,,,,,,,",
+            "account,ACC-1002,ann@example.com,basic,,,,,,,,,,,,",
+            f"payment,PAY-1,,,,ACC-1001,pro_upgrade,19,19,BTC,bitcoin,bc1qbobwallet7x,"
+            f"0xdemopro,{at(timedelta(days=2))},,",
+            f"payment,PAY-2,,,,ACC-1001,topup,40,40,USDT,tron,TBobTronWallet9,0xdemotopup,"
+            f"{at(timedelta(days=1))},,",
+            f"usage,USE-1,,,,ACC-1001,,5,,,,,,,{at(timedelta(hours=3))},API calls",
+            "",
+        ]
+    )
+
+
+async def ledger_and_link(scene: Scene, bob: SimUser, folder: Path) -> None:
+    """The business's billing export is imported; Bob links his chat to his account by code,
+    and his plan, Pro, comes from the ledger from then on."""
+    export = folder / "billing-export.csv"
+    export.write_text(ledger_export(utcnow()), encoding="utf-8")
+    print("— The billing system's export, imported as `supportbot accounts import` does —")
+    print("\n".join(f"        │ {line}" for line in export.read_text().splitlines()))
+    report = await import_file(
+        scene.look.sessions, export, at=utcnow(), templates=scene.look.templates
+    )
+    print(f"        imported: {report.summary()}")
+    print("\n— Bob links his Telegram chat to his account (a code goes to its address) —")
+    sent_before = len(scene.mail.received())
+    scene.shown.person(bob, "bot", "/link bob@example.com")
+    await scene.server.user_sends(bob, text="/link bob@example.com")
+    mail = (await scene.sent_mails(sent_before + 1))[-1]
+    body = mail.get_body(("plain",))
+    found = re.search(r"account: (\d{6})", body.get_content() if body is not None else "")
+    assert found is not None, "the code mail carries a code"
+    await scene.settle(0.3)
+    scene.shown.person(bob, "bot", f"/link {found.group(1)}")
+    await scene.server.user_sends(bob, text=f"/link {found.group(1)}")
+
+    def linked() -> bool:
+        return any("linked to the account" in (m.text or "") for m in scene.server.sent_to(bob))
+
+    await until(_async(linked))
+    await scene.settle(0.3)
+    print("\nBob's plan is Pro because the imported ledger says so; nobody set it by hand.")
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def run() -> bool:
+        return check()
+
+    return run
 
 
 async def refund(scene: Scene, group: SimChat, sam: SimUser, ada: SimUser, bob: SimUser) -> None:
     """Bob asks for his money back; Sam confirms the panel; Ada marks the payouts sent."""
     print(
-        "\n— Refunds: Bob's account (linked with /link) has a 40 USDT top-up from yesterday, "
-        "5 of it used, and his Pro upgrade of two days ago, Pro limits not used yet —"
+        "\n— Refunds: Bob's account (linked with /link) has the 40 USDT top-up from yesterday, "
+        "5 of it used, and his Pro upgrade of two days ago, Pro limits not used yet — all from "
+        "the imported ledger —"
     )
-    now = utcnow()
-    async with scene.look.sessions.begin() as session:
-        account = Account(
-            email="bob@example.com",
-            plan="pro",
-            pro_since=now - timedelta(days=2),
-            created_at=now - timedelta(days=40),
-            updated_at=now,
-        )
-        session.add(account)
-        await session.flush()
-        for purpose, amount, ago, wallet, currency, chain in (
-            ("pro_upgrade", "19", timedelta(days=2), "bc1qbobwallet7x", "BTC", "bitcoin"),
-            ("topup", "40", timedelta(days=1), "TBobTronWallet9", "USDT", "tron"),
-        ):
-            payment = Payment(
-                account_id=account.id,
-                external_id=f"demo-{purpose}",
-                purpose=purpose,
-                amount_usd=Decimal(amount),
-                crypto_amount=amount,
-                currency=currency,
-                chain=chain,
-                wallet=wallet,
-                tx_hash=f"0xdemo{purpose}",
-                paid_at=now - ago,
-            )
-            session.add(payment)
-            await session.flush()
-            if purpose == "topup":
-                session.add(
-                    LedgerEntry(
-                        account_id=account.id,
-                        kind="topup",
-                        amount=Decimal(40),
-                        at=now - ago,
-                        payment_id=payment.id,
-                    )
-                )
-        session.add(LedgerEntry(account_id=account.id, kind="usage", amount=Decimal(-5), at=now))
-        customer = await session.scalar(select(Customer.id).where(Customer.telegram_id == bob.id))
-        assert customer is not None
-        session.add(
-            AccountLink(customer_id=customer, account_id=account.id, method="code", linked_at=now)
-        )
     number = len(await scene.tickets()) + 1
     await scene.customer_writes(bob, "/refund I no longer need the API, sorry", number)
 

@@ -6,11 +6,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from accounts.http_billing import HttpBillingConfig
 from tickets.errors import SupportbotError
 from tickets.sla import BusinessCalendar
 
@@ -97,6 +99,12 @@ class Settings:
     # Refunds above this total (USD) wait for an admin's approval.
     refund_approval_above: Decimal = Decimal(100)
     uptime: UptimeSettings | None = None
+    # A billing service speaking docs/billing-api.md (BILLING_URL); None: BILLING_FACTORY.
+    billing_http: HttpBillingConfig | None = None
+    # Money moves only on account data younger than this.
+    billing_max_age: timedelta = timedelta(hours=1)
+    # How often the accounts behind open tickets are read again for their plans.
+    plan_refresh_seconds: float = 300.0
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -261,6 +269,55 @@ def _refund_approval_above(read: _Reader) -> Decimal:
     return value
 
 
+_SPANS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _span(read: _Reader, key: str, default: timedelta) -> timedelta:
+    """A duration: seconds, or a number with s, m, h or d (`90s`, `15m`, `1h`, `2d`)."""
+    raw = read.text(key).lower()
+    if not raw:
+        return default
+    unit = raw[-1] if raw[-1] in _SPANS else "s"
+    number = raw[:-1] if raw[-1] in _SPANS else raw
+    try:
+        seconds = float(number) * _SPANS[unit]
+    except ValueError:
+        raise SettingsError(
+            key, f"expected a duration such as 900, 15m or 1h, got {raw!r}"
+        ) from None
+    if not 1 <= seconds <= 366 * 86400:
+        raise SettingsError(key, f"expected a duration from 1 s to 366 days, got {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def _billing_http(read: _Reader, factory: str) -> HttpBillingConfig | None:
+    url = read.text("BILLING_URL").rstrip("/")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError("BILLING_URL", f"expected an http(s) URL, got {url!r}")
+    if factory != DEFAULT_BILLING_FACTORY:
+        raise SettingsError("BILLING_URL", "set either it or BILLING_FACTORY, not both")
+    timeout = read.text("BILLING_TIMEOUT_SECONDS", "5")
+    try:
+        seconds = float(timeout)
+    except ValueError:
+        raise SettingsError(
+            "BILLING_TIMEOUT_SECONDS", f"expected a number of seconds, got {timeout!r}"
+        ) from None
+    if not 0.1 <= seconds <= 120:
+        raise SettingsError(
+            "BILLING_TIMEOUT_SECONDS", f"expected 0.1 to 120 seconds, got {timeout}"
+        )
+    return HttpBillingConfig(
+        url=url,
+        token=read.required("BILLING_TOKEN", "to call the billing service (BILLING_URL is set)"),
+        timeout=seconds,
+        retries=read.integer("BILLING_RETRIES", 2, low=0, high=10),
+    )
+
+
 def _uptime(read: _Reader) -> UptimeSettings | None:
     checks = read.text("UPTIME_CHECKS_FILE")
     maintenance = read.text("UPTIME_MAINTENANCE_FILE")
@@ -343,4 +400,7 @@ def load_settings(
         log_level=log_level,
         billing_factory=billing_factory,
         uptime=_uptime(read),
+        billing_http=_billing_http(read, billing_factory),
+        billing_max_age=_span(read, "BILLING_MAX_AGE", timedelta(hours=1)),
+        plan_refresh_seconds=float(read.integer("PLAN_REFRESH_SECONDS", 300, low=5, high=86400)),
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from accounts.billing import LedgerBilling
 from accounts.importer import import_file
 from accounts.ledger import balance
+from accounts.ledger_billing import LedgerBilling
 from accounts.records import ImportRefused, check_records, read_csv, read_json
 from accounts.tables import Account, LedgerEntry, Payment
 from tests import helpers

@@ -14,11 +14,14 @@ from accounts.billing import (
     AccountSummary,
     Billing,
     BillingError,
-    LedgerBilling,
+    BillingWrite,
+    MonthSpends,
     PaymentLine,
     load_billing,
 )
+from accounts.http_billing import enqueue_write
 from accounts.importer import import_file
+from accounts.ledger_billing import LedgerBilling
 from accounts.linking import (
     MAX_ATTEMPTS,
     CodeState,
@@ -31,6 +34,7 @@ from accounts.linking import (
 )
 from accounts.lookups import BalanceLookups, NoAccount, Target, identity_notes, parse_target
 from accounts.tables import AccountLink, LinkCode
+from accounts.uptime import Month
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
@@ -39,6 +43,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.errors import InvalidAction
 from tickets.model import Role
+from tickets.outbox import Failed, Outcome
 from tickets.tables import Customer
 
 ANN = 1001  # Telegram user ids
@@ -266,10 +271,19 @@ async def test_agent_lookup_by_address_and_refusals_are_audited(
 class BillingOfRecord:
     """A deployment's own billing system, answering one address."""
 
+    local = False
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
-    async def lookup(self, email: str, now: datetime) -> AccountSummary | None:
+    async def lookup(
+        self,
+        email: str,
+        now: datetime,
+        *,
+        month: Month | None = None,
+        session: AsyncSession | None = None,
+    ) -> AccountSummary | None:
         if email != "vip@example.com":
             return None
         payment = PaymentLine(
@@ -281,6 +295,7 @@ class BillingOfRecord:
             chain="tron",
             wallet="TVipWallet",
             tx_hash="0xvip",
+            ref="vip-payment-1",
         )
         return AccountSummary(
             email=email,
@@ -289,7 +304,37 @@ class BillingOfRecord:
             balance=Decimal("777.77"),
             month_spend=Decimal("12"),
             payments=(payment,),
+            ref="vip-1",
+            as_of=now,
         )
+
+    async def lookup_account(
+        self,
+        ref: str,
+        now: datetime,
+        *,
+        month: Month | None = None,
+        session: AsyncSession | None = None,
+    ) -> AccountSummary | None:
+        return await self.lookup("vip@example.com", now) if ref == "vip-1" else None
+
+    async def history(
+        self, summary: AccountSummary, covering: Decimal, *, session: AsyncSession | None = None
+    ) -> tuple[PaymentLine, ...]:
+        return summary.payments
+
+    async def month_spends(self, month: Month, now: datetime) -> MonthSpends:
+        return MonthSpends(month, True, now, ())
+
+    async def record(self, session: AsyncSession, write: BillingWrite) -> int | None:
+        enqueue_write(session, write)
+        return None
+
+    async def send(self, write: BillingWrite) -> Outcome:
+        return Failed("this test's billing system takes no writes")
+
+    async def close(self) -> None:
+        pass
 
 
 def billing_of_record(sessions: async_sessionmaker[AsyncSession]) -> Billing:
@@ -324,7 +369,7 @@ async def test_billing_port_swap(imported: Database, clock: Clock) -> None:
     [
         ("nowhere.at.all:factory", "cannot import"),
         ("accounts.billing:missing", "has no function"),
-        ("tests.test_accounts_link:not_billing", "has no lookup"),
+        ("tests.test_accounts_link:not_billing", "lacks the Billing methods"),
         ("justaname", "expected module:function"),
     ],
 )

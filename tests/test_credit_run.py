@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from accounts.credit_run import MonthlyCredits
 from accounts.credits import NoticeRoutes
-from accounts.tables import SlaCredit
+from accounts.tables import LedgerEntry, LedgerImport, SlaCredit
 from accounts.uptime import UptimeError
 from supportbot.settings import UptimeSettings
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
+from tests.test_credits import mar as mar_day
 from tests.test_credits import march_ledgers
 from tests.test_credits_cli import checks_file
 from tickets.tables import OutboxRow
@@ -101,3 +103,51 @@ async def test_checks_that_do_not_reach_the_months_end_wait(
     assert await run.run_once(datetime(2026, 4, 10, 12, 0, tzinfo=UTC)) is None
     [notice] = await helpers.outbox(database, OutboxRow.route == "agents")
     assert "the uptime data does not reach its end" in notice.payload["text"]
+
+
+async def test_the_run_waits_for_final_data_warns_on_the_8th_credits_on_the_10th_and_tops_up(
+    database: Database, tmp_path: Path
+) -> None:
+    ids = await march_ledgers(database, final=False)  # no import made after March yet
+    run = monthly(database, instatus(tmp_path / "instatus.json", 4))
+    assert await run.run_once(datetime(2026, 4, 2, 7, 0, tzinfo=UTC)) is None
+    assert await helpers.rows(database, SlaCredit) == []
+    assert await helpers.outbox(database) == [], "quiet before the 8th"
+    assert await run.run_once(datetime(2026, 4, 8, 7, 0, tzinfo=UTC)) is None
+    await run.run_once(datetime(2026, 4, 8, 8, 0, tzinfo=UTC))  # told once, not every hour
+    [waiting] = await helpers.outbox(database, OutboxRow.route == "agents")
+    assert waiting.payload["text"].startswith(
+        "⏳ SLA credits for March 2026 wait for the billing data"
+    )
+    assert await helpers.rows(database, SlaCredit) == []
+
+    # The 10th: the promise's deadline. Credited on what there is, marked provisional.
+    applied = await run.run_once(datetime(2026, 4, 10, 7, 0, tzinfo=UTC))
+    assert applied is not None and len(applied.credited) == 5
+    credits = {c.account_id: c for c in await helpers.rows(database, SlaCredit)}
+    assert all(c.provisional for c in credits.values())
+    assert credits[ids["ann"]].amount == Decimal("0.45")
+    summary = (await helpers.outbox(database, OutboxRow.route == "agents"))[-1]
+    assert "these credits are provisional" in summary.payload["text"]
+
+    # Late usage of March arrives with the April export: Ann spent $60 more in March.
+    async with database.sessions.begin() as session:
+        session.add(
+            LedgerEntry(account_id=ids["ann"], kind="usage", amount=Decimal(-60), at=mar_day(30))
+        )
+        session.add(LedgerImport(at=datetime(2026, 4, 12, tzinfo=UTC), source="a.csv", actor="t"))
+    topped = await run.run_once(datetime(2026, 4, 12, 9, 0, tzinfo=UTC))  # after the 10th
+    assert topped is not None and [line.amount for line in topped.credited] == [Decimal("0.6")]
+    credits = {c.account_id: c for c in await helpers.rows(database, SlaCredit)}
+    assert credits[ids["ann"]].amount == Decimal("1.05") and not credits[ids["ann"]].provisional
+    assert not any(c.provisional for c in credits.values()), "the rest settle as they were"
+    entries = await helpers.rows(
+        database, LedgerEntry, LedgerEntry.kind == "credit", LedgerEntry.account_id == ids["ann"]
+    )
+    assert [(e.external_id, e.amount) for e in entries] == [
+        (f"sla-credit:2026-03:{ids['ann']}", Decimal("0.45")),
+        (f"sla-credit:2026-03:{ids['ann']}:final", Decimal("0.6")),
+    ]
+    assert await run.run_once(datetime(2026, 4, 13, 9, 0, tzinfo=UTC)) is None, "settled"
+    notices = await helpers.outbox(database, OutboxRow.route == "telegram")
+    assert "this adds what was still due" in notices[-1].payload["text"]

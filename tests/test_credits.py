@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
 from accounts.credits import (
-    Assessment,
     CreditPlan,
     LineStatus,
-    MonthTotals,
     NoticeRoutes,
     apply_credits,
-    assess,
     credit_for,
     plan_credits,
 )
 from accounts.ledger import balance
-from accounts.tables import LedgerEntry, SlaCredit
+from accounts.ledger_billing import Assessment, MonthTotals, assess
+from accounts.tables import LedgerEntry, LedgerImport, SlaCredit
 from accounts.uptime import Month, given
 from mail.smtp import SmtpSender
 from supportbot import db
@@ -73,24 +71,30 @@ def test_assess(opening: str, usage: str, peak: str | None, expected: tuple[bool
     ("spend", "credit"),
     [
         ("45", "0.45"),
-        ("112.50", "1.12"),  # 1.125: half to even
-        ("113.50", "1.14"),  # 1.135: half to even
-        ("123.456789", "1.23"),
-        ("0.49", "0.00"),
-        ("0.50", "0.00"),  # 0.005 rounds to even, 0.00
-        ("0.51", "0.01"),
+        ("112.50", "1.125"),  # kept to the micro-dollar: nothing below a cent is lost
+        ("113.50", "1.135"),
+        ("123.456789", "1.234568"),  # 1.23456789: half to even at the sixth place
+        ("0.49", "0.0049"),
+        ("0.000050", "0"),  # half a micro-dollar rounds to even: nothing
+        ("0.000150", "0.000002"),  # 1.5 micro-dollars: to even
+        ("0.000250", "0.000002"),  # 2.5 micro-dollars: to even
     ],
 )
-def test_credit_is_one_percent_half_even_to_the_cent(spend: str, credit: str) -> None:
+def test_credit_is_one_percent_to_the_micro_dollar(spend: str, credit: str) -> None:
     assert credit_for(Decimal(spend)) == Decimal(credit)
 
 
 # -- on the databases ----------------------------------------------------------------------------
 
 
-async def march_ledgers(database: Database, *, ann_telegram_id: int = 7001) -> dict[str, int]:
-    """Pro and Basic accounts around March 2026, each a case of the rules."""
+async def march_ledgers(
+    database: Database, *, ann_telegram_id: int = 7001, final: bool = True
+) -> dict[str, int]:
+    """Pro and Basic accounts around March 2026, each a case of the rules; `final`: an export
+    made after March ended was imported (the month's data is final)."""
     async with database.sessions.begin() as s:
+        if final:
+            s.add(LedgerImport(at=APR + timedelta(minutes=1), source="april.csv", actor="test"))
         return {
             # usage, and usage given back: 30 + 20 - 5 = 45 → $0.45
             "ann": await add_account(
@@ -121,11 +125,11 @@ async def march_ledgers(database: Database, *, ann_telegram_id: int = 7001) -> d
                 "cat@example.com",
                 [Entry(FEB, "topup", "5"), Entry(FEB, "usage", "-5"), Entry(APR, "topup", "9")],
             ),
-            # a refund empties it; nothing was spent: below one cent
+            # a refund empties it; nothing was spent: no credit
             "eve": await add_account(
                 s, "eve@example.com", [Entry(FEB, "topup", "20"), Entry(mar(2), "refund", "-20")]
             ),
-            # adjustments are not spend; 112.50 of usage → 1.125 → $1.12 (half to even)
+            # adjustments are not spend; 112.50 of usage → $1.125 (to the micro-dollar)
             "fay": await add_account(
                 s,
                 "fay@example.com",
@@ -171,14 +175,14 @@ async def march_ledgers(database: Database, *, ann_telegram_id: int = 7001) -> d
 EXPECTED = [
     ("ann@example.com", "45", "0.45", LineStatus.TO_CREDIT),
     ("bob@example.com", "50", "0.50", LineStatus.TO_CREDIT),
-    ("eve@example.com", "0", "0.00", LineStatus.BELOW_A_CENT),
-    ("fay@example.com", "112.50", "1.12", LineStatus.TO_CREDIT),
+    ("eve@example.com", "0", "0.00", LineStatus.NOTHING),
+    ("fay@example.com", "112.50", "1.125", LineStatus.TO_CREDIT),
     ("ivy@example.com", "250", "2.50", LineStatus.TO_CREDIT),
     ("jon@example.com", "80", "0.80", LineStatus.TO_CREDIT),
 ]
 
 
-CREDITED = [("ann", "0.45"), ("bob", "0.50"), ("fay", "1.12"), ("ivy", "2.50"), ("jon", "0.80")]
+CREDITED = [("ann", "0.45"), ("bob", "0.50"), ("fay", "1.125"), ("ivy", "2.50"), ("jon", "0.80")]
 
 
 def summary(plan: CreditPlan) -> list[tuple[str, Decimal, Decimal, LineStatus]]:
@@ -195,7 +199,7 @@ async def test_preview_lists_pro_accounts_with_money_their_spend_and_credit(
         (email, Decimal(spend), Decimal(credit), status)
         for email, spend, credit, status in EXPECTED
     ]
-    assert plan.total() == Decimal("5.37")
+    assert plan.total() == Decimal("5.375")
 
 
 async def test_no_credits_when_uptime_kept_the_promise(database: Database) -> None:
@@ -268,7 +272,7 @@ async def test_apply_credits_tells_customers_and_agents_and_is_idempotent(
     [agents] = await helpers.outbox(database, OutboxRow.route == "agents")
     assert agents.payload["text"].startswith(
         "💸 SLA credits for March 2026 (uptime 99.2 %, given): 5 Pro accounts credited, "
-        "$5.37 in all."
+        "$5.375 in all."
     )
     assert "Customers told: 1 by Telegram, 4 by email." in agents.payload["text"]
     audited = await helpers.rows(database, AuditEntry, AuditEntry.action == "sla_credit")
@@ -283,7 +287,7 @@ async def test_apply_credits_tells_customers_and_agents_and_is_idempotent(
     assert [line.status for line in again.lines] == [
         LineStatus.CREDITED,
         LineStatus.CREDITED,
-        LineStatus.BELOW_A_CENT,
+        LineStatus.NOTHING,
         LineStatus.CREDITED,
         LineStatus.CREDITED,
         LineStatus.CREDITED,

@@ -43,14 +43,14 @@ async def test_preview_then_apply_then_again(
     # 44,640 minutes, 60 of maintenance: 44,280 up of 44,580 = 99.32705… %
     assert "uptime 99.3270 % (checks file checks.csv: 44,280 of 44,580 minutes up" in out
     assert "ann@example.com          $45.00       $0.45  to credit" in out
-    assert "eve@example.com           $0.00       $0.00  below one cent" in out
+    assert "eve@example.com           $0.00       $0.00  nothing spent" in out
     assert "gus@example.com" not in out and "hal@example.com" not in out
-    assert "5 to credit, $5.37 in all" in out and "add --apply" in out
+    assert "5 to credit, $5.375 in all" in out and "add --apply" in out
     assert await helpers.rows(database, SlaCredit) == []
 
     applied = cli("credits", "--month", "2026-03", *source, "--apply", cwd=tmp_path, env=env)
     assert applied.returncode == 0, applied.stderr
-    assert "Applied: 5 account(s) credited, $5.37 in all." in applied.stdout
+    assert "Applied: 5 account(s) credited, $5.375 in all." in applied.stdout
     assert len(await helpers.rows(database, SlaCredit)) == 5
     assert [row.route for row in await helpers.outbox(database, OutboxRow.route == "agents")] == [
         "agents"

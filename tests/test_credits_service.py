@@ -76,7 +76,7 @@ async def test_the_service_credits_last_month_by_itself_once(
         assert summary.text is not None
         assert summary.text.startswith(
             "💸 SLA credits for March 2026 (uptime 99.3279 %, checks file checks.csv): "
-            "5 Pro accounts credited, $5.37 in all."
+            "5 Pro accounts credited, $5.375 in all."
         )
         # Without an email channel the others cannot be told; the agents see that.
         assert "1 by Telegram, 0 by email, 4 not told" in summary.text

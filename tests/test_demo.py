@@ -59,9 +59,24 @@ def test_demo_shows_both_sides_and_the_queue(tmp_path: Path) -> None:
     assert "123456:" not in result.stderr and "DEMO-LOCAL-TOKEN" not in result.stderr + out
     assert list(tmp_path.iterdir()) == [], "the demo leaves nothing behind"
 
+    ledger_scene(out)
     email_scene(out)
     refund_scene(out)
     watch_and_report_scene(out)
+
+
+def ledger_scene(out: str) -> None:
+    """Bob's plan comes from the imported ledger, through /link; nobody sets it by hand."""
+    scene = out.split("— The billing system's export")[1].split("— The queue: Bob is Pro", 1)[0]
+    assert "account,ACC-1001,bob@example.com,pro," in scene
+    assert "imported: accounts: 2 created, 0 updated; payments: 2 added; usage: 1 added" in scene
+    shown = blocks(scene)
+    [code_mail] = [text for who, text in shown if who.startswith("bot → bob@example.com (email")]
+    assert "Your code to link Telegram to your account:" in code_mail
+    assert any("linked to the account bob@example.com" in text for who, text in shown)
+    assert "Bob's plan is Pro because the imported ledger says so" in scene
+    card = next(text for who, text in shown if text.startswith("🆕 #2 · PRO · telegram · Bob"))
+    assert "👤 bob@example.com · linked by email code" in card
 
 
 def email_scene(out: str) -> None:
@@ -117,12 +132,14 @@ def refund_scene(out: str) -> None:
     assert "Refundable now: $54.00" in card and "TBobTronWallet9" in card
     [panel] = [t for t in group if t.startswith("💸 Refund for #4 · bob@example.com")]
     assert "$35.00 of $40.00" in panel and "✅ refundable until" in panel
-    assert "[✅ Confirm refund of $54.00]" in panel
+    assert "[✅ Refund everything: $54.00] [✅ Only the Pro upgrade: $19.00]" in panel
     assert any(t.startswith("✅ Refund 1 done: $54.00, Pro upgrade included") for t in group)
     [notice] = [t for t in bob if t.startswith("Your refund is on its way")]
     assert "$35.00 in USDT on tron to TBobTronWallet9" in notice
     assert "$19.00 (Pro upgrade) in BTC on bitcoin to bc1qbobwallet7x" in notice
     assert "back on the Basic plan" in notice
+    moved = "#4 is now BASIC (was PRO): the Pro upgrade was refunded"
+    assert any(moved in t for t in group), "the request moved to Basic with the account"
     hashes = [t for t in bob if "Transaction hash: 0x" in t]
     assert len(hashes) == 2, "Bob is told each payout's hash"
     assert "Ada → agents' group" in out and "/paid 1 0x" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -44,7 +45,7 @@ def upgrade(pid: int, ago: timedelta, *, refunded: bool = False) -> PaymentFacts
     )
 
 
-def account(balance: str, *, plan: str = "basic", **extra: datetime | None) -> AccountFacts:
+def account(balance: str, *, plan: str = "basic", **extra: Any) -> AccountFacts:
     return AccountFacts(id=7, email="a@example.org", plan=plan, balance=Decimal(balance), **extra)
 
 

@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from accounts.ledger import balance
 from accounts.payouts import PayoutDesk
-from accounts.refunding import PlanChanged, RefundDesk, RefundRefused, RefundStatus
-from accounts.refunds import eligibility_summary
+from accounts.refund_plans import RefundRefused
+from accounts.refunding import PlanChanged, RefundDesk, RefundStatus
+from accounts.refunds import RefundScope
 from accounts.tables import Account, LedgerEntry, Payout, Refund
 from supportbot import db
 from supportbot.templates import Templates
@@ -62,6 +63,7 @@ async def setup(
                 currency="BTC",
                 chain="bitcoin",
             )
+        await data.imported(session, at=now)
         if linked:
             ticket = await session.get(Ticket, intake.ticket)
             assert ticket is not None
@@ -141,6 +143,8 @@ async def test_a_changed_plan_is_refused_with_the_new_panel(
         await refunds.confirm(number, AGENT, panel.plan.fingerprint)
     assert changed.value.panel is not None and changed.value.panel.plan.total == Decimal(35)
     clock.advance(days=4)  # the older top-up ages out as well
+    async with database.sessions.begin() as session:
+        await data.imported(session, at=clock())
     with pytest.raises(PlanChanged):
         await refunds.confirm(number, AGENT, changed.value.panel.plan.fingerprint)
     assert await helpers.rows(database, Refund) == []
@@ -232,6 +236,8 @@ async def test_a_held_refund_whose_plan_changed_is_voided(
     panel = await refunds.panel(number, AGENT)
     held = await refunds.confirm(number, AGENT, panel.plan.fingerprint)
     clock.advance(days=4)  # the older top-up ages out
+    async with database.sessions.begin() as session:
+        await data.imported(session, at=clock())
     with pytest.raises(PlanChanged):
         await refunds.approve(held.refund_id, ADMIN)
     [refund] = await helpers.rows(database, Refund)
@@ -246,6 +252,7 @@ async def test_unverified_identity_needs_the_agent_to_vouch(
         await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock(), actor="test")
         owner = await data.account(session, "bob@example.org", at=clock() - timedelta(days=9))
         await data.payment(session, owner, "15", at=clock() - timedelta(days=1))
+        await data.imported(session, at=clock())
     refunds = refunds_of(database, clock)
     panel = await refunds.panel(intake.ticket, AGENT)
     assert panel.identity.value == "unverified" and not panel.can_confirm
@@ -305,7 +312,8 @@ async def test_eligibility_summary_for_balance(
     async with database.sessions() as session:
         account = await session.get(Account, account_id)
         assert account is not None
-        text = await eligibility_summary(session, account, clock())
+    text = await refunds_of(database, clock).eligibility(account)
+    assert text is not None
     assert text.startswith("Refundable now: $64.00 (balance $45.00).")
     assert "Pro upgrade" in text
 
@@ -320,6 +328,7 @@ async def test_customer_notice_goes_by_email_with_threading(
         await add_agent(session, AGENT, Role.AGENT, "Sam", at=clock(), actor="test")
         owner = await data.account(session, "carol@example.org", at=clock() - timedelta(days=9))
         await data.payment(session, owner, "15", at=clock() - timedelta(days=1), wallet="0xC")
+        await data.imported(session, at=clock())
     refunds = refunds_of(database, clock)
     panel = await refunds.panel(intake.ticket, AGENT)
     assert panel.identity.value == "authenticated" and panel.can_confirm
@@ -332,3 +341,100 @@ async def test_customer_notice_goes_by_email_with_threading(
             await session.scalars(select(AuditEntry).where(AuditEntry.action == "refund_execute"))
         ).one()
     assert audit.details["total"] == "15.000000" and audit.ticket_id == intake.ticket
+
+
+async def test_the_agent_chooses_everything_only_the_upgrade_or_only_the_balance(
+    database: Database, desk: Desk, clock: Clock
+) -> None:
+    number, account_id = await setup(database, desk, clock, pro=True)
+    refunds = refunds_of(database, clock)
+    panel = await refunds.panel(number, AGENT)
+    assert [(p.scope.value, p.total) for p in panel.options] == [
+        ("all", Decimal(64)),
+        ("upgrade", Decimal(19)),
+        ("balance", Decimal(45)),
+    ]
+    balance_only = panel.options[2]
+    result = await refunds.confirm(
+        number, AGENT, balance_only.fingerprint, scope=RefundScope.BALANCE
+    )
+    assert result.status is RefundStatus.EXECUTED and result.total == Decimal(45)
+    async with database.sessions() as session:
+        account = await session.get(Account, account_id)
+        assert account is not None and account.plan == "pro", "Pro stays"
+        assert await balance(session, account_id) == Decimal(0)
+    after = await refunds.panel(number, AGENT)
+    assert [(p.scope.value, p.total) for p in after.options] == [("all", Decimal(19))]
+    upgrade = await refunds.confirm(
+        number, AGENT, after.options[0].fingerprint, scope=RefundScope.ALL
+    )
+    assert upgrade.total == Decimal(19)
+    async with database.sessions() as session:
+        account = await session.get(Account, account_id)
+        assert account is not None and account.plan == "basic"
+    [first, second] = await helpers.rows(database, Refund)
+    assert (first.scope, first.includes_pro_upgrade) == ("balance", False)
+    assert (second.scope, second.includes_pro_upgrade) == ("all", True)
+    again = await refunds.confirm(
+        number, AGENT, balance_only.fingerprint, scope=RefundScope.BALANCE
+    )  # a late second tap on the first choice finds the first refund
+    assert again.repeated and again.refund_id == first.id
+
+
+async def test_money_never_moves_on_a_stale_ledger(
+    database: Database, desk: Desk, clock: Clock
+) -> None:
+    number, _ = await setup(database, desk, clock)
+    refunds = refunds_of(database, clock)
+    panel = await refunds.panel(number, AGENT)
+    assert panel.can_confirm and "data as of " in panel.text
+    clock.advance(hours=1, seconds=1)  # the last import is now older than BILLING_MAX_AGE
+    stale = await refunds.panel(number, AGENT)
+    assert not stale.can_confirm and stale.options == ()
+    assert "older than BILLING_MAX_AGE (60 min)" in stale.text
+    assert "import a fresh billing export" in stale.text
+    with pytest.raises(RefundRefused, match=r"as of .* \(60 min old\), older than BILLING_MAX"):
+        await refunds.confirm(number, AGENT, panel.plan.fingerprint)
+    async with database.sessions.begin() as session:
+        await data.imported(session, at=clock())  # a fresh import: the same plan goes ahead
+    done = await refunds.confirm(number, AGENT, panel.plan.fingerprint)
+    assert done.status is RefundStatus.EXECUTED
+
+
+async def test_an_admin_refunds_the_whole_balance_outside_the_window_with_a_second_admin(
+    database: Database, desk: Desk, clock: Clock
+) -> None:
+    number, account_id = await setup(database, desk, clock)
+    async with database.sessions.begin() as session:
+        owner = await session.get(Account, account_id)
+        assert owner is not None
+        await data.payment(
+            session, owner, "100", at=clock() - timedelta(days=60), wallet="TAncient"
+        )
+    refunds = refunds_of(database, clock, above="1000")
+    with pytest.raises(NotAllowed, match="only an admin"):
+        await refunds.full(number, AGENT, "the service was down all month")
+    with pytest.raises(RefundRefused, match="needs a reason"):
+        await refunds.full(number, ADMIN, "  ")
+    held = await refunds.full(number, ADMIN, "the promise was broken: the API was down for days")
+    assert held.status is RefundStatus.AWAITING_APPROVAL and held.total == Decimal(145)
+    assert "second admin" in held.text and "TAncient" in held.text
+    assert await helpers.rows(database, Payout) == []
+    with pytest.raises(NotAllowed, match="second admin"):
+        await refunds.approve(held.refund_id, ADMIN)
+    done = await refunds.approve(held.refund_id, ADMIN2)
+    assert done.status is RefundStatus.EXECUTED
+    payouts = await helpers.rows(database, Payout)
+    assert [(p.wallet, p.amount_usd) for p in payouts] == [
+        ("TNew", Decimal(20)),
+        ("TOld", Decimal(30)),
+        ("TAncient", Decimal(95)),
+    ], "the balance of $145, newest first, each part to its own wallet"
+    async with database.sessions() as session:
+        assert await balance(session, account_id) == Decimal(0)
+    trail = {e.action: e.details for e in await helpers.audit(database)}
+    assert trail["refund_confirm"]["reason"] == "the promise was broken: the API was down for days"
+    assert trail["refund_confirm"]["scope"] == "full"
+    assert trail["refund_approve"]["reason"] == trail["refund_confirm"]["reason"]
+    [refund] = await helpers.rows(database, Refund)
+    assert refund.requested_by != refund.approved_by and refund.scope == "full"

@@ -38,6 +38,7 @@ async def account_for(
         await data.payment(session, owner, "30", at=now - timedelta(days=3), wallet="TOld")
         await data.payment(session, owner, "20", at=now - timedelta(days=1), wallet="TNew")
         await data.usage(session, owner, "5", at=now - timedelta(hours=5))
+        await data.imported(session, at=now)
         if customer_telegram_id is not None:
             customer_id = await session.scalar(
                 select(Customer.id).where(Customer.telegram_id == customer_telegram_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,30 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"SLA_STALE_CLAIM_HOURS": "0"}, "SLA_STALE_CLAIM_HOURS", "positive"),
         ({"SLA_WATCH_INTERVAL_SECONDS": "0"}, "SLA_WATCH_INTERVAL_SECONDS", "1"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL", "DEBUG"),
+        ({"BILLING_URL": "billing.example.com"}, "BILLING_URL", "http(s) URL"),
+        ({"BILLING_URL": "https://b.example.com"}, "BILLING_TOKEN", "missing"),
+        (
+            {"BILLING_URL": "https://b.example.com", "BILLING_FACTORY": "my.billing:make"},
+            "BILLING_URL",
+            "not both",
+        ),
+        (
+            {
+                "BILLING_URL": "https://b.example.com",
+                "BILLING_TOKEN": "t",
+                "BILLING_TIMEOUT_SECONDS": "forever",
+            },
+            "BILLING_TIMEOUT_SECONDS",
+            "seconds",
+        ),
+        (
+            {"BILLING_URL": "https://b.example.com", "BILLING_TOKEN": "t", "BILLING_RETRIES": "99"},
+            "BILLING_RETRIES",
+            "0 to 10",
+        ),
+        ({"BILLING_MAX_AGE": "a while"}, "BILLING_MAX_AGE", "15m or 1h"),
+        ({"BILLING_MAX_AGE": "0s"}, "BILLING_MAX_AGE", "1 s to 366 days"),
+        ({"PLAN_REFRESH_SECONDS": "1"}, "PLAN_REFRESH_SECONDS", "5 to 86400"),
     ],
 )
 def test_broken_setting_names_its_key(environ: dict[str, str], key: str, fragment: str) -> None:
@@ -177,3 +202,24 @@ def test_env_example_documents_every_key_and_loads() -> None:
     assert read <= documented, f"undocumented: {sorted(read - documented)}"
     settings = load_settings({}, env_file=example)
     assert settings.channels() == [] and settings.database_url == DEFAULT_DATABASE_URL
+
+
+def test_billing_settings() -> None:
+    settings = load_settings(
+        {
+            "BILLING_URL": "https://billing.example.com/",
+            "BILLING_TOKEN": "s3cret-token",
+            "BILLING_TIMEOUT_SECONDS": "2.5",
+            "BILLING_MAX_AGE": "15m",
+            "PLAN_REFRESH_SECONDS": "60",
+        },
+        env_file=None,
+    )
+    assert settings.billing_http is not None
+    assert settings.billing_http.url == "https://billing.example.com"
+    assert (settings.billing_http.timeout, settings.billing_http.retries) == (2.5, 2)
+    assert "s3cret-token" not in repr(settings)
+    assert settings.billing_max_age == timedelta(minutes=15)
+    assert settings.plan_refresh_seconds == 60
+    default = load_settings({}, env_file=None)
+    assert default.billing_http is None and default.billing_max_age == timedelta(hours=1)

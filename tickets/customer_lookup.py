@@ -18,7 +18,8 @@ from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.batch_writes import customer_emails, customers
-from tickets.model import CustomerRef, storable_text
+from tickets.model import CustomerRef, Plan, storable_text
+from tickets.ports import AccountPlans
 from tickets.storage import insert_ignoring
 
 NAME_LIMIT = 200
@@ -114,17 +115,19 @@ async def find_or_create(
     *,
     wrote: bool,
     known: dict[SenderKey, Found | None] | None = None,
+    plans: AccountPlans | None = None,
 ) -> tuple[CustomerRow, bool]:
     """The customer (locked, created if new, name kept current), and whether they had asked
     for a new ticket; `wrote` means a message arrives: that clears the request and the
-    unreachable mark. `known` holds what the batch has read ahead, and is kept up to date."""
+    unreachable mark. `known` holds what the batch has read ahead, and is kept up to date.
+    A customer made from an email address starts on the plan `plans` gives that address."""
     name = storable_text(ref.name)[:NAME_LIMIT]
     key = sender_key(ref)
     if known is not None and key in known:
-        found = known[key] or await _create(connection, ref, key, name, at)
+        found = known[key] or await _create(connection, ref, key, name, at, plans)
     else:
         found = await _look_up(connection, ref, key) or await _create(
-            connection, ref, key, name, at
+            connection, ref, key, name, at, plans
         )
     changes: dict[str, Any] = {}
     if name and found.name != name:
@@ -157,10 +160,18 @@ async def _look_up(connection: AsyncConnection, ref: CustomerRef, key: SenderKey
 
 
 async def _create(
-    connection: AsyncConnection, ref: CustomerRef, key: SenderKey, name: str, at: datetime
+    connection: AsyncConnection,
+    ref: CustomerRef,
+    key: SenderKey,
+    name: str,
+    at: datetime,
+    plans: AccountPlans | None,
 ) -> Found:
     """A new customer; if another transaction registers the same person first, theirs."""
-    values = {"name": name, "plan": "basic", "created_at": at, "wants_new_ticket": False}
+    plan = Plan.BASIC.value
+    if ref.telegram_id is None and plans is not None:
+        plan = await plans.plan_of_address(connection, key[1]) or plan
+    values = {"name": name, "plan": plan, "created_at": at, "wants_new_ticket": False}
     insert_customer, insert_address = _inserts(connection.dialect.name)
     if ref.telegram_id is not None:
         # Insert-if-absent (no sequence value is spent on known customers), so a first message

@@ -78,6 +78,7 @@ _NEXT_WAIT = (
 )
 _NEW_RESPONSE = insert(responses)
 _NEW_OUTBOX_ROW = insert(outbox)
+_PAYLOAD = select(outbox.c.payload).where(outbox.c.id == bindparam("row_id"))
 _NEW_AUDIT = insert(audit_log)
 
 
@@ -224,6 +225,21 @@ class DeliveryOutcomes:
                 },
             },
         )
+        if row.route == Route.BILLING.value:
+            # A write back to the billing system: the agents must put it right by hand.
+            write = (await connection.execute(_PAYLOAD, {"row_id": row.id})).scalar() or {}
+            notice = self._receiver.agents_notice(
+                "billing_failed",
+                None,
+                at=at,
+                ticket_id=row.ticket_id,
+                kind=row.kind,
+                account=row.recipient,
+                write=write,
+                error=error[:500],
+            )
+            await connection.execute(_NEW_OUTBOX_ROW, notice)
+            return
         if row.route == Route.AGENTS.value or row.ticket_id is None:
             return  # the agents' group itself is unreachable; the log and audit entry remain
         ticket = (await connection.execute(_TICKET, {"ticket_id": row.ticket_id})).first()

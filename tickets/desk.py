@@ -37,7 +37,7 @@ from tickets.model import (
 )
 from tickets.outbox import Delivery, enqueue
 from tickets.policy import SlaPolicy
-from tickets.ports import Clock, Renderer, utcnow
+from tickets.ports import AccountPlans, Clock, Renderer, utcnow
 from tickets.receiving import (  # noqa: F401 - the limits are part of the desk's contract
     EXCERPT,
     RECEIPT_WINDOW,
@@ -71,13 +71,14 @@ class Desk:
         clock: Clock = utcnow,
         wakeup: Callable[[], None] | None = None,
         mail_domain: str = "supportbot.invalid",
+        plans: AccountPlans | None = None,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
         self._templates = templates
         self._clock = clock
         self._wakeup = wakeup or (lambda: None)
-        self._receiver = Receiver(policy, templates, mail_domain=mail_domain)
+        self._receiver = Receiver(policy, templates, mail_domain=mail_domain, plans=plans)
         self._outcomes = DeliveryOutcomes(policy, self._receiver)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
 

@@ -52,6 +52,7 @@ class Route(StrEnum):
     TELEGRAM = "telegram"
     EMAIL = "email"
     AGENTS = "agents"
+    BILLING = "billing"  # a write back to the business's billing system (accounts.billing)
 
 
 class OutboxKind(StrEnum):
@@ -61,6 +62,10 @@ class OutboxKind(StrEnum):
     LINK_CODE = "link_code"  # the one-time code that links a Telegram user to an account
     # An automatic factual notice to a customer (refund on its way, payout sent, …).
     NOTICE = "notice"
+    # Writes back to the billing system (route BILLING), each with the desk's idempotency key.
+    BILLING_REFUND = "billing_refund"
+    BILLING_DOWNGRADE = "billing_downgrade"
+    BILLING_CREDIT = "billing_credit"
 
 
 class OutboxStatus(StrEnum):

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 Clock = Callable[[], datetime]
 
 
@@ -17,3 +19,9 @@ class Renderer(Protocol):
     """Renders a named template (see `templates/`) to text."""
 
     def render(self, template_name: str, /, **context: Any) -> str: ...
+
+
+class AccountPlans(Protocol):
+    """The plan of the account an email address belongs to: where a new customer starts."""
+
+    async def plan_of_address(self, connection: AsyncConnection, address: str) -> str | None: ...

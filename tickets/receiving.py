@@ -46,7 +46,7 @@ from tickets.model import (
 )
 from tickets.notices import TicketFacts, agents_payload
 from tickets.policy import SlaPolicy
-from tickets.ports import Renderer
+from tickets.ports import AccountPlans, Renderer
 from tickets.storage import insert_ignoring
 
 EXCERPT = 500
@@ -112,10 +112,18 @@ _NEW_AUDIT = insert(audit_log)
 class Receiver:
     """Stores customer messages; `receive` runs on a transaction the caller owns."""
 
-    def __init__(self, policy: SlaPolicy, templates: Renderer, *, mail_domain: str) -> None:
+    def __init__(
+        self,
+        policy: SlaPolicy,
+        templates: Renderer,
+        *,
+        mail_domain: str,
+        plans: AccountPlans | None = None,
+    ) -> None:
         self._policy = policy
         self._templates = templates
         self._mail_domain = mail_domain
+        self._plans = plans
 
     async def receive(
         self,
@@ -252,7 +260,9 @@ class Receiver:
     ) -> tuple[CustomerRow, bool]:
         """The customer (see `find_or_create`), from what the batch read ahead if it did."""
         known = unwritten.senders if unwritten is not None else None
-        return await find_or_create(connection, ref, at, wrote=wrote, known=known)
+        return await find_or_create(
+            connection, ref, at, wrote=wrote, known=known, plans=self._plans
+        )
 
     async def read_ahead(
         self, connection: AsyncConnection, batch: Sequence[IncomingMessage], now: datetime
@@ -487,12 +497,23 @@ class Receiver:
         return True
 
     def agents_notice(
-        self, event: str, ticket: TicketFacts, *, at: datetime, **facts: Any
+        self,
+        event: str,
+        ticket: TicketFacts | None,
+        *,
+        at: datetime,
+        ticket_id: int | None = None,
+        **facts: Any,
     ) -> dict[str, Any]:
-        """The outbox row of a notice to the agents' group about a ticket."""
-        payload = agents_payload(self._templates, event, ticket, **facts)
+        """The outbox row of a notice to the agents' group (about a ticket, or placed in one)."""
+        payload = agents_payload(self._templates, event, ticket, ticket_id, **facts)
         return outbox_row(
-            Route.AGENTS, "agents", OutboxKind.AGENT_NOTICE, payload, at, ticket_id=ticket.id
+            Route.AGENTS,
+            "agents",
+            OutboxKind.AGENT_NOTICE,
+            payload,
+            at,
+            ticket_id=payload["ticket"],
         )
 
 
