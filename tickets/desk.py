@@ -40,8 +40,8 @@ from tickets.policy import SlaPolicy
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.receiving import (  # noqa: F401 - the limits are part of the desk's contract
     EXCERPT,
-    RECEIPT_WINDOW,
-    RECEIPTS_PER_WINDOW,
+    NEW_TICKETS_PER_CUSTOMER,
+    RECEIPTS_PER_ADDRESS,
     REFERENCES_KEPT,
     Receiver,
 )
