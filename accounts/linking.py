@@ -3,8 +3,9 @@
 `/link you@example.com` mails a 6-digit code through the outbox; `/link 123456` proves the
 customer read that mailbox and links them. A code lives 15 minutes and allows 5 attempts; a new
 request replaces the previous code. Requests are limited to 3 an hour per Telegram user and 3 an
-hour per address, by rate windows that hold when requests race (`tickets.rate_limits`). Only an HMAC of the code is stored, keyed by a secret of the deployment and
-bound to the customer and address it was made for.
+hour per address, by rate windows that hold when requests race (`tickets.rate_limits`). Only an
+HMAC of the code is stored, keyed by a secret of the deployment and bound to the customer and
+address it was made for.
 
 An address with no account gets exactly the answer a real one gets and a request row without a
 code (so it counts against the same limits), but no mail: nobody can learn from the bot whether
