@@ -26,6 +26,7 @@ from supportbot.settings import TelegramSettings
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
+from tickets.inbox import Inbox
 from tickets.model import Attachment, Route
 from tickets.outbox import Sender
 from tickets.policy import SlaPolicy
@@ -126,8 +127,9 @@ class TelegramChannel:
         )
         money = AgentRefunds(self.bot, self.limiter, self.signer, self._refunds, self._payouts)
         agents = AgentGroup(parts, self.signer, chat_id, money)
+        inbox = Inbox(self._sessions, "telegram", self._clock)
         self._poller = Poller(
-            self.bot, self._desk, customers, agents, poll_timeout=self._poll_timeout
+            self.bot, self._desk, customers, agents, inbox, poll_timeout=self._poll_timeout
         )
         log.info(
             "telegram: @%s, agents' group %s (%s)",
