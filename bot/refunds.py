@@ -23,7 +23,7 @@ from bot.outcomes import answer_agent
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
-from tickets.model import Channel, CustomerRef, IncomingMessage
+from tickets.model import Channel, CustomerRef, IncomingMessage, TicketStatus
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
 from tickets.tables import Customer, Ticket
@@ -36,6 +36,8 @@ AGENT_REFUND_COMMANDS = {
     "paid": "Mark a payout sent: /paid ID TXHASH (admins)",
 }
 BUTTON_ACTIONS = frozenset({Action.REFUND, Action.CONFIRM_REFUND, Action.APPROVE_REFUND})
+# The subject of a customer's refund request: its card shows it, and a second /refund finds it.
+REFUND_SUBJECT = "Refund request"
 
 
 class AgentRefunds:
@@ -152,7 +154,8 @@ class CustomerRefunds:
         self._clock = clock
 
     async def request(self, message: Message, ref: CustomerRef, note: str) -> str | None:
-        """Open the request; returns a text to answer with when no ticket was opened."""
+        """Open the request, or add to the one still open; returns a text to answer with when
+        no ticket was opened (a new ticket's receipt is the answer)."""
         assert ref.telegram_id is not None
         now = self._clock()
         async with self._desk.sessions() as session:
@@ -164,24 +167,42 @@ class CustomerRefunds:
                 return self._templates.render("telegram/refund_link_first")
             summary = await summary_of(session, owner.account, now, self._templates)
             email = owner.account.email
+            open_request = await session.scalar(
+                select(Ticket.id)
+                .where(
+                    Ticket.customer_id == customer_id,
+                    Ticket.status == TicketStatus.OPEN.value,
+                    Ticket.subject == REFUND_SUBJECT,
+                )
+                .order_by(Ticket.id.desc())
+                .limit(1)
+            )
         text = self._templates.render(
             "telegram/refund_request", note=note[:500], email=email, summary=summary
         )
+        ident = f"{message.chat_id}:{message.message_id}"
         intake = await self._desk.receive(
             IncomingMessage(
                 customer=ref,
                 channel=Channel.TELEGRAM,
                 text=text,
-                external_id=f"{message.chat_id}:{message.message_id}",
-                dedup_key=("telegram", f"{message.chat_id}:{message.message_id}"),
+                external_id=ident,
+                dedup_key=("telegram", ident),
                 reply_address=str(message.chat_id),
-                new_ticket=True,
+                subject=REFUND_SUBJECT,
+                ticket=open_request,
+                new_ticket=open_request is None,
                 received_at=message.date,
             )
         )
-        if intake.opened and not intake.duplicate:
+        if intake.duplicate or intake.ignored:
+            return None
+        if intake.opened:
             await first_in_tier(self._desk.sessions, self._policy, intake.ticket, now)
-        return None
+            return None
+        if open_request is None:  # over the limit of new tickets: the desk told the customer
+            return None
+        return self._templates.render("telegram/refund_open", ticket=intake.ticket)
 
 
 async def first_in_tier(

@@ -61,6 +61,8 @@ class OutboxKind(StrEnum):
     LINK_CODE = "link_code"  # the one-time code that links a Telegram user to an account
     # An automatic factual notice to a customer (refund on its way, payout sent, …).
     NOTICE = "notice"
+    # The bot's answer to a customer's command (/start, /status, …).
+    ANSWER = "answer"
 
 
 class OutboxStatus(StrEnum):
