@@ -19,6 +19,7 @@ from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
+from bot.places import PlaceBook
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from mail.compose import FileData
@@ -125,8 +126,11 @@ class TelegramChannel:
         customers = CustomerChat(
             parts, CustomerRefunds(self._desk, self._policy, self._templates, self._clock)
         )
-        money = AgentRefunds(self.bot, self.limiter, self.signer, self._refunds, self._payouts)
-        agents = AgentGroup(parts, self.signer, chat_id, money)
+        places = PlaceBook(self._sessions, chat_id, self._clock)
+        money = AgentRefunds(
+            self.bot, self.limiter, self.signer, self._refunds, self._payouts, self._desk, places
+        )
+        agents = AgentGroup(parts, self.signer, chat_id, money, places)
         inbox = Inbox(self._sessions, "telegram", self._clock)
         self._poller = Poller(
             self.bot, self._desk, customers, agents, inbox, poll_timeout=self._poll_timeout

@@ -107,10 +107,10 @@ async def answer_agent(
     message: Message,
     html_text: str,
     keyboard: InlineKeyboardMarkup | None = None,
-) -> None:
+) -> Message:
     """The bot's HTML answer to an agent's message: a reply in its topic, paced by the limiter."""
     async with limiter.sending(message.chat_id):
-        await bot.send_message(
+        return await bot.send_message(
             message.chat_id,
             html_text,
             parse_mode=ParseMode.HTML,
