@@ -45,6 +45,9 @@ def at(minutes: float) -> float:
         ([at(-70), at(-20), at(-5)], 0, None),  # one is older than the window
         ([at(-60), at(-20), at(-5)], 0, None),  # exactly a window ago is outside it
         ([at(-5), at(-50), at(-20)], 0, 10),  # order does not matter
+        # A request that read its clock before waiting for the row's lock still sees the uses
+        # of the requests it waited for, though they are stamped later than its own time.
+        ([at(1), at(2), at(3)], 0, 61),
     ],
 )
 def test_a_use_is_allowed_while_fewer_than_n_fall_in_the_window(
@@ -59,6 +62,11 @@ def test_a_window_keeps_only_the_uses_that_still_count() -> None:
     window = Window([at(-90), at(-30), at(-20), at(-10)])
     window.use(THREE_AN_HOUR, START)
     assert window.uses == [at(-20), at(-10), at(0)] and window.changed
+    ten = RateRule("ten", 10, timedelta(hours=1))
+    growing = Window([])
+    for minute in range(12):
+        growing.use(ten, START + timedelta(minutes=minute))
+    assert growing.uses == [at(m) for m in range(2, 12)]
     single = Window([at(-5)])
     single.use(RateRule("one", 1, timedelta(minutes=1)), START)
     assert single.uses == [at(0)]

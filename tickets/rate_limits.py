@@ -69,8 +69,7 @@ class Window:
     def use(self, rule: RateRule, now: datetime) -> None:
         """Count an allowed use (the caller checked `retry_at` first)."""
         recent = self._recent(rule, now)
-        kept = recent[len(recent) - (rule.limit - 1) :] if rule.limit > 1 else []
-        self.uses = [*kept, now.timestamp()]
+        self.uses = [*recent[max(len(recent) - rule.limit + 1, 0) :], now.timestamp()]
         self.changed = True
 
     def refuse(self, now: datetime) -> bool:
@@ -83,8 +82,10 @@ class Window:
         return True
 
     def _recent(self, rule: RateRule, now: datetime) -> list[float]:
+        # Uses stamped after `now` count too: a request that read its clock and then waited
+        # for the row's lock is later than the uses of those it waited for.
         since = (now - rule.window).timestamp()
-        return sorted(u for u in self.uses if since < u <= now.timestamp())
+        return sorted(u for u in self.uses if u > since)
 
 
 @dataclass(frozen=True)
