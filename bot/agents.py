@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
-from telegram import CallbackQuery, Message
+from telegram import CallbackQuery, MaybeInaccessibleMessage, Message
 from telegram.error import TelegramError
 
 from bot.buttons import Action, ButtonSigner
@@ -106,11 +106,12 @@ class AgentGroup:
             return await self._places.ticket_of_post(replied.message_id)
         return None
 
-    async def _ticket_of_buttons(self, message: Message) -> int | None:
+    async def _ticket_of_buttons(self, message: MaybeInaccessibleMessage) -> int | None:
         """The ticket a message with buttons belongs to: its record, else its forum topic."""
         found = await self._places.ticket_of_post(message.message_id)
-        if found is None and message.is_topic_message and message.message_thread_id is not None:
-            found = await self._places.ticket_of_topic(message.message_thread_id)
+        if found is None and isinstance(message, Message) and message.is_topic_message:
+            thread = message.message_thread_id
+            found = await self._places.ticket_of_topic(thread) if thread is not None else None
         return found
 
     async def _command(
@@ -218,7 +219,7 @@ class AgentGroup:
             message, html.escape(self._templates.render("agents/stats", stats=s), quote=False)
         )
 
-    async def _answer(self, message: Message, text: str) -> None:
+    async def _answer(self, message: MaybeInaccessibleMessage, text: str) -> None:
         await answer_agent(self._bot, self._limiter, message, text)
 
     # -- buttons ----------------------------------------------------------------------------
@@ -228,7 +229,7 @@ class AgentGroup:
         ticket state — before acting; a press is answered on the button, never in the group."""
         user = query.from_user
         press = self._signer.check(query.data)
-        pressed = query.message if isinstance(query.message, Message) else None
+        pressed = query.message  # possibly "inaccessible" (too old to show): id and chat only
         if press is None or pressed is None or pressed.chat.id != self.chat_id:
             await self._desk.refused(user.id, "button", f"invalid button data {query.data!r}")
             await query.answer("This button is not valid.", show_alert=True)
@@ -275,7 +276,7 @@ class AgentGroup:
             log.warning("could not update the buttons of #%s: %s", press.ticket, error)
 
     async def _balance_button(
-        self, query: CallbackQuery, card: Message, agent: int, ticket: int
+        self, query: CallbackQuery, card: MaybeInaccessibleMessage, agent: int, ticket: int
     ) -> None:
         """The card's Balance button: the lookup is posted under the card (audited there), at
         most once a minute per ticket; presses in between are answered on the button."""

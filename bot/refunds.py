@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message
+from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, MaybeInaccessibleMessage, Message
 
 from accounts.ledger import Identity, owner_of_customer
 from accounts.money import cents
@@ -110,7 +110,7 @@ class AgentRefunds:
         return InlineKeyboardMarkup([[button]])
 
     async def on_button(
-        self, query: CallbackQuery, pressed: Message, press: Press, agent: int
+        self, query: CallbackQuery, pressed: MaybeInaccessibleMessage, press: Press, agent: int
     ) -> None:
         """A refund button, already checked for signature, group, message and agent.
 
@@ -147,7 +147,7 @@ class AgentRefunds:
             await self._say(pressed, text, result.ticket, self._approve_keyboard(result))
 
     async def _panel_button(
-        self, query: CallbackQuery, pressed: Message, ticket: int, agent: int
+        self, query: CallbackQuery, pressed: MaybeInaccessibleMessage, ticket: int, agent: int
     ) -> None:
         if not await self._may_post_panel(ticket):
             await query.answer(
@@ -165,7 +165,7 @@ class AgentRefunds:
 
     async def _say(
         self,
-        message: Message,
+        message: MaybeInaccessibleMessage,
         text: str,
         ticket: int | None,
         keyboard: InlineKeyboardMarkup | None = None,

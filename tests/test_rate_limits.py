@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from accounts.billing import LedgerBilling
-from accounts.importer import import_file
-from accounts.linking import Linker, LinkResult
+from accounts.linking import LinkResult
 from accounts.tables import LinkCode
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
-from tests.test_accounts_import import CSV
+from tests.test_accounts_link import Codes, linker
+from tests.test_accounts_telegram import imported
 from tickets import rate_limits
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy
@@ -126,23 +125,13 @@ async def test_a_request_counted_under_two_rules_uses_both_or_neither(database: 
 
 
 async def test_concurrent_link_requests_for_one_address_mail_three_codes(
-    database: Database, tmp_path: Path
+    database: Database, clock: Clock, tmp_path: Path
 ) -> None:
     """Issue 12: 15 accounts asking for a victim's address at once got 12 codes mailed."""
-    path = tmp_path / "export.csv"
-    path.write_text(CSV, encoding="utf-8")
-    await import_file(database.sessions, path, at=START)
-    clock = Clock(START)
-    linker = Linker(
-        database.sessions,
-        LedgerBilling(database.sessions),
-        Templates(),
-        secret="s3cret",
-        support_address="support@example.net",
-        clock=clock,
-    )
+    await imported(database, tmp_path)
+    link = linker(database, clock, Codes())
     outcomes = await asyncio.gather(
-        *(linker.request(5000 + i, f"User {i}", "ann@example.com") for i in range(15))
+        *(link.request(5000 + i, f"User {i}", "ann@example.com") for i in range(15))
     )
     sent = [o for o in outcomes if o.result is LinkResult.SENT]
     assert len(sent) == 3
@@ -153,7 +142,7 @@ async def test_concurrent_link_requests_for_one_address_mail_three_codes(
         assert await session.scalar(select(func.count()).select_from(LinkCode)) == 3
     # One user racing themselves for 30 different addresses gets three codes too.
     outcomes = await asyncio.gather(
-        *(linker.request(7000, "Zed", f"zed{i}@example.com") for i in range(30))
+        *(link.request(7000, "Zed", f"zed{i}@example.com") for i in range(30))
     )
     assert sum(o.result is LinkResult.SENT for o in outcomes) == 3
 

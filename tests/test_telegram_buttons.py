@@ -13,7 +13,7 @@ from bot.local_api import SentMessage, SimUser
 from tests import helpers
 from tests.conftest import Database
 from tests.telegram_harness import Desk, running_desk
-from tests.test_refunds_telegram import account_for
+from tests.test_refunds_telegram import account_for, press
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
@@ -22,25 +22,25 @@ from tickets.tables import AuditEntry
 HOLD = 12.0  # seconds a request is held at the server (the bot's read timeout is 15)
 
 
+async def answers(desk: Desk, queries: list[str]) -> list[str]:
+    """The answers to these callback queries, once every one is answered."""
+
+    def answered() -> list[str] | None:
+        found = [desk.server.callback_answer(q) for q in queries]
+        return [a.text or "" for a in found if a is not None] if all(found) else None
+
+    texts = await desk.server.wait_for(answered, 30)
+    assert texts is not None
+    return texts
+
+
 async def press_many(
     desk: Desk, who: SimUser, message: SentMessage, data: str, times: int
 ) -> list[str]:
     """Press a button `times` times without waiting in between; the answers, in order."""
-    queries = [await desk.server.press_button(who, message, data) for _ in range(times)]
-
-    def answered() -> list[str] | None:
-        answers = [desk.server.callback_answer(q) for q in queries]
-        return [a.text or "" for a in answers if a is not None] if all(answers) else None
-
-    found = await desk.server.wait_for(answered, 30)
-    assert found is not None
-    return found
-
-
-async def press(desk: Desk, who: SimUser, message: SentMessage, data: str, **kw: bool) -> str:
-    query = await desk.server.press_button(who, message, data, **kw)
-    answer = await desk.server.wait_for(lambda: desk.server.callback_answer(query))
-    return answer.text or ""
+    return await answers(
+        desk, [await desk.server.press_button(who, message, data) for _ in range(times)]
+    )
 
 
 async def audited(database: Database, action: str) -> list[AuditEntry]:
@@ -58,9 +58,9 @@ async def test_repeated_presses_are_answered_on_the_button_and_post_once(
         card = await desk.card_of(ticket.id)
         _claim, _close, balance, refund = card.callback_data()
 
-        answers = await press_many(desk, desk.agent, card, refund, 5)
-        assert answers[0] == f"Refund panel of #{ticket.id}"
-        assert all("posted less than a minute ago" in a for a in answers[1:])
+        said = await press_many(desk, desk.agent, card, refund, 5)
+        assert said[0] == f"Refund panel of #{ticket.id}"
+        assert all("posted less than a minute ago" in a for a in said[1:])
         panel = await desk.wait_group(f"💸 Refund for #{ticket.id}")
         [confirm] = panel.callback_data()
 
@@ -69,20 +69,12 @@ async def test_repeated_presses_are_answered_on_the_button_and_post_once(
         await desk.server.user_sends(desk.admin, chat=desk.group, thread_id=zoe_topic, text="Yes!")
         queries += [await desk.server.press_button(desk.agent, panel, confirm) for _ in range(10)]
         await desk.wait_customer(zoe, "Yes!")
-        found = await desk.server.wait_for(
-            lambda: (
-                [desk.server.callback_answer(q) for q in queries]
-                if all(desk.server.callback_answer(q) for q in queries)
-                else None
-            ),
-            30,
-        )
-        texts = [a.text or "" for a in found if a is not None]
+        texts = await answers(desk, queries)
         assert sum("was already done" in t for t in texts) == 19
         assert sum(" done:" in t and "already" not in t for t in texts) == 1
 
-        answers = await press_many(desk, desk.agent, card, balance, 5)
-        assert all("posted less than a minute ago" in a for a in answers[1:])
+        said = await press_many(desk, desk.agent, card, balance, 5)
+        assert all("posted less than a minute ago" in a for a in said[1:])
         await desk.wait_group("💰 ann@example.org")
 
         group = desk.group_texts()

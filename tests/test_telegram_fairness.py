@@ -16,20 +16,18 @@ from typing import TypeVar
 
 from sqlalchemy import func, select
 
-from accounts.importer import import_file
 from accounts.tables import LinkCode
 from bot.customers import COMMANDS_PER_CUSTOMER
 from supportbot.local import serving
 from tests import helpers
-from tests.conftest import START, Database
+from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SmtpServer,
     eventually,
     smtp_server_fixture,
 )
 from tests.telegram_harness import running_desk
-from tests.test_accounts_import import CSV
-from tests.test_accounts_telegram import mails_to, smtp_settings
+from tests.test_accounts_telegram import imported, mails_to, smtp_settings
 from tests.test_refunds_telegram import account_for
 from tickets.receiving import NEW_TICKETS_PER_CUSTOMER
 from tickets.tables import Customer, InboxEvent, Message, OutboxRow, Ticket
@@ -160,9 +158,7 @@ async def test_concurrent_link_requests_for_one_address_mail_three_codes(
     database: Database, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     """Issue 12: 15 accounts sending /link for a victim's address at once got 12 codes."""
-    path = tmp_path / "export.csv"
-    path.write_text(CSV, encoding="utf-8")
-    await import_file(database.sessions, path, at=START)
+    await imported(database, tmp_path)
     async with running_desk(database, extra=smtp_settings(smtp_server)) as desk:
         people = [desk.server.add_user(f"Mallory {i}") for i in range(15)]
         for person in people:  # all queued before the bot's next poll takes them together
