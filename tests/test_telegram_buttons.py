@@ -7,17 +7,19 @@ the customers received, what the callback queries were answered, and what the da
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from accounts.tables import Payout, Refund
 from bot.local_api import SentMessage, SimUser
 from tests import helpers
 from tests.conftest import Database
+from tests.mailservers import eventually
 from tests.telegram_harness import Desk, running_desk
 from tests.test_refunds_telegram import account_for, press
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
-from tickets.tables import AuditEntry
+from tickets.tables import AgentPost, AuditEntry
 
 HOLD = 12.0  # seconds a request is held at the server (the bot's read timeout is 15)
 
@@ -41,6 +43,22 @@ async def press_many(
     return await answers(
         desk, [await desk.server.press_button(who, message, data) for _ in range(times)]
     )
+
+
+async def posted(desk: Desk, needle: str) -> SentMessage:
+    """A message the bot posted in the group, once it is recorded as its ticket's (the bot
+    records a post right after Telegram accepted it; a press in between is refused)."""
+    message = await desk.wait_group(needle)
+
+    async def recorded() -> bool:
+        async with desk.database.sessions() as session:
+            found = await session.scalar(
+                select(AgentPost.id).where(AgentPost.message_id == message.message_id)
+            )
+        return found is not None
+
+    await eventually(recorded)
+    return message
 
 
 async def audited(database: Database, action: str) -> list[AuditEntry]:
@@ -125,10 +143,10 @@ async def test_approval_presses_are_audited_on_the_refunds_ticket(database: Data
             await add_agent(session, second_admin.id, Role.ADMIN, "Bea", at=utcnow(), actor="test")
 
         await desk.server.user_sends(desk.admin, chat=desk.group, text=f"/refund {ticket.id}")
-        panel = await desk.wait_group(f"💸 Refund for #{ticket.id}")
+        panel = await posted(desk, f"💸 Refund for #{ticket.id}")
         [confirm] = panel.callback_data()
         assert "waiting for an admin" in await press(desk, desk.admin, panel, confirm)
-        held = await desk.wait_group("is waiting for an admin")
+        held = await posted(desk, "is waiting for an admin")
         [approve] = held.callback_data()
         [refund] = await helpers.rows(database, Refund)
         assert refund.id != ticket.id, "the test tells a refund id from a ticket number"
