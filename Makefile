@@ -40,6 +40,7 @@ bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQ
 	$(PY) bench/queue.py
 	$(PY) bench/intake.py
 	$(PY) bench/telegram.py
+	$(PY) bench/flood.py
 	$(PY) bench/mail.py
 	$(PY) bench/accounts.py
 	$(PY) bench/refunds.py

@@ -3,8 +3,9 @@
 `/link you@example.com` mails a 6-digit code through the outbox; `/link 123456` proves the
 customer read that mailbox and links them. A code lives 15 minutes and allows 5 attempts; a new
 request replaces the previous code. Requests are limited to 3 an hour per Telegram user and 3 an
-hour per address. Only an HMAC of the code is stored, keyed by a secret of the deployment and
-bound to the customer and address it was made for.
+hour per address, by rate windows that hold when requests race (`tickets.rate_limits`). Only an
+HMAC of the code is stored, keyed by a secret of the deployment and bound to the customer and
+address it was made for.
 
 An address with no account gets exactly the answer a real one gets and a request row without a
 code (so it counts against the same limits), but no mail: nobody can learn from the bot whether
@@ -32,18 +33,19 @@ from accounts.billing import Billing
 from accounts.ledger import account_by_email, normalise_email
 from accounts.plans import sync_plans
 from accounts.tables import Account, AccountLink, LinkCode
-from tickets import audit
+from tickets import audit, rate_limits
 from tickets.model import OutboxKind, Route
 from tickets.outbox import enqueue
 from tickets.ports import Clock, Renderer, utcnow
+from tickets.rate_limits import RateRule
 from tickets.tables import Customer
 
 CODE_DIGITS = 6
 CODE_TTL = timedelta(minutes=15)
 MAX_ATTEMPTS = 5
-REQUESTS_PER_USER = 3
-REQUESTS_PER_ADDRESS = 3
 REQUEST_WINDOW = timedelta(hours=1)
+REQUESTS_PER_USER = RateRule("link_per_user", 3, REQUEST_WINDOW)
+REQUESTS_PER_ADDRESS = RateRule("link_per_address", 3, REQUEST_WINDOW)
 _CODE = re.compile(r"\d{6}")
 _ADDRESS = re.compile(r"[^@\s<>\"',;]{1,64}@[^@\s<>\"',;]{1,255}\.[^@\s<>\"',;]{1,63}")
 
@@ -119,14 +121,6 @@ def judge(state: CodeState, given_hash: str, now: datetime) -> LinkResult:
     return LinkResult.WRONG_CODE
 
 
-def limit_reached(recent: list[datetime], limit: int, now: datetime) -> datetime | None:
-    """When a rate limit frees up again, if `recent` requests (in the window) reach it."""
-    inside = sorted(t for t in recent if t > now - REQUEST_WINDOW)
-    if len(inside) < limit:
-        return None
-    return inside[len(inside) - limit] + REQUEST_WINDOW
-
-
 # -- the flow -----------------------------------------------------------------------------------
 
 
@@ -173,8 +167,12 @@ class Linker:
         known = await self._billing.lookup(email, now) is not None
         async with self._sessions.begin() as session:
             customer_id = await ensure_customer(session, telegram_id, name, now)
-            retry_at = await self._limited(session, customer_id, email, now)
-            if retry_at is not None:
+            limits: list[tuple[RateRule, str | int]] = [
+                (REQUESTS_PER_USER, telegram_id),
+                (REQUESTS_PER_ADDRESS, email),
+            ]
+            verdict = await rate_limits.take(await session.connection(), limits, now)
+            if not verdict.allowed:
                 audit.record(
                     session,
                     at=now,
@@ -183,7 +181,7 @@ class Linker:
                     reason="too many code requests",
                     email=email,
                 )
-                return LinkOutcome(LinkResult.TOO_MANY_REQUESTS, email, retry_at=retry_at)
+                return LinkOutcome(LinkResult.TOO_MANY_REQUESTS, email, retry_at=verdict.retry_at)
             code = await self._replace_code(session, customer_id, email, now, hashed=known)
             if known:
                 self._mail_code(session, email, code, now)
@@ -193,25 +191,6 @@ class Linker:
         if known:
             self._wakeup()
         return LinkOutcome(LinkResult.SENT, email)
-
-    async def _limited(
-        self, session: AsyncSession, customer_id: int, email: str, now: datetime
-    ) -> datetime | None:
-        since = now - REQUEST_WINDOW
-        by_user = await session.scalars(
-            select(LinkCode.created_at).where(
-                LinkCode.customer_id == customer_id, LinkCode.created_at > since
-            )
-        )
-        by_address = await session.scalars(
-            select(LinkCode.created_at).where(LinkCode.email == email, LinkCode.created_at > since)
-        )
-        waits = [
-            limit_reached(list(by_user), REQUESTS_PER_USER, now),
-            limit_reached(list(by_address), REQUESTS_PER_ADDRESS, now),
-        ]
-        found = [w for w in waits if w is not None]
-        return max(found) if found else None
 
     def _mail_code(
         self, session: AsyncSession, email: str, code: str, now: datetime, ticket: int | None = None
@@ -322,9 +301,12 @@ class Linker:
     ) -> str | datetime:
         """A new code for this customer and address, mailed there in this transaction (it
         replaces their earlier one); or when the request limits free up again."""
-        retry_at = await self._limited(session, customer_id, email, now)
-        if retry_at is not None:
-            return retry_at
+        verdict = await rate_limits.take(
+            await session.connection(), [(REQUESTS_PER_ADDRESS, email)], now
+        )
+        if not verdict.allowed:
+            assert verdict.retry_at is not None
+            return verdict.retry_at
         code = await self._replace_code(session, customer_id, email, now, hashed=True)
         self._mail_code(session, email, code, now, ticket)
         return code

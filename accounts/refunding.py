@@ -405,10 +405,16 @@ class RefundDesk:
 
     # -- approving ----------------------------------------------------------------------
 
-    async def approve(self, refund_id: int, telegram_id: int) -> RefundResult:
-        """An admin (not the requester) approves a held refund; it executes if still the same."""
+    async def approve(
+        self, refund_id: int, telegram_id: int, *, ticket: int | None = None
+    ) -> RefundResult:
+        """An admin (not the requester) approves a held refund; it executes if still the same.
+
+        `ticket` is the ticket whose button was pressed: a refund of another ticket is refused.
+        A refusal is audited on the refund's own ticket.
+        """
         tried: dict[str, str] = {}
-        async with self._refusals(telegram_id, "refund_approve", None, refund_id=refund_id):
+        try:
             async with self.sessions() as session:
                 agent = await _agent(session, telegram_id)
                 if agent.role != Role.ADMIN.value:
@@ -416,6 +422,8 @@ class RefundDesk:
                 held = await session.get(Refund, refund_id)
                 if held is None:
                     raise NotFound(f"there is no refund {refund_id}")
+                if ticket is not None and held.ticket_id != ticket:
+                    raise RefundRefused(f"refund {refund_id} is not a refund of #{ticket}")
                 owner = await session.get(Account, held.account_id)
                 assert owner is not None
                 email, scope = owner.email, RefundScope(held.scope)
@@ -424,6 +432,16 @@ class RefundDesk:
                 return await self._approve(refund_id, telegram_id, reading, tried)
             except IntegrityError:
                 return await self._existing(tried.get("key"), None)
+        except SupportbotError as error:
+            number = ticket if ticket is not None else await self._ticket_of(refund_id)
+            await self.record_refusal(
+                telegram_id, "refund_approve", str(error), number, refund_id=refund_id
+            )
+            raise
+
+    async def _ticket_of(self, refund_id: int) -> int | None:
+        async with self.sessions() as session:
+            return await session.scalar(select(Refund.ticket_id).where(Refund.id == refund_id))
 
     async def _approve(
         self, refund_id: int, telegram_id: int, earlier: Reading | None, tried: dict[str, str]

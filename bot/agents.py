@@ -5,25 +5,29 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
-from telegram import CallbackQuery, Message
-from telegram.constants import ParseMode
+from telegram import CallbackQuery, MaybeInaccessibleMessage, Message
 from telegram.error import TelegramError
 
 from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
 from bot.outcomes import answer_agent
+from bot.places import PlaceBook
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
 from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
-from tickets.tables import AgentPost
+from tickets.rate_limits import RateRule
 
 log = logging.getLogger(__name__)
+
+# A button that posts into the group posts at most this often per ticket; the group's 20
+# messages a minute are not spent on an agent's repeated presses.
+BALANCE_POSTS = RateRule("balance_posts", 1, timedelta(minutes=1))
 
 AGENT_COMMANDS = {
     "queue": "The top of the queue",
@@ -51,6 +55,7 @@ class AgentGroup:
         signer: ButtonSigner,
         chat_id: int,
         refunds: AgentRefunds | None = None,
+        places: PlaceBook | None = None,
     ) -> None:
         self._bot = parts.bot
         self._desk = parts.desk
@@ -63,6 +68,7 @@ class AgentGroup:
         self.chat_id = chat_id
         self._refunds = refunds
         self._accounts = parts.accounts
+        self._places = places or PlaceBook(parts.desk.sessions, chat_id, parts.clock)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -92,26 +98,22 @@ class AgentGroup:
 
     async def _ticket_of(self, message: Message) -> int | None:
         """The ticket a message is about: its forum topic, or the ticket post it replies to."""
-        async with self._desk.sessions() as session:
-            if message.is_topic_message and message.message_thread_id is not None:
-                found = await session.scalar(
-                    select(AgentPost.ticket_id).where(
-                        AgentPost.chat_id == message.chat_id,
-                        AgentPost.thread_id == message.message_thread_id,
-                        AgentPost.kind == "topic",
-                    )
-                )
-                if found is not None:
-                    return found
-            replied = message.reply_to_message
-            if replied is not None and replied.forum_topic_created is None:
-                return await session.scalar(
-                    select(AgentPost.ticket_id).where(
-                        AgentPost.chat_id == message.chat_id,
-                        AgentPost.message_id == replied.message_id,
-                    )
-                )
+        if message.is_topic_message and message.message_thread_id is not None:
+            found = await self._places.ticket_of_topic(message.message_thread_id)
+            if found is not None:
+                return found
+        replied = message.reply_to_message
+        if replied is not None and replied.forum_topic_created is None:
+            return await self._places.ticket_of_post(replied.message_id)
         return None
+
+    async def _ticket_of_buttons(self, message: MaybeInaccessibleMessage) -> int | None:
+        """The ticket a message with buttons belongs to: its record, else its forum topic."""
+        found = await self._places.ticket_of_post(message.message_id)
+        if found is None and isinstance(message, Message) and message.is_topic_message:
+            thread = message.message_thread_id
+            found = await self._places.ticket_of_topic(thread) if thread is not None else None
+        return found
 
     async def _command(
         self, message: Message, agent: int, ticket: int | None, name: str, args: str
@@ -221,19 +223,27 @@ class AgentGroup:
             message, html.escape(self._templates.render("agents/stats", stats=s), quote=False)
         )
 
-    async def _answer(self, message: Message, text: str) -> None:
+    async def _answer(self, message: MaybeInaccessibleMessage, text: str) -> None:
         await answer_agent(self._bot, self._limiter, message, text)
 
     # -- buttons ----------------------------------------------------------------------------
 
     async def on_button(self, query: CallbackQuery) -> None:
-        """Check a card button press from scratch (presser, ticket, state) before acting."""
+        """Check a press from scratch — signature, group, the message it is on, presser,
+        ticket state — before acting; a press is answered on the button, never in the group."""
         user = query.from_user
         press = self._signer.check(query.data)
-        in_group = query.message is not None and query.message.chat.id == self.chat_id
-        if press is None or not in_group:
+        pressed = query.message  # possibly "inaccessible" (too old to show): id and chat only
+        if press is None or pressed is None or pressed.chat.id != self.chat_id:
             await self._desk.refused(user.id, "button", f"invalid button data {query.data!r}")
             await query.answer("This button is not valid.", show_alert=True)
+            return
+        on = await self._ticket_of_buttons(pressed)
+        if on != press.ticket:
+            where = f"a message of #{on}" if on is not None else "a message of no ticket"
+            reason = f"a button of #{press.ticket} pressed on {where}"
+            await self._desk.refused(user.id, press.action.value, reason, on)
+            await query.answer("This button does not belong to this message.", show_alert=True)
             return
         role = await self._desk.agent_role(user.id)
         if role is None:
@@ -241,11 +251,11 @@ class AgentGroup:
             await query.answer("Only agents can use these buttons.", show_alert=True)
             return
         if press.action is Action.BALANCE:
-            await self._balance_button(query, user.id, press.ticket)
+            await self._balance_button(query, pressed, user.id, press.ticket)
             return
         if press.action in BUTTON_ACTIONS:
             if self._refunds is not None:
-                await self._refunds.on_button(query, press, user.id)
+                await self._refunds.on_button(query, pressed, press, user.id)
             return
         actions = {
             Action.CLAIM: self._desk.claim,
@@ -269,10 +279,20 @@ class AgentGroup:
         except TelegramError as error:  # the action is done; a stale keyboard is only cosmetic
             log.warning("could not update the buttons of #%s: %s", press.ticket, error)
 
-    async def _balance_button(self, query: CallbackQuery, agent: int, ticket: int) -> None:
-        """The card's Balance button: the lookup is posted under the card (audited there)."""
-        if self._accounts is None or query.message is None:
+    async def _balance_button(
+        self, query: CallbackQuery, card: MaybeInaccessibleMessage, agent: int, ticket: int
+    ) -> None:
+        """The card's Balance button: the lookup is posted under the card (audited there), at
+        most once a minute per ticket; presses in between are answered on the button."""
+        if self._accounts is None:
             await query.answer("Balance lookups are not switched on.", show_alert=True)
+            return
+        if not (await self._desk.count_use(BALANCE_POSTS, ticket)).allowed:
+            await query.answer(
+                f"The balance of #{ticket} was posted less than a minute ago, just above; "
+                f"/balance {ticket} shows it again.",
+                show_alert=True,
+            )
             return
         try:
             text = await self._accounts.agent_balance(agent, str(ticket), None)
@@ -280,16 +300,7 @@ class AgentGroup:
             await query.answer(str(error)[:200], show_alert=True)
             return
         await query.answer()
-        card = query.message
-        thread = getattr(card, "message_thread_id", None)
-        async with self._limiter.sending(card.chat.id):
-            await self._bot.send_message(
-                card.chat.id,
-                html.escape(text, quote=False),
-                parse_mode=ParseMode.HTML,
-                message_thread_id=thread if getattr(card, "is_topic_message", False) else None,
-                reply_to_message_id=card.message_id,
-            )
+        await self._answer(card, html.escape(text, quote=False))
 
 
 _DONE = {

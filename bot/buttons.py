@@ -38,8 +38,10 @@ LABELS = {
 @dataclass(frozen=True)
 class Press:
     action: Action
-    ticket: int  # the ticket; for APPROVE_REFUND the refund's id
-    arg: str = ""  # CONFIRM_REFUND: the plan's fingerprint (and "v" if the agent vouched)
+    ticket: int  # the ticket whose card (or post) the button is on
+    # CONFIRM_REFUND: the plan's fingerprint (and "v" if the agent vouched); APPROVE_REFUND: the
+    # refund's id.
+    arg: str = ""
 
 
 class ButtonSigner:

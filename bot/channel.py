@@ -19,6 +19,7 @@ from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
+from bot.places import PlaceBook
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from mail.compose import FileData
@@ -26,6 +27,7 @@ from supportbot.settings import TelegramSettings
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
+from tickets.inbox import Inbox
 from tickets.model import Attachment, Route
 from tickets.outbox import Sender
 from tickets.policy import SlaPolicy
@@ -125,10 +127,14 @@ class TelegramChannel:
             parts,
             CustomerRefunds(self._desk, self._policy, self._templates, self._clock, self._refunds),
         )
-        money = AgentRefunds(self.bot, self.limiter, self.signer, self._refunds, self._payouts)
-        agents = AgentGroup(parts, self.signer, chat_id, money)
+        places = PlaceBook(self._sessions, chat_id, self._clock)
+        money = AgentRefunds(
+            self.bot, self.limiter, self.signer, self._refunds, self._payouts, self._desk, places
+        )
+        agents = AgentGroup(parts, self.signer, chat_id, money, places)
+        inbox = Inbox(self._sessions, "telegram", self._clock)
         self._poller = Poller(
-            self.bot, self._desk, customers, agents, poll_timeout=self._poll_timeout
+            self.bot, self._desk, customers, agents, inbox, poll_timeout=self._poll_timeout
         )
         log.info(
             "telegram: @%s, agents' group %s (%s)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from telegram import Bot, Message
 
@@ -14,11 +15,17 @@ from bot.refunds import CustomerRefunds
 from supportbot.templates import Templates
 from tickets import queue
 from tickets.desk import Desk
-from tickets.model import Channel, CustomerRef, IncomingMessage
+from tickets.model import Channel, CustomerRef, IncomingMessage, Route
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
+from tickets.rate_limits import RateRule
 
 log = logging.getLogger(__name__)
+
+# What one customer may ask of the bot: commands, and messages it can only answer (stickers).
+COMMANDS_PER_CUSTOMER = RateRule("commands", 20, timedelta(minutes=10))
+# Commands whose words are no message to the desk (an address or a code).
+_NOT_A_MESSAGE = frozenset({"link"})
 
 CUSTOMER_COMMANDS = {
     "start": "How support works",
@@ -65,7 +72,6 @@ class CustomerChat:
         self._desk = parts.desk
         self._policy = parts.policy
         self._templates = parts.templates
-        self._limiter = parts.limiter
         self._clock = parts.clock
         self._accounts = parts.accounts
 
@@ -82,6 +88,8 @@ class CustomerChat:
             await self._receive(message, ref, content, new_ticket=False)
             return
         if await self._desk.customer_banned(ref):
+            return
+        if not await self._within_limit(message, ref, command):
             return
         if command is not None:
             await self._command(message, ref, *command)
@@ -169,9 +177,27 @@ class CustomerChat:
                 message, self._templates.render("telegram/unknown_command", command=f"/{name}")
             )
 
+    async def _within_limit(
+        self, message: Message, ref: CustomerRef, command: tuple[str, str] | None
+    ) -> bool:
+        """Count a request the bot answers; over the limit it goes unanswered, but words that
+        came with a command are stored as a message, and the customer is told once."""
+        assert ref.telegram_id is not None
+        verdict = await self._desk.count_use(COMMANDS_PER_CUSTOMER, ref.telegram_id)
+        if verdict.allowed:
+            return True
+        if verdict.tell:
+            text = self._templates.render(
+                "telegram/slow_down", ticket=None, retry_at=verdict.retry_at
+            )
+            await self._answer(message, text)
+        if command is not None and command[1] and command[0] not in _NOT_A_MESSAGE:
+            await self._receive(message, ref, Content(message.text or "", ()), new_ticket=False)
+        return False
+
     async def _answer(self, message: Message, text: str) -> None:
-        async with self._limiter.sending(message.chat_id):
-            await self._bot.send_message(message.chat_id, text)
+        """Answers go through the outbox: the chat's 1-a-second pace is waited out there."""
+        await self._desk.answer_customer(Route.TELEGRAM, str(message.chat_id), text)
 
 
 def _writer(message: Message) -> CustomerRef | None:

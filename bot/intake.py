@@ -1,9 +1,16 @@
-"""Long polling that acknowledges an update to Telegram only after it has been committed.
+"""Long polling in which no chat waits for another, and no update is lost in a crash.
 
-python-telegram-bot's own updater confirms updates as soon as it fetched them; a crash before the
-ticket was written would lose the message. Here the offset moves past a batch only when every
-update in it was handled: stored, answered, or — if it could not be processed — quarantined.
-Updates of one chat are handled in order; different chats run concurrently.
+python-telegram-bot's own updater confirms updates as soon as it fetched them; a crash before
+the ticket was written would lose the message. Waiting instead until a whole batch is handled
+before polling again lets one busy chat — a stranger sending hundreds of commands — hold back
+everyone else. So every fetched batch is first kept in the inbox (`tickets.inbox`), one
+transaction, and only then confirmed by the next `getUpdates`; polling goes on at once.
+
+Kept updates are handled in *lanes*: a customer's private chat is one lane, and each agent in
+the agents' group is one, so each chat's (each agent's) updates are handled in order while
+lanes run side by side, 12 updates at a time. A lane whose update fails for a passing reason
+(the database or Telegram unreachable) retries that update with backoff, holding back no other
+lane. What a crash interrupted is found in the inbox at the next start and handled first.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError
@@ -30,18 +38,23 @@ from bot.customers import CustomerChat
 from bot.outcomes import retry_after_seconds
 from tickets.batching import unreachable
 from tickets.desk import Desk
+from tickets.inbox import Inbox, Kept
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+# Updates kept but not yet handled, beyond which polling pauses (Telegram keeps the rest).
+BACKLOG = 5_000
+# How long lanes may finish the update in hand once the service stops.
+STOP_GRACE = 5.0
 
 
 class Transient(Exception):
-    """The database or Telegram is unreachable right now: retry the batch, lose nothing."""
+    """The database or Telegram is unreachable right now: retry the update, lose nothing."""
 
 
 class Poller:
-    """Fetches updates, hands each to the customer or agent side, then confirms the batch."""
+    """Fetches updates, keeps them, confirms them, and hands each to its lane."""
 
     def __init__(
         self,
@@ -49,27 +62,45 @@ class Poller:
         desk: Desk,
         customers: CustomerChat,
         agents: AgentGroup,
+        inbox: Inbox,
         *,
         concurrency: int = 12,
         poll_timeout: int = 20,
+        backlog: int = BACKLOG,
     ) -> None:
         self._bot = bot
         self._desk = desk
         self._customers = customers
         self._agents = agents
+        self._inbox = inbox
         self._limit = asyncio.Semaphore(concurrency)
         self._poll_timeout = poll_timeout
+        self._backlog = backlog
         self.offset: int | None = None
+        self._lanes: dict[str, deque[Update]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._handled: list[int] = []  # handled since the inbox last forgot what was handled
+        self._waiting = 0  # kept, not yet handled
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set; failures back off and retry, never skip an update."""
+        self._stop = stop
+        try:
+            await self._recover(stop)
+            await self._poll(stop)
+        finally:
+            await self._finish()
+
+    async def _poll(self, stop: asyncio.Event) -> None:
         backoff = 1.0
         while not stop.is_set():
             try:
+                await self._wait_for_room(stop)
                 updates = await self._fetch(stop)
-                if updates:
-                    await self.process(updates)
-                    self.offset = updates[-1].update_id + 1
+                await self._keep(updates)
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -83,10 +114,57 @@ class Poller:
                 )
                 await _sleep(stop, backoff)
                 backoff = min(backoff * 2, 60.0)
-            except (Transient, TelegramError) as error:
+            except (Transient, TelegramError, DBAPIError, OSError) as error:
                 log.warning("telegram intake: %s; retrying in %.0fs", error, backoff)
                 await _sleep(stop, backoff)
                 backoff = min(backoff * 2, 60.0)
+
+    async def _recover(self, stop: asyncio.Event) -> None:
+        """Hand out what an earlier run kept and did not finish; poll on from after it."""
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                kept = await self._inbox.pending()
+                break
+            except (DBAPIError, OSError) as error:
+                log.warning("telegram intake: reading kept updates: %s; retrying", error)
+                await _sleep(stop, backoff)
+                backoff = min(backoff * 2, 60.0)
+        else:
+            return
+        if kept:
+            log.info(
+                "telegram intake: %d update(s) kept by an earlier run are handled first", len(kept)
+            )
+            self.offset = kept[-1].seq + 1
+        for event in kept:
+            update = Update.de_json(event.payload, self._bot)
+            if update is not None:
+                self._dispatch(update)
+
+    async def _keep(self, updates: Sequence[Update]) -> None:
+        """Keep a fetched batch (and forget what was handled and confirmed), then hand it out."""
+        confirmed = self.offset
+        handled = [i for i in self._handled if confirmed is not None and i < confirmed]
+        events = [Kept(u.update_id, json.loads(u.to_json())) for u in updates]
+        new = await self._inbox.keep(events, handled)
+        forgotten = set(handled)
+        self._handled = [i for i in self._handled if i not in forgotten]
+        if updates:
+            self.offset = updates[-1].update_id + 1
+        for update in updates:
+            if update.update_id in new:
+                self._dispatch(update)
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        if self._waiting < self._backlog:
+            return
+        log.warning("telegram intake: %d updates waiting; polling pauses", self._waiting)
+        room = asyncio.ensure_future(self._room.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({room, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (room, stopped):
+            waiter.cancel()
 
     async def _fetch(self, stop: asyncio.Event) -> Sequence[Update]:
         fetch = asyncio.ensure_future(
@@ -106,24 +184,86 @@ class Poller:
         stopped.cancel()
         return fetch.result()
 
-    async def process(self, updates: Sequence[Update]) -> None:
-        """Handle a batch: per chat in order, chats concurrently; raise Transient to retry it."""
-        by_chat: dict[int, list[Update]] = {}
-        for update in updates:
-            chat = update.effective_chat
-            by_chat.setdefault(chat.id if chat else 0, []).append(update)
-        results = await asyncio.gather(
-            *(self._chat_in_order(chat_updates) for chat_updates in by_chat.values()),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+    # -- lanes ------------------------------------------------------------------------------
 
-    async def _chat_in_order(self, updates: list[Update]) -> None:
-        async with self._limit:
-            for update in updates:
-                await self._handle_safely(update)
+    def lane(self, update: Update) -> str:
+        """Updates of one lane are handled in order: a chat, or one agent in the group."""
+        chat = update.effective_chat
+        user = update.effective_user
+        if chat is not None and chat.id == self._agents.chat_id:
+            return f"{chat.id}:{user.id if user else 0}"
+        if chat is not None:
+            return str(chat.id)
+        return f"user:{user.id if user else 0}"
+
+    def _dispatch(self, update: Update) -> None:
+        lane = self.lane(update)
+        self._lanes.setdefault(lane, deque()).append(update)
+        self._waiting += 1
+        if self._waiting >= self._backlog:
+            self._room.clear()
+        if lane not in self._workers:
+            self._workers[lane] = asyncio.create_task(self._work(lane))
+
+    async def _work(self, lane: str) -> None:
+        queue = self._lanes[lane]
+        try:
+            while queue and not self._stop.is_set():
+                update = queue[0]
+                if not await self._handle_until_done(update):
+                    return
+                queue.popleft()
+                self._handled.append(update.update_id)
+                self._waiting -= 1
+                if self._waiting < self._backlog:
+                    self._room.set()
+        finally:
+            del self._workers[lane]
+            if not queue:
+                del self._lanes[lane]
+
+    async def _handle_until_done(self, update: Update) -> bool:
+        """Handle one update, retrying passing failures; False if the service stopped first."""
+        backoff = 1.0
+        while True:
+            try:
+                async with self._limit:
+                    await self._handle_safely(update)
+                return True
+            except Transient as error:
+                log.warning(
+                    "telegram intake: update %s: %s; retrying in %.0fs",
+                    update.update_id,
+                    error,
+                    backoff,
+                )
+            await _sleep(self._stop, backoff)
+            if self._stop.is_set():
+                return False
+            backoff = min(backoff * 2, 60.0)
+
+    async def _finish(self) -> None:
+        """Let lanes finish the update in hand, then confirm and forget what was handled."""
+        workers = list(self._workers.values())
+        if workers:
+            _, late = await asyncio.wait(workers, timeout=STOP_GRACE)
+            for worker in late:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        if not self._handled or self.offset is None:
+            return
+        try:
+            # Tell Telegram what was handled since the last poll, so the next start does not
+            # handle it again; an update this returns is kept for the next start.
+            updates = await self._bot.get_updates(
+                offset=self.offset, timeout=0, limit=1, allowed_updates=ALLOWED_UPDATES
+            )
+            events = [Kept(u.update_id, json.loads(u.to_json())) for u in updates]
+            await self._inbox.keep(events, self._handled)
+        except (TelegramError, DBAPIError, OSError) as error:
+            log.warning("telegram intake: could not confirm the last updates: %s", error)
+
+    # -- one update -------------------------------------------------------------------------
 
     async def _handle_safely(self, update: Update) -> None:
         try:
@@ -147,9 +287,12 @@ class Poller:
 
     async def _quarantine(self, update: Update, error: BaseException) -> None:
         raw = json.dumps(update.to_dict(), ensure_ascii=False, default=str).encode()
-        await self._desk.quarantine(
-            "telegram", f"update {update.update_id}", raw, f"{type(error).__name__}: {error}"
-        )
+        try:
+            await self._desk.quarantine(
+                "telegram", f"update {update.update_id}", raw, f"{type(error).__name__}: {error}"
+            )
+        except (DBAPIError, OSError) as failure:  # kept in the inbox: tried again later
+            raise Transient(f"database unavailable: {failure}") from failure
 
     async def handle(self, update: Update) -> None:
         """Route one update: the agents' group, a customer's private chat, or a card button."""

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import telegram
-from telegram import InlineKeyboardMarkup, Message, ReplyParameters
+from telegram import InlineKeyboardMarkup, MaybeInaccessibleMessage, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -104,17 +104,20 @@ async def send_file(
 async def answer_agent(
     bot: telegram.Bot,
     limiter: TelegramLimiter,
-    message: Message,
+    message: MaybeInaccessibleMessage,
     html_text: str,
     keyboard: InlineKeyboardMarkup | None = None,
-) -> None:
-    """The bot's HTML answer to an agent's message: a reply in its topic, paced by the limiter."""
-    async with limiter.sending(message.chat_id):
-        await bot.send_message(
-            message.chat_id,
+) -> Message:
+    """The bot's HTML answer to an agent's message (or to a message with buttons): a reply in
+    its topic, paced by the limiter. A message too old to show is answered without a topic."""
+    thread = message.message_thread_id if isinstance(message, Message) else None
+    topic = isinstance(message, Message) and message.is_topic_message
+    async with limiter.sending(message.chat.id):
+        return await bot.send_message(
+            message.chat.id,
             html_text,
             parse_mode=ParseMode.HTML,
-            message_thread_id=message.message_thread_id if message.is_topic_message else None,
+            message_thread_id=thread if topic else None,
             reply_to_message_id=message.message_id,
             reply_markup=keyboard,
         )

@@ -154,6 +154,26 @@ class PlaceBook:
             ).first()
         return _message(row) if row is not None else None
 
+    async def ticket_of_topic(self, thread_id: int) -> int | None:
+        """The ticket whose forum topic this is."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(AgentPost.ticket_id).where(
+                    AgentPost.chat_id == self.chat_id,
+                    AgentPost.thread_id == thread_id,
+                    AgentPost.kind == TOPIC,
+                )
+            )
+
+    async def ticket_of_post(self, message_id: int) -> int | None:
+        """The ticket a message in the group belongs to: its card, or another post of it."""
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(AgentPost.ticket_id).where(
+                    AgentPost.chat_id == self.chat_id, AgentPost.message_id == message_id
+                )
+            )
+
     async def record(
         self, number: int, kind: str, message_id: int | None, thread_id: int | None
     ) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, Message
+from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, MaybeInaccessibleMessage, Message
 
 from accounts.ledger import Identity, owner_of_customer
 from accounts.money import cents
@@ -20,12 +20,14 @@ from accounts.refunds import RefundScope
 from bot.buttons import Action, ButtonSigner, Press
 from bot.limits import TelegramLimiter
 from bot.outcomes import answer_agent
+from bot.places import POST, PlaceBook
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
-from tickets.model import Channel, CustomerRef, IncomingMessage
+from tickets.model import Channel, CustomerRef, IncomingMessage, TicketStatus
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
+from tickets.rate_limits import RateRule
 from tickets.tables import Customer, Ticket
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ CHOICE_LABELS = {
     RefundScope.UPGRADE: "Only the Pro upgrade",
     RefundScope.BALANCE: "Only the balance",
 }
+# A refund panel is posted by its button at most this often per ticket (`/refund N` always).
+PANEL_POSTS = RateRule("refund_panel_posts", 1, timedelta(minutes=1))
+# The subject of a customer's refund request: its card shows it, and a second /refund finds it.
+REFUND_SUBJECT = "Refund request"
 
 
 class AgentRefunds:
@@ -53,12 +59,16 @@ class AgentRefunds:
         signer: ButtonSigner,
         refunds: RefundDesk,
         payouts: PayoutDesk,
+        desk: Desk,
+        places: PlaceBook,
     ) -> None:
         self._bot = bot
         self._limiter = limiter
         self._signer = signer
         self._refunds = refunds
         self._payouts = payouts
+        self._desk = desk
+        self._places = places
 
     async def command(
         self, message: Message, agent: int, ticket: int | None, name: str, args: str
@@ -75,31 +85,25 @@ class AgentRefunds:
                 verified = len(words) > 1 and words[1] == "verified"
                 reason = " ".join(words[2:] if verified else words[1:])
                 result = await self._refunds.full(number, agent, reason, verified=verified)
-                await self._say(
-                    message, html.escape(result.text, quote=False), self._approve_keyboard(result)
-                )
+                text = html.escape(result.text, quote=False)
+                await self._say(message, text, result.ticket, self._approve_keyboard(result))
                 return
             if words not in ([], ["verified"]):
                 raise SupportbotError(
                     "use /refund N, /refund N verified, or (admins) /refund N full REASON"
                 )
-            await self._show_panel(message, agent, number, verified=words == ["verified"])
+            panel = await self._refunds.panel(number, agent, verified=words == ["verified"])
+            await self._say(message, _html(panel.text), panel.ticket, self._keyboard(panel))
         elif name == "approve":
             if len(words) != 1 or not words[0].isdigit():
                 raise SupportbotError("use /approve REFUND_ID, e.g. /approve 7")
             result = await self._refunds.approve(int(words[0]), agent)
-            await self._say(message, html.escape(result.text, quote=False))
+            await self._say(message, html.escape(result.text, quote=False), result.ticket)
         elif name == "paid":
             if len(words) != 2 or not words[0].isdigit():
                 raise SupportbotError("use /paid PAYOUT_ID TXHASH, e.g. /paid 3 0xabc…")
             text = await self._payouts.mark_sent(int(words[0]), words[1], telegram_id=agent)
-            await self._say(message, html.escape(text, quote=False))
-
-    async def _show_panel(
-        self, message: Message, agent: int, number: int, *, verified: bool
-    ) -> None:
-        panel = await self._refunds.panel(number, agent, verified=verified)
-        await self._say(message, _html(panel.text), self._keyboard(panel))
+            await self._say(message, html.escape(text, quote=False), None)
 
     def _keyboard(self, panel: Panel) -> InlineKeyboardMarkup | None:
         """A Confirm button per choice: everything, only the upgrade, only the balance."""
@@ -115,49 +119,80 @@ class AgentRefunds:
         return InlineKeyboardMarkup(rows)
 
     def _approve_keyboard(self, result: RefundResult) -> InlineKeyboardMarkup | None:
-        if result.status is not RefundStatus.AWAITING_APPROVAL:
+        if result.status is not RefundStatus.AWAITING_APPROVAL or result.ticket is None:
             return None
         label = f"👮 Approve refund {result.refund_id} (admins)"
-        return InlineKeyboardMarkup(
-            [[self._signer.button(label, Action.APPROVE_REFUND, result.refund_id)]]
+        button = self._signer.button(
+            label, Action.APPROVE_REFUND, result.ticket, str(result.refund_id)
         )
+        return InlineKeyboardMarkup([[button]])
 
-    async def on_button(self, query: CallbackQuery, press: Press, agent: int) -> None:
-        """A refund button, already checked for signature, group and agent by the caller."""
-        message = query.message if isinstance(query.message, Message) else None
+    async def on_button(
+        self, query: CallbackQuery, pressed: MaybeInaccessibleMessage, press: Press, agent: int
+    ) -> None:
+        """A refund button, already checked for signature, group, message and agent.
+
+        Only a press that changes something posts into the group; a repeated one (the refund
+        is done already, the panel was just shown) is answered on the button.
+        """
         try:
             if press.action is Action.REFUND:
-                panel = await self._refunds.panel(press.ticket, agent)
-                await query.answer(f"Refund panel of #{press.ticket}")
-                if message is not None:
-                    await self._say(message, _html(panel.text), self._keyboard(panel))
+                await self._panel_button(query, pressed, press.ticket, agent)
                 return
             if press.action is Action.CONFIRM_REFUND:
                 fingerprint, scope, verified = confirm_arg(press.arg)
                 result = await self._refunds.confirm(
                     press.ticket, agent, fingerprint, verified=verified, scope=scope
                 )
-            else:
-                result = await self._refunds.approve(press.ticket, agent)
+            elif press.arg.isdigit():
+                result = await self._refunds.approve(int(press.arg), agent, ticket=press.ticket)
+            else:  # made before approval buttons named their ticket
+                await query.answer("This button is out of date: use /approve ID.", show_alert=True)
+                return
         except PlanChanged as changed:
-            await query.answer(str(changed), show_alert=True)
-            if message is not None and changed.panel is not None:
+            await query.answer(str(changed)[:200], show_alert=True)
+            if changed.panel is not None and await self._may_post_panel(changed.panel.ticket):
                 text = f"⚠️ {changed}\n\n{changed.panel.text}"
-                await self._say(message, _html(text), self._keyboard(changed.panel))
+                await self._say(pressed, _html(text), press.ticket, self._keyboard(changed.panel))
             return
         except SupportbotError as error:
             await query.answer(str(error)[:200], show_alert=True)
             return
         await query.answer(_first_line(result.text)[:200])
-        if message is not None:
-            await self._say(
-                message, html.escape(result.text, quote=False), self._approve_keyboard(result)
+        if not result.repeated:
+            text = html.escape(result.text, quote=False)
+            await self._say(pressed, text, result.ticket, self._approve_keyboard(result))
+
+    async def _panel_button(
+        self, query: CallbackQuery, pressed: MaybeInaccessibleMessage, ticket: int, agent: int
+    ) -> None:
+        if not await self._may_post_panel(ticket):
+            await query.answer(
+                f"The refund panel of #{ticket} was posted less than a minute ago, just above; "
+                f"/refund {ticket} shows a fresh one.",
+                show_alert=True,
             )
+            return
+        panel = await self._refunds.panel(ticket, agent)
+        await query.answer(f"Refund panel of #{ticket}")
+        await self._say(pressed, _html(panel.text), panel.ticket, self._keyboard(panel))
+
+    async def _may_post_panel(self, ticket: int) -> bool:
+        return (await self._desk.count_use(PANEL_POSTS, ticket)).allowed
 
     async def _say(
-        self, message: Message, text: str, keyboard: InlineKeyboardMarkup | None = None
+        self,
+        message: MaybeInaccessibleMessage,
+        text: str,
+        ticket: int | None,
+        keyboard: InlineKeyboardMarkup | None = None,
     ) -> None:
-        await answer_agent(self._bot, self._limiter, message, text, keyboard)
+        """Answer in the group; a post about a ticket is recorded as the ticket's, so its
+        buttons are known to belong there and a reply to it is a reply to the ticket."""
+        sent = await answer_agent(self._bot, self._limiter, message, text, keyboard)
+        if ticket is not None:
+            thread = sent.message_thread_id if sent.is_topic_message else None
+            await self._places.record(ticket, POST, sent.message_id, thread)
 
 
 def confirm_arg(arg: str) -> tuple[str, RefundScope, bool]:
@@ -193,7 +228,8 @@ class CustomerRefunds:
         self._refunds = refunds
 
     async def request(self, message: Message, ref: CustomerRef, note: str) -> str | None:
-        """Open the request; returns a text to answer with when no ticket was opened."""
+        """Open the request, or add to the one still open; returns a text to answer with when
+        no ticket was opened (a new ticket's receipt is the answer)."""
         assert ref.telegram_id is not None
         now = self._clock()
         async with self._desk.sessions() as session:
@@ -204,27 +240,45 @@ class CustomerRefunds:
             if owner is None or owner.identity is not Identity.LINKED:
                 return self._templates.render("telegram/refund_link_first")
             email = owner.account.email
+            open_request = await session.scalar(
+                select(Ticket.id)
+                .where(
+                    Ticket.customer_id == customer_id,
+                    Ticket.status == TicketStatus.OPEN.value,
+                    Ticket.subject == REFUND_SUBJECT,
+                )
+                .order_by(Ticket.id.desc())
+                .limit(1)
+            )
         summary = await self._refunds.eligibility(owner.account) or (
             "(the billing system could not be read; the agent will look it up)"
         )
         text = self._templates.render(
             "telegram/refund_request", note=note[:500], email=email, summary=summary
         )
+        ident = f"{message.chat_id}:{message.message_id}"
         intake = await self._desk.receive(
             IncomingMessage(
                 customer=ref,
                 channel=Channel.TELEGRAM,
                 text=text,
-                external_id=f"{message.chat_id}:{message.message_id}",
-                dedup_key=("telegram", f"{message.chat_id}:{message.message_id}"),
+                external_id=ident,
+                dedup_key=("telegram", ident),
                 reply_address=str(message.chat_id),
-                new_ticket=True,
+                subject=REFUND_SUBJECT,
+                ticket=open_request,
+                new_ticket=open_request is None,
                 received_at=message.date,
             )
         )
-        if intake.opened and not intake.duplicate:
+        if intake.duplicate or intake.ignored:
+            return None
+        if intake.opened:
             await first_in_tier(self._desk.sessions, self._policy, intake.ticket, now)
-        return None
+            return None
+        if open_request is None:  # over the limit of new tickets: the desk told the customer
+            return None
+        return self._templates.render("telegram/refund_open", ticket=intake.ticket)
 
 
 async def first_in_tier(

@@ -115,8 +115,13 @@ async def running_desk(
     forum: bool = True,
     limits: RateLimits | None = None,
     extra: dict[str, str] | None = None,
+    serve: bool = True,
 ) -> AsyncIterator[Desk]:
-    """Start the local Bot API server and the real service on `database`; stop both after."""
+    """Start the local Bot API server and the real service on `database`; stop both after.
+
+    With `serve=False` the service is left to the test, to start (and restart) with
+    `serving(desk.settings, desk.server)`.
+    """
     server = LocalBotApi(TOKEN, bot_username="supportbot_test", limits=limits)
     await server.start()
     group = server.add_group("Support agents", forum=forum)
@@ -129,8 +134,12 @@ async def running_desk(
         await add_agent(session, agent.id, Role.AGENT, "Sam", at=utcnow(), actor="test")
         await add_agent(session, admin.id, Role.ADMIN, "Ada", at=utcnow(), actor="test")
     settings = local_settings(server, group, database.url, extra)
+    desk = Desk(server, group, agent, admin, stranger, settings, database)
     try:
-        async with serving(settings, server):
-            yield Desk(server, group, agent, admin, stranger, settings, database)
+        if serve:
+            async with serving(settings, server):
+                yield desk
+        else:
+            yield desk
     finally:
         await server.stop()

@@ -30,7 +30,6 @@ from accounts.linking import (
     is_address,
     is_code,
     judge,
-    limit_reached,
 )
 from accounts.lookups import BalanceLookups, NoAccount, Target, identity_notes, parse_target
 from accounts.tables import AccountLink, LinkCode
@@ -67,13 +66,6 @@ AGENT = 9001
 )
 def test_judge(state: CodeState, given: str, minutes: int, verdict: LinkResult) -> None:
     assert judge(state, given, START + timedelta(minutes=minutes)) is verdict
-
-
-def test_limit_reached() -> None:
-    times = [START - timedelta(minutes=m) for m in (50, 20, 5)]
-    assert limit_reached(times[1:], 3, START) is None
-    assert limit_reached(times, 3, START) == START + timedelta(minutes=10)
-    assert limit_reached([START - timedelta(minutes=70), *times[1:]], 3, START) is None
 
 
 @pytest.mark.parametrize(

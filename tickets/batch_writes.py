@@ -17,6 +17,7 @@ from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.model import Intake, OutboxKind, OutboxStatus, Route
+from tickets.rate_limits import RateKey, Window, lock_windows, save_windows
 from tickets.storage import insert_ignoring
 from tickets.tables import (
     AuditEntry,
@@ -93,9 +94,10 @@ class Unwritten:
         self.threads: dict[str, int] = {}  # the batch's Message-IDs → ticket, oldest first
         self.opened: set[int] = set()  # tickets the batch opened: all their mail is in it
         # What the batch read ahead: its senders (None: not a customer when the batch began)
-        # and how many email receipts each answer address got within the receipt window.
+        # and the rate windows (locked) of their receipts and new tickets, as the batch leaves
+        # them; windows the batch needed later are added as it locks them.
         self.senders: dict[SenderKey, Found | None] = {}
-        self.recent_receipts: dict[str, int] = {}
+        self.windows: dict[RateKey, Window] = {}
 
     def add_mail_id(self, message_id: str, ticket_id: int, at: datetime) -> None:
         """Keep a Message-ID for threading; later mails of the batch thread by it at once."""
@@ -108,15 +110,11 @@ class Unwritten:
         found = [r for r in references if r in order]
         return self.threads[max(found, key=order.__getitem__)] if found else None
 
-    def receipts_to(self, recipient: str) -> int:
-        """Email receipts to this address written by the batch so far."""
-        return sum(
-            1
-            for row in self.outbox_rows
-            if row["recipient"] == recipient
-            and row["kind"] == OutboxKind.RECEIPT.value
-            and row["route"] == Route.EMAIL.value
-        )
+    async def window(self, connection: AsyncConnection, key: RateKey) -> Window:
+        """A rate window of the batch, locked the first time the batch needs it."""
+        if key not in self.windows:
+            self.windows.update(await lock_windows(connection, [key]))
+        return self.windows[key]
 
     async def write(self, connection: AsyncConnection) -> None:
         """Send what the batch left unwritten (in the order it was added); use it once."""
@@ -140,6 +138,7 @@ class Unwritten:
         if self.mail_ids:
             keep = insert_ignoring(connection.dialect.name, mail_ids)
             await connection.execute(keep, self.mail_ids)
+        await save_windows(connection, self.windows.items())
 
 
 def outbox_row(

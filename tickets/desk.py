@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tickets import audit
+from tickets import audit, rate_limits
 from tickets.agents import active_agent
 from tickets.batch_writes import Unwritten
 from tickets.batching import Coalescer, in_transactions
@@ -38,10 +38,11 @@ from tickets.model import (
 from tickets.outbox import Delivery, enqueue
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
+from tickets.rate_limits import RateRule, RateVerdict
 from tickets.receiving import (  # noqa: F401 - the limits are part of the desk's contract
     EXCERPT,
-    RECEIPT_WINDOW,
-    RECEIPTS_PER_WINDOW,
+    NEW_TICKETS_PER_CUSTOMER,
+    RECEIPTS_PER_ADDRESS,
     REFERENCES_KEPT,
     Receiver,
 )
@@ -170,6 +171,26 @@ class Desk:
                 ticket_id=ticket if exists_ticket else None,
                 reason=reason[:500],
             )
+
+    async def answer_customer(self, route: Route, recipient: str, text: str) -> None:
+        """Queue the answer to a customer's command: the outbox paces it, no caller waits."""
+        now = self._clock()
+        async with self.sessions.begin() as session:
+            enqueue(
+                session,
+                route=route,
+                recipient=recipient,
+                kind=OutboxKind.ANSWER,
+                payload={"text": text, "automatic": True},
+                at=now,
+            )
+        self._wakeup()
+
+    async def count_use(self, rule: RateRule, holder: str | int) -> RateVerdict:
+        """Count one use of a rate-limited request in its own transaction (see rate_limits)."""
+        async with self.sessions.begin() as session:
+            connection = await session.connection()
+            return await rate_limits.take(connection, [(rule, holder)], self._clock())
 
     async def request_new_ticket(self, ref: CustomerRef) -> None:
         """Remember a customer's `/new`: their next message opens a separate ticket."""

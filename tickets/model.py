@@ -66,6 +66,8 @@ class OutboxKind(StrEnum):
     BILLING_REFUND = "billing_refund"
     BILLING_DOWNGRADE = "billing_downgrade"
     BILLING_CREDIT = "billing_credit"
+    # The bot's answer to a customer's command (/start, /status, …).
+    ANSWER = "answer"
 
 
 class OutboxStatus(StrEnum):

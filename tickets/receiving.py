@@ -10,13 +10,13 @@ ORM's unit of work and identity map off this path; a batch of messages shares on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, bindparam, delete, func, insert, select, update
+from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.batch_writes import (
@@ -26,11 +26,10 @@ from tickets.batch_writes import (
     inbound_keys,
     mail_ids,
     messages,
-    outbox,
     outbox_row,
     tickets,
 )
-from tickets.customer_lookup import CustomerRow, find_or_create, load_senders
+from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
 from tickets.model import (
     Channel,
     CustomerRef,
@@ -47,12 +46,15 @@ from tickets.model import (
 from tickets.notices import TicketFacts, agents_payload
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
+from tickets.rate_limits import RateKey, RateRule, lock_windows
 from tickets.storage import insert_ignoring
 
 EXCERPT = 500
 REFERENCES_KEPT = 20
-RECEIPTS_PER_WINDOW = 3
-RECEIPT_WINDOW = timedelta(hours=1)
+# A mail loop or a flood still reaches the agents, just without more receipts.
+RECEIPTS_PER_ADDRESS = RateRule("receipts_per_address", 3, timedelta(hours=1))
+# A Telegram customer's new tickets; over it, messages join their latest ticket.
+NEW_TICKETS_PER_CUSTOMER = RateRule("new_tickets", 5, timedelta(hours=1))
 
 _TICKET_COLUMNS = (
     tickets.c.id,
@@ -89,16 +91,6 @@ _EARLIER = (
     .join(inbound_keys, inbound_keys.c.message_id == messages.c.id)
     .where(inbound_keys.c.source == bindparam("source"), inbound_keys.c.key == bindparam("key"))
 )
-_RECENT_RECEIPTS = (
-    select(outbox.c.recipient, func.count().label("sent"))
-    .where(
-        outbox.c.recipient.in_(bindparam("recipients", expanding=True)),
-        outbox.c.kind == OutboxKind.RECEIPT.value,
-        outbox.c.route == Route.EMAIL.value,
-        outbox.c.created_at > bindparam("since"),
-    )
-    .group_by(outbox.c.recipient)
-)
 _EARLIER_MAIL_IDS = (
     select(mail_ids.c.message_id)
     .where(mail_ids.c.ticket_id == bindparam("ticket_id"))
@@ -106,6 +98,8 @@ _EARLIER_MAIL_IDS = (
     .limit(REFERENCES_KEPT)
 )
 _NEW_MAIL_ID = insert(mail_ids)
+_WITHIN_WINDOW = "customer wrote within the reopen window"
+_OVER_LIMIT = "customer wrote over their limit of new tickets"
 _NEW_AUDIT = insert(audit_log)
 
 
@@ -156,7 +150,7 @@ class Receiver:
         if incoming.channel is Channel.EMAIL:
             incoming, bounced = await self._thread(connection, customer, incoming, unwritten)
         ticket, opened, reopened = await self._ticket_for(
-            connection, customer, incoming, at, unwritten
+            connection, customer, incoming, at, now, unwritten
         )
         external_id = bounded_id(incoming.external_id) if incoming.external_id else None
         reply_address = _reply_address(incoming)
@@ -267,20 +261,26 @@ class Receiver:
     async def read_ahead(
         self, connection: AsyncConnection, batch: Sequence[IncomingMessage], now: datetime
     ) -> Unwritten:
-        """Read what every message of a batch needs, one statement for all: the senders
-        (locked) and the receipts their addresses got lately.
+        """Read what every message of a batch needs, one statement for each kind: the senders
+        (locked), then the rate windows of their receipts and new tickets (locked).
 
-        A lone message is left to look up what it needs itself, which costs no more; so are
-        receipts when the batch has a single mail (that opens no ticket, it needs no count).
+        A lone message is left to look up what it needs itself, which costs no more; so are the
+        windows of a kind that only one message of the batch could use.
         """
         unwritten = Unwritten()
         if len(batch) < 2:
             return unwritten
-        unwritten.senders.update(await load_senders(connection, (i.customer for i in batch)))
+        senders = await load_senders(connection, (i.customer for i in batch))
+        unwritten.senders.update(senders)
+        keys: list[RateKey] = []
         mails = [i for i in batch if i.channel is Channel.EMAIL and not i.automated]
-        addresses = {_reply_address(i) for i in mails}
         if len(mails) > 1:
-            unwritten.recent_receipts.update(await _recent_receipts(connection, addresses, now))
+            keys += [RECEIPTS_PER_ADDRESS.key(_reply_address(i)) for i in mails]
+        chats = [i for i in batch if i.channel is Channel.TELEGRAM]
+        if len(chats) > 1:
+            found = (senders.get(sender_key(i.customer)) for i in chats)
+            keys += [NEW_TICKETS_PER_CUSTOMER.key(f.id) for f in found if f is not None]
+        unwritten.windows.update(await lock_windows(connection, keys))
         return unwritten
 
     async def _ticket_for(
@@ -289,9 +289,14 @@ class Receiver:
         customer: CustomerRow,
         incoming: IncomingMessage,
         at: datetime,
+        now: datetime,
         unwritten: Unwritten,
     ) -> tuple[TicketState, bool, bool]:
-        """The ticket the message joins (locked), and whether it was opened or reopened."""
+        """The ticket the message joins (locked), and whether it was opened or reopened.
+
+        A Telegram customer over their limit of new tickets joins (or reopens) their latest
+        ticket instead of opening one: what they send is kept, the queue is not flooded.
+        """
         found = None
         if incoming.ticket is not None:
             found = (
@@ -305,21 +310,14 @@ class Receiver:
             if ticket.status == TicketStatus.OPEN.value:
                 return ticket, False, False
             if self._policy.reopens(ticket.closed_at, at):
-                ticket.status = TicketStatus.OPEN.value
-                ticket.closed_at = None
-                ticket.plan = customer.plan
-                await connection.execute(
-                    _NEW_AUDIT,
-                    {
-                        "at": at,
-                        "actor": "customer",
-                        "agent_id": None,
-                        "action": "reopen",
-                        "ticket_id": ticket.id,
-                        "details": {"reason": "customer wrote within the reopen window"},
-                    },
-                )
-                return ticket, False, True
+                reopened = await self._reopen(connection, ticket, customer, at, _WITHIN_WINDOW)
+                return reopened, False, True
+        latest = await self._over_new_ticket_limit(connection, customer, incoming, now, unwritten)
+        if latest is not None:
+            if latest.status == TicketStatus.OPEN.value:
+                return latest, False, False
+            reopened = await self._reopen(connection, latest, customer, at, _OVER_LIMIT)
+            return reopened, False, True
         subject = storable_text(incoming.subject[:300])
         number = (
             await connection.execute(
@@ -350,6 +348,68 @@ class Receiver:
         unwritten.tickets[ticket.id] = ticket
         unwritten.opened.add(ticket.id)
         return ticket, True, False
+
+    async def _reopen(
+        self,
+        connection: AsyncConnection,
+        ticket: TicketState,
+        customer: CustomerRow,
+        at: datetime,
+        reason: str,
+    ) -> TicketState:
+        ticket.status = TicketStatus.OPEN.value
+        ticket.closed_at = None
+        ticket.plan = customer.plan
+        await connection.execute(
+            _NEW_AUDIT,
+            {
+                "at": at,
+                "actor": "customer",
+                "agent_id": None,
+                "action": "reopen",
+                "ticket_id": ticket.id,
+                "details": {"reason": reason},
+            },
+        )
+        return ticket
+
+    async def _over_new_ticket_limit(
+        self,
+        connection: AsyncConnection,
+        customer: CustomerRow,
+        incoming: IncomingMessage,
+        now: datetime,
+        unwritten: Unwritten,
+    ) -> TicketState | None:
+        """Count a new Telegram ticket against the customer's limit; over it, their latest
+        ticket (locked), which the message joins instead. The customer is told once."""
+        if incoming.channel is not Channel.TELEGRAM:
+            return None
+        rule = NEW_TICKETS_PER_CUSTOMER
+        window = await unwritten.window(connection, rule.key(customer.id))
+        retry_at = window.retry_at(rule, now)
+        if retry_at is None:
+            window.use(rule, now)
+            return None
+        found = (await connection.execute(_LATEST_TICKET, {"customer_id": customer.id})).first()
+        if found is None:  # the tickets it counted are gone: nothing to join
+            window.use(rule, now)
+            return None
+        ticket = unwritten.tickets.get(found.id) or TicketState(**found._asdict())
+        unwritten.tickets[ticket.id] = ticket
+        if window.refuse(now):
+            text = self._templates.render("telegram/slow_down", ticket=ticket.id, retry_at=retry_at)
+            unwritten.outbox_rows.append(
+                outbox_row(
+                    Route.TELEGRAM,
+                    _reply_address(incoming),
+                    OutboxKind.NOTICE,
+                    {"text": text, "ticket": ticket.id, "automatic": True},
+                    now,
+                    ticket_id=ticket.id,
+                )
+            )
+        return ticket
 
     async def _thread(
         self,
@@ -466,11 +526,11 @@ class Receiver:
     ) -> bool:
         route = Route(channel.value)
         if route is Route.EMAIL:
-            recent = unwritten.recent_receipts.get(recipient)
-            if recent is None:
-                recent = (await _recent_receipts(connection, {recipient}, at))[recipient]
-            if recent + unwritten.receipts_to(recipient) >= RECEIPTS_PER_WINDOW:
+            rule = RECEIPTS_PER_ADDRESS
+            window = await unwritten.window(connection, rule.key(recipient))
+            if window.retry_at(rule, at) is not None:
                 return False  # a mail loop or a flood: the agents still see every message
+            window.use(rule, at)
         text = self._templates.render(
             "receipt",
             ticket=ticket.id,
@@ -515,16 +575,6 @@ class Receiver:
             at,
             ticket_id=payload["ticket"],
         )
-
-
-async def _recent_receipts(
-    connection: AsyncConnection, addresses: Iterable[str], now: datetime
-) -> dict[str, int]:
-    """Email receipts to each address within the receipt window before `now` (0 if none)."""
-    wanted = sorted(addresses)
-    since = now - RECEIPT_WINDOW
-    found = await connection.execute(_RECENT_RECEIPTS, {"recipients": wanted, "since": since})
-    return {**dict.fromkeys(wanted, 0), **{row.recipient: row.sent for row in found}}
 
 
 def _reply_address(incoming: IncomingMessage) -> str:

@@ -225,8 +225,6 @@ class OutboxRow(Base):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
-        # The per-address receipt limit counts recent receipts to one recipient.
-        Index("ix_outbox_recipient_kind_created", "recipient", "kind", "created_at"),
         Index(
             "ix_outbox_pending_recipient",
             "route",
@@ -299,6 +297,35 @@ class AgentPost(Base):
     thread_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+
+
+class RateWindow(Base):
+    """The latest uses of one "N per window" rule by one holder (a user, an address, …).
+
+    Counting a use locks this row first, so concurrent requests queue on it instead of each
+    counting the same earlier uses (`tickets/rate_limits.py`).
+    """
+
+    __tablename__ = "rate_windows"
+
+    rule: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(320), primary_key=True)
+    # Epoch seconds of the holder's latest allowed uses (at most the rule's N), oldest first.
+    uses: Mapped[list[Any]] = mapped_column(JSON)
+    # When the holder was last told they are over the limit (told once per spell).
+    told_at: Mapped[datetime | None]
+
+
+class InboxEvent(Base):
+    """An inbound event kept from when it was fetched, before its source is told so, until it
+    has been handled (Telegram updates: `bot/intake.py`)."""
+
+    __tablename__ = "inbox"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime]
 
 
 class Quarantined(Base):

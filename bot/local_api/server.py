@@ -245,6 +245,11 @@ class LocalBotApi(ScriptedPeople, Inspection):
         chat = chat_id_of(chat_id) if chat_id is not None else None
         self._holds.append(_Hold(method=name, chat_id=chat, remaining=times, seconds=seconds))
 
+    def clear_faults(self) -> None:
+        """Forget the failures and holds set up with ``fail_next`` and ``hold_next``."""
+        self._failures.clear()
+        self._holds.clear()
+
     def _matches(self, wanted: str, chat_id: int | None, method: str, params: Params) -> bool:
         if wanted not in ("*", method):
             return False
@@ -305,6 +310,7 @@ class LocalBotApi(ScriptedPeople, Inspection):
 
     async def _call(self, method: str, params: Params) -> Any:
         if held := self._take_hold(method, params):
+            self._world.stats.held_requests += 1
             await asyncio.sleep(held)
         failure = self._take_failure(method, params)
         if failure is None:
