@@ -35,6 +35,7 @@ from accounts.money import Money, cents
 from accounts.tables import Account, AccountLink, LedgerEntry, SlaCredit
 from accounts.uptime import Month, Uptime
 from tickets import audit
+from tickets.errors import SupportbotError
 from tickets.model import OutboxKind, Route
 from tickets.notices import notify_agents
 from tickets.outbox import enqueue
@@ -46,6 +47,10 @@ RATE = Decimal("0.01")
 CENT = Decimal("0.01")
 ZERO = literal(Decimal(0), Money)
 BATCH = 100  # accounts credited per transaction
+
+
+class MonthNotOver(SupportbotError):
+    """Credits are for whole months: one still running (or to come) cannot be applied."""
 
 
 # -- the policy (pure) ----------------------------------------------------------------------------
@@ -226,7 +231,16 @@ async def apply_credits(
     actor: str,
     batch: int = BATCH,
 ) -> Applied:
-    """Credit every line still to credit, a batch of accounts per transaction; tell the agents."""
+    """Credit every line still to credit, a batch of accounts per transaction; tell the agents.
+
+    A month that has not ended is refused (`MonthNotOver`): its uptime and spend are not final,
+    and a credit, once given, blocks the month's real one for good.
+    """
+    if plan.month.end > at:
+        raise MonthNotOver(
+            f"{plan.month} has not ended: SLA credits are for whole months; apply them from "
+            f"{plan.month.end:%Y-%m-%d} 00:00 UTC"
+        )
     credited: list[CreditLine] = []
     already = told_telegram = told_email = 0
     if not plan.applies:

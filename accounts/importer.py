@@ -94,7 +94,7 @@ async def import_file(
     actor: str = "cli",
 ) -> ImportReport:
     """Check and apply a billing export; raises ImportRefused (nothing applied) on bad rows."""
-    batch = check_records(read_file(path, kind), path.name)
+    batch = check_records(read_file(path, kind), path.name, now=at)
     return await apply_batch(
         sessions, batch, at=at, source=path.name, progress=progress, actor=actor
     )

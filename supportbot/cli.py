@@ -34,6 +34,10 @@ from tickets.reports import InvalidMonth, Month
 from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
+# Row ids are INTEGER columns: 32 bits on PostgreSQL, so nothing larger can name a row on either
+# database. Telegram user ids are BIGINT.
+MAX_ROW_ID = 2**31 - 1
+MAX_TELEGRAM_ID = 2**63 - 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,13 +159,13 @@ async def _payouts(service: app.Service, args: argparse.Namespace) -> None:
         )
 
 
-def _positive(raw: str) -> int:
+def _positive(raw: str, largest: int = MAX_ROW_ID) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {raw!r}")
+    if not 1 <= value <= largest:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {largest}, got {raw!r}")
     return value
 
 
@@ -170,7 +174,7 @@ def _ticket_number(raw: str) -> int:
         return _positive(raw.removeprefix("#"))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a ticket number such as 42, got {raw!r}"
+            f"expected a ticket number from 1 to {MAX_ROW_ID}, such as 42, got {raw!r}"
         ) from None
 
 
@@ -183,10 +187,10 @@ def _month(raw: str) -> Month:
 
 def _telegram_id(raw: str) -> int:
     try:
-        return _positive(raw)
+        return _positive(raw, MAX_TELEGRAM_ID)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a numeric Telegram user id, got {raw!r}"
+            f"expected a numeric Telegram user id (1 to {MAX_TELEGRAM_ID}), got {raw!r}"
         ) from None
 
 

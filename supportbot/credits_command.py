@@ -13,6 +13,7 @@ from accounts.credits import (
     Applied,
     CreditPlan,
     LineStatus,
+    MonthNotOver,
     apply_credits,
     plan_credits,
     record_refusal,
@@ -61,27 +62,27 @@ def _uptime(args: argparse.Namespace, service: app.Service, month: Month) -> Upt
 async def run(args: argparse.Namespace, service: app.Service) -> None:
     """Compute the plan from the uptime given; print it, and write it with --apply."""
     month = Month.parse(args.month)
+    applied = None
     try:
         uptime = _uptime(args, service, month)  # a bad file stops here, before any credit
-    except UptimeError as error:
+        async with service.sessions() as session:
+            plan = await plan_credits(session, month, uptime)
+        if args.apply:
+            applied = await apply_credits(
+                service.sessions,
+                plan,
+                templates=service.templates,
+                routes=notice_routes(service.settings),
+                at=service.clock(),
+                actor="cli",
+            )
+    except (UptimeError, MonthNotOver) as error:
         if args.apply:
             async with service.sessions.begin() as session:
                 record_refusal(
                     session, month=month, reason=str(error)[:500], actor="cli", at=service.clock()
                 )
         raise
-    async with service.sessions() as session:
-        plan = await plan_credits(session, month, uptime)
-    applied = None
-    if args.apply and plan.applies:
-        applied = await apply_credits(
-            service.sessions,
-            plan,
-            templates=service.templates,
-            routes=notice_routes(service.settings),
-            at=service.clock(),
-            actor="cli",
-        )
     if args.json:
         print(json.dumps(_as_json(plan, applied), indent=2))
     else:
