@@ -19,6 +19,7 @@ from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
+from bot.outage import GroupOutage
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from mail.compose import FileData
@@ -110,7 +111,14 @@ class TelegramChannel:
             scope=BotCommandScopeChat(chat_id),
         )
         self._feed = AgentFeed(
-            self.bot, self.limiter, self._sessions, chat_id, self.forum, self.signer, self._clock
+            self.bot,
+            self.limiter,
+            self._sessions,
+            chat_id,
+            self.forum,
+            self.signer,
+            self._clock,
+            templates=self._templates,
         )
         parts = ChatParts(
             self.bot,
@@ -169,5 +177,12 @@ class TelegramChannel:
             filename=attachment.filename or name, mime_type=attachment.mime_type or mime, data=data
         )
 
+    @property
+    def agents_group_outage(self) -> GroupOutage | None:
+        """Whether the agents' group refuses the bot now (403): for a health check to read."""
+        return self._feed.outage if self._feed is not None else None
+
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.close()
         await self.bot.shutdown()

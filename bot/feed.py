@@ -36,11 +36,12 @@ from bot.format import (
     sla_state,
 )
 from bot.limits import TelegramLimiter
+from bot.outage import GroupAlarm, GroupOutage
 from bot.outcomes import outcome_for, quiet_httpx
 from bot.places import MessageFacts, PlaceBook, TicketFacts
 from bot.posting import FeedStats, GroupPoster, OutOfBudget
 from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, RetryLater
-from tickets.ports import Clock
+from tickets.ports import Clock, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class AgentFeed:
         flood: int = 3,
         flood_window: float = 5.0,
         patience: float = 1.0,
+        templates: Renderer | None = None,
     ) -> None:
         self.chat_id = chat_id
         self._limiter = limiter
@@ -154,7 +156,17 @@ class AgentFeed:
         self._patience = patience
         self._lock = asyncio.Lock()
         self._progress: dict[int, _Progress] = {}
+        self._alarm = GroupAlarm(bot, limiter, sessions, chat_id, clock, templates)
         quiet_httpx()
+
+    @property
+    def outage(self) -> GroupOutage | None:
+        """Whether the agents' group refuses the bot right now (403), since when and why."""
+        return self._alarm.outage
+
+    async def close(self) -> None:
+        """Stop what is still going on in the background (admins being alerted)."""
+        await self._alarm.close()
 
     @property
     def stats(self) -> FeedStats:
@@ -199,7 +211,7 @@ class AgentFeed:
         seconds; it does nothing while a notice waits, since digests need the budget first.
         """
         async with self._lock:
-            if await self._book.notices_pending():
+            if self.outage is not None or await self._book.notices_pending():
                 return 0
             numbers = await self._book.unplaced(limit)
             facts = await self._book.tickets(numbers)
@@ -331,13 +343,13 @@ class AgentFeed:
         try:
             await self._attempt(notice, progress)
         except Forbidden as error:
-            log.error("agents' feed: the bot cannot post in chat %s: %s", self.chat_id, error)
-            outcome = Failed(f"the bot cannot post in the agents' group: {error.message}")
+            return Deferred(after=self._alarm.refused(error))  # what went out is remembered
         except TelegramError as error:
             outcome = outcome_for(error)
             if isinstance(outcome, Failed):
                 log.error("agents' feed: notice %s refused: %s", notice.item.id, error)
         else:
+            self._alarm.posted()
             outcome = Delivered(external_id=progress.external_id)
         if not isinstance(outcome, RetryLater):
             self._progress.pop(notice.item.id, None)
@@ -421,10 +433,10 @@ class AgentFeed:
         except OutOfBudget as short:
             return [Deferred(after=short.wait)]
         except Forbidden as error:
-            log.error("agents' feed: the bot cannot post in chat %s: %s", self.chat_id, error)
-            return [Failed(f"the bot cannot post in the agents' group: {error.message}")]
+            return [Deferred(after=self._alarm.refused(error))]
         except TelegramError as error:
             return [outcome_for(error)]
+        self._alarm.posted()
         self.stats.digests += 1
         self.stats.digested += count
         for notice in notices[:count]:
