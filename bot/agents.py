@@ -18,9 +18,11 @@ from bot.customers import ChatParts, split_command
 from bot.outcomes import answer_agent
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
+from bot.transcripts import send_transcript
 from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
+from tickets.model import MAX_ROW_ID
 from tickets.tables import AgentPost
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ AGENT_COMMANDS = {
     "reply": "Answer a ticket by number",
     "macro": "Send a canned answer",
     "balance": "Balance, plan, payments: /balance [N|EMAIL]",
+    "transcript": "A ticket's every message in full, as a file",
     "help": "Agent commands",
 }
 
@@ -129,6 +132,9 @@ class AgentGroup:
             await self._stats(message)
         elif name == "report":
             await send_report(self._parts, message, agent, args)
+        elif name == "transcript":
+            number, _ = _number_and_rest(args, ticket)
+            await send_transcript(self._parts, message, _need(number, name))
         elif name in ("help", "start"):
             await self._answer(
                 message,
@@ -300,7 +306,9 @@ _DONE = {
 def _number_and_rest(args: str, context: int | None) -> tuple[int | None, str]:
     head, _, tail = args.partition(" ")
     candidate = head.removeprefix("#")
-    if candidate.isdigit():
+    if candidate.isascii() and candidate.isdigit():
+        if len(candidate) > len(str(MAX_ROW_ID)) or int(candidate) > MAX_ROW_ID:
+            raise SupportbotError(f"there is no ticket #{candidate[:20]}")
         return int(candidate), tail.strip()
     return context, args.strip()
 

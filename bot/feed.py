@@ -38,7 +38,7 @@ from bot.format import (
 from bot.limits import TelegramLimiter
 from bot.outage import GroupAlarm, GroupOutage
 from bot.outcomes import outcome_for, quiet_httpx
-from bot.places import MessageFacts, PlaceBook, TicketFacts
+from bot.places import MessageFacts, Place, PlaceBook, TicketFacts
 from bot.posting import FeedStats, GroupPoster, OutOfBudget
 from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, RetryLater
 from tickets.ports import Clock, Renderer
@@ -98,6 +98,11 @@ class _Notice:
         m = self.message
         return self.carried and m is not None and bool(m.attachments) and bool(m.telegram_origin())
 
+    @property
+    def shows_part(self) -> bool:
+        """Whether the notice shows only the start of its message (the rest goes as a file)."""
+        return bool(self.item.payload.get("truncated")) and self.message is not None
+
 
 @dataclass
 class _Progress:
@@ -106,6 +111,7 @@ class _Progress:
     external_id: str | None = None
     notice_sent: bool = False
     copied: bool = False
+    full_text: bool = False
 
 
 class AgentFeed:
@@ -268,6 +274,8 @@ class AgentFeed:
             cost += 1
         if notice.copies and not progress.copied:
             cost += 1
+        if notice.shows_part and not progress.full_text:
+            cost += 1
         return cost
 
     def _affordable(self, cost: int, keep: int, *, placing: bool) -> bool:
@@ -373,8 +381,8 @@ class AgentFeed:
                 if last_try or not await self._group.lost_place(ticket.number, error):
                     log.warning("agents' feed: #%s goes to the group: %s", ticket.number, error)
                     break
-        html_text = notice.html
-        self._sent(progress, await self._group.plain(html_text, ticket.number))
+        self._sent(progress, await self._group.plain(notice.html, ticket.number))
+        await self._full_text(notice, ticket, None, progress)
 
     def _progress_of(self, row_id: int) -> _Progress:
         progress = self._progress.get(row_id)
@@ -401,9 +409,17 @@ class AgentFeed:
             self._sent(progress, await self._group.post(place, ticket.number, notice.html))
             if notice.item.payload.get("restate"):
                 await self._restate(notice, ticket)
+        await self._full_text(notice, ticket, place, progress)
         if notice.copies and not progress.copied and notice.message is not None:
             await self._group.copy(notice.message, place, ticket.number)
             progress.copied = True
+
+    async def _full_text(
+        self, notice: _Notice, ticket: TicketFacts, place: Place | None, progress: _Progress
+    ) -> None:
+        if notice.shows_part and not progress.full_text and notice.message is not None:
+            await self._group.full_text(place, ticket, notice.message)
+            progress.full_text = True
 
     async def _restate(self, notice: _Notice, ticket: TicketFacts) -> None:
         """Best effort: the notice is out; a title or card not updated now is next time."""

@@ -28,16 +28,13 @@ from supportbot.templates import when
 from tickets import queue
 from tickets.agents import add_agent, remove_agent
 from tickets.errors import SupportbotError
-from tickets.model import QueueEntry, Role, TicketView
+from tickets.model import MAX_ROW_ID, QueueEntry, Role
 from tickets.report_chart import render_png
 from tickets.reports import InvalidMonth, Month
 from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
-# Row ids are INTEGER columns: 32 bits on PostgreSQL, so nothing larger can name a row on either
-# database. Telegram user ids are BIGINT.
-MAX_ROW_ID = 2**31 - 1
-MAX_TELEGRAM_ID = 2**63 - 1
+MAX_TELEGRAM_ID = 2**63 - 1  # Telegram user ids are BIGINT columns
 
 
 class _Parser(argparse.ArgumentParser):
@@ -226,24 +223,6 @@ def _print_entries(entries: Sequence[QueueEntry]) -> None:
         )
 
 
-def _print_ticket(view: TicketView) -> None:
-    print(
-        f"#{view.number} · {view.status.value} · {view.plan.value} · {view.channel.value} · "
-        f"{view.customer}" + (f" · {view.subject}" if view.subject else "")
-    )
-    print(
-        f"opened {when(view.opened_at)}; assignee {view.assignee or '—'}; "
-        f"SLA {view.urgency.value}" + (f", due {when(view.due_at)}" if view.due_at else "")
-    )
-    for m in view.messages:
-        label = {"in": "customer", "out": "agent", "note": "note"}[m.direction.value]
-        delivery = f" [{m.delivery.value}]" if m.delivery else ""
-        print(f"\n— {when(m.created_at)} · {label} · {m.author}{delivery}")
-        print(m.text)
-        for a in m.attachments:
-            print(f"  📎 {a.filename or a.kind} ({a.mime_type or 'file'})")
-
-
 async def _with_service(settings: Settings, job: Callable[[app.Service], Awaitable[None]]) -> None:
     async with app.build(settings) as service:
         await job(service)
@@ -288,7 +267,10 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
                 _print_json([asdict(e) for e in entries]) if args.json else _print_entries(entries)
             elif args.command == "tickets":
                 view = await queue.ticket_view(session, service.policy, args.number, now)
-                _print_json(asdict(view)) if args.json else _print_ticket(view)
+                if args.json:
+                    _print_json(asdict(view))
+                else:  # the same text agents get from /transcript
+                    print(service.templates.render("agents/transcript", view=view))
             elif args.action == "add":
                 created = await add_agent(
                     session, args.telegram_id, Role(args.role), args.name, at=now, actor="cli"

@@ -49,7 +49,9 @@ from tickets.policy import SlaPolicy
 from tickets.ports import Renderer
 from tickets.storage import insert_ignoring
 
-EXCERPT = 500
+# Of a customer message, an agents' notice carries this much (one Telegram message with its header
+# and footer); the agents' feed sends the whole text of a longer one as a file.
+EXCERPT = 3500
 REFERENCES_KEPT = 20
 RECEIPTS_PER_WINDOW = 3
 RECEIPT_WINDOW = timedelta(hours=1)
