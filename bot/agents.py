@@ -90,7 +90,9 @@ class AgentGroup:
         if content is None:
             await self._answer(message, "⚠️ This kind of message cannot be sent to a customer.")
             return
-        await self._desk.reply(ticket, agent, content.text, content.attachments)
+        await self._desk.reply(
+            ticket, agent, content.text, content.attachments, key=_key_of(message)
+        )
 
     async def _ticket_of(self, message: Message) -> int | None:
         """The ticket a message is about: its forum topic, or the ticket post it replies to."""
@@ -180,7 +182,7 @@ class AgentGroup:
             if not rest:
                 await self._answer(message, "⚠️ /reply needs the text of the answer.")
                 return
-            await self._desk.reply(target, agent, rest)
+            await self._desk.reply(target, agent, rest, key=_key_of(message))
         else:
             await self._macro(message, agent, number, rest)
 
@@ -191,7 +193,8 @@ class AgentGroup:
             listed = ", ".join(available) or "none yet"
             await self._answer(message, f"⚠️ No macro {html.escape(name)!r}. Available: {listed}.")
             return
-        await self._desk.reply(target, agent, self._templates.render(f"macros/{name}"))
+        reply = self._templates.render(f"macros/{name}")
+        await self._desk.reply(target, agent, reply, key=_key_of(message))
 
     def _macros(self) -> list[str]:
         folder = Path(self._templates.directory) / "macros"
@@ -311,6 +314,11 @@ def _number_and_rest(args: str, context: int | None) -> tuple[int | None, str]:
             raise SupportbotError(f"there is no ticket #{candidate[:20]}")
         return int(candidate), tail.strip()
     return context, args.strip()
+
+
+def _key_of(message: Message) -> str:
+    """The agent's message as the desk knows it: a reply it asks for is queued once."""
+    return f"{message.chat_id}:{message.message_id}"
 
 
 def _need(number: int | None, command: str) -> int:

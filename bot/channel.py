@@ -71,7 +71,11 @@ class TelegramChannel:
             settings.token,
             base_url=f"{api}/bot",
             base_file_url=f"{api}/file/bot",
-            request=HTTPXRequest(connection_pool_size=32, read_timeout=15, write_timeout=15),
+            request=HTTPXRequest(
+                connection_pool_size=32,
+                read_timeout=settings.timeout,
+                write_timeout=settings.timeout,
+            ),
             get_updates_request=HTTPXRequest(
                 connection_pool_size=2, read_timeout=poll_timeout + 10
             ),

@@ -174,6 +174,7 @@ class ServerStats:
     too_many_requests_total: int = 0
     too_many_requests_by_chat: Counter[int] = field(default_factory=Counter)
     injected_failures: int = 0
+    late_answers: int = 0  # calls carried out and answered late (`hold_answer_next`)
 
     def reset(self) -> None:
         """Zero every counter."""
@@ -182,6 +183,7 @@ class ServerStats:
         self.too_many_requests_total = 0
         self.too_many_requests_by_chat.clear()
         self.injected_failures = 0
+        self.late_answers = 0
 
 
 _ADMIN_RIGHTS = {
