@@ -242,13 +242,7 @@ class LocalBotApi(ScriptedPeople, Inspection):
         on a slow network path between the bot and Telegram. ``chat_id`` restricts it to calls
         for that chat.
         """
-        name = "*" if method == "*" else _BY_LOWER_NAME.get(method.lower())
-        if name is None:
-            raise ValueError(f"unknown Bot API method {method!r}")
-        if times < 1 or seconds < 0:
-            raise ValueError("times must be >= 1 and seconds >= 0")
-        chat = chat_id_of(chat_id) if chat_id is not None else None
-        self._holds.append(_Hold(method=name, chat_id=chat, remaining=times, seconds=seconds))
+        self._hold(method, seconds, times, chat_id, answer=False)
 
     def hold_answer_next(
         self, method: str, *, seconds: float, times: int = 1, chat_id: ChatRef | None = None
@@ -258,6 +252,11 @@ class LocalBotApi(ScriptedPeople, Inspection):
         With ``seconds`` beyond the client's read timeout this is the "sent, but no answer in
         time" case: the message is delivered, and the client cannot know it.
         """
+        self._hold(method, seconds, times, chat_id, answer=True)
+
+    def _hold(
+        self, method: str, seconds: float, times: int, chat_id: ChatRef | None, *, answer: bool
+    ) -> None:
         name = "*" if method == "*" else _BY_LOWER_NAME.get(method.lower())
         if name is None:
             raise ValueError(f"unknown Bot API method {method!r}")
@@ -265,7 +264,7 @@ class LocalBotApi(ScriptedPeople, Inspection):
             raise ValueError("times must be >= 1 and seconds >= 0")
         chat = chat_id_of(chat_id) if chat_id is not None else None
         self._holds.append(
-            _Hold(method=name, chat_id=chat, remaining=times, seconds=seconds, answer=True)
+            _Hold(method=name, chat_id=chat, remaining=times, seconds=seconds, answer=answer)
         )
 
     def _matches(self, wanted: str, chat_id: int | None, method: str, params: Params) -> bool:
