@@ -154,6 +154,18 @@ async def leased_with_progress(database: Database, route: str) -> OutboxRow:
     return row
 
 
+async def killed_mid_row(
+    database: Database, server: LocalBotApi, service: Service, route: str
+) -> OutboxRow:
+    """SIGKILL the service once a row's first part is out, its progress saved and the request
+    of its next part under way (held by an injected failure); start it again."""
+    row = await leased_with_progress(database, route)
+    await server.wait_for(lambda: server.stats.injected_failures == 1, 30)
+    service.kill()
+    await service.start()
+    return row
+
+
 async def test_a_killed_service_sends_the_rest_of_a_notice_and_nothing_twice(
     database: Database, tmp_path: Path
 ) -> None:
@@ -167,12 +179,8 @@ async def test_a_killed_service_sends_the_rest_of_a_notice_and_nothing_twice(
         story = long_text(14_000, "story")
         await server.user_sends(ann, text=story)
         await sent_to(server, group, "story line 00001")
-        row = await leased_with_progress(database, "agents")
+        row = await killed_mid_row(database, server, service, "agents")
         assert row.progress is not None and row.progress["notice_sent"] is True
-        await server.wait_for(lambda: server.stats.injected_failures == 1, 30)  # file on its way
-        service.kill()
-
-        await service.start()
         document = await server.wait_for(
             lambda: next((m for m in server.sent_to(group) if m.file_name), None), 60
         )
@@ -195,12 +203,8 @@ async def test_a_killed_service_sends_the_rest_of_a_long_reply_and_nothing_twice
         answer = long_text(9_000, "fees")
         await server.user_sends(agent, chat=group, text=f"/reply {ticket.id} {answer}")
         await sent_to(server, ann, "fees line 00001")
-        row = await leased_with_progress(database, "telegram")
+        row = await killed_mid_row(database, server, service, "telegram")
         assert row.progress is not None and row.progress["sent"] == 1
-        await server.wait_for(lambda: server.stats.injected_failures == 1, 30)  # part two sent
-        service.kill()
-
-        await service.start()
         await sent_to(server, group, "reply sent on Telegram")
         parts = [m.text or "" for m in server.sent_to(ann)][1:]  # after the receipt
         assert "\n".join(parts) == answer, "every part once, in order"
