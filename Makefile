@@ -46,6 +46,7 @@ bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQ
 	$(PY) bench/refunds.py
 	$(PY) bench/report.py
 	$(PY) bench/billing.py
+	$(PY) bench/duplicates.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -39,6 +39,7 @@ from accounts.plans import mirror_rows
 from accounts.tables import Account, AccountLink, SlaCredit
 from accounts.uptime import Month, Uptime
 from tickets import audit
+from tickets.errors import SupportbotError
 from tickets.model import OutboxKind, Plan, Route
 from tickets.notices import notify_agents
 from tickets.outbox import enqueue
@@ -49,6 +50,10 @@ from tickets.tables import Customer
 PROMISE = Decimal("99.5")
 RATE = Decimal("0.01")
 BATCH = 100  # accounts credited per transaction
+
+
+class MonthNotOver(SupportbotError):
+    """Credits are for whole months: one still running (or to come) cannot be applied."""
 
 
 # -- the policy (pure) ----------------------------------------------------------------------------
@@ -230,7 +235,16 @@ async def apply_credits(
     batch: int = BATCH,
 ) -> Applied:
     """Credit every line still to credit (or to top up), a batch of accounts per transaction,
-    each written back through the port; tell the agents."""
+    each written back through the port; tell the agents.
+
+    A month that has not ended is refused (`MonthNotOver`): its uptime and spend are not final,
+    and a credit, once given, blocks the month's real one for good.
+    """
+    if plan.month.end > at:
+        raise MonthNotOver(
+            f"{plan.month} has not ended: SLA credits are for whole months; apply them from "
+            f"{plan.month.end:%Y-%m-%d} 00:00 UTC"
+        )
     billing = billing or LedgerBilling(sessions)
     credited: list[CreditLine] = []
     already = told_telegram = told_email = 0

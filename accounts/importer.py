@@ -106,7 +106,7 @@ async def import_file(
     templates: Renderer | None = None,
 ) -> ImportReport:
     """Check and apply a billing export; raises ImportRefused (nothing applied) on bad rows."""
-    batch = check_records(read_file(path, kind), path.name)
+    batch = check_records(read_file(path, kind), path.name, now=at)
     return await apply_batch(
         sessions,
         batch,

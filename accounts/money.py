@@ -34,10 +34,10 @@ def money(value: Decimal | int | str) -> Decimal:
         raise MoneyError(f"not an amount: {value!r}") from error
     if not amount.is_finite():
         raise MoneyError(f"not an amount: {value!r}")
+    if abs(amount) >= LIMIT:  # first: quantizing 1e999999 would overflow the context
+        raise MoneyError(f"amount out of range: {value!r}")
     if amount != amount.quantize(QUANTUM, rounding=ROUND_HALF_EVEN):
         raise MoneyError(f"more than {PLACES} decimal places: {value!r}")
-    if abs(amount) >= LIMIT:
-        raise MoneyError(f"amount out of range: {value!r}")
     return amount.quantize(QUANTUM)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +26,17 @@ from tickets.errors import SupportbotError
 
 ID_LIMIT = 200
 PROBLEMS_SHOWN = 20
+# Times a billing export can hold: nothing before this, nothing later than the import's own
+# time plus a little clock skew between the two systems.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+CLOCK_SKEW = timedelta(minutes=5)
+# Crypto amounts: at most this many digits on either side of the point (wei has 18 decimals).
+CRYPTO_DIGITS = 30
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?"
+# An account address: a dot-atom local part and a domain of at least two labels (letters of any
+# script, digits and inner hyphens) -- one address, nothing a mail header could read as two.
+_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 
 
 class RecordType(StrEnum):
@@ -55,13 +67,15 @@ class ImportRefused(SupportbotError):
     """The file has bad rows; nothing from it was applied."""
 
     def __init__(self, source: str, problems: list[RowProblem]) -> None:
-        shown = "\n".join(f"  {p}" for p in problems[:PROBLEMS_SHOWN])
-        more = len(problems) - PROBLEMS_SHOWN
-        tail = f"\n  … and {more} more" if more > 0 else ""
-        super().__init__(
-            f"{source}: {len(problems)} bad row{'s' if len(problems) != 1 else ''}, "
-            f"nothing was imported:\n{shown}{tail}"
-        )
+        if len(problems) == 1:  # one line, as the command line refuses any bad input
+            super().__init__(f"{source}: {problems[0]}; nothing was imported")
+        else:
+            shown = "\n".join(f"  {p}" for p in problems[:PROBLEMS_SHOWN])
+            more = len(problems) - PROBLEMS_SHOWN
+            tail = f"\n  … and {more} more" if more > 0 else ""
+            super().__init__(
+                f"{source}: {len(problems)} bad rows, nothing was imported:\n{shown}{tail}"
+            )
         self.problems = problems
 
 
@@ -171,6 +185,8 @@ def read_json(text: str, source: str = "JSON") -> list[tuple[int, dict[str, Any]
             raise ImportRefused(
                 source, [RowProblem(error.lineno, f"not JSON: {error.msg}")]
             ) from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise ImportRefused(source, [RowProblem(line, "JSON nested too deeply")]) from None
         if not isinstance(value, dict):
             raise ImportRefused(source, [RowProblem(line, "each record must be a JSON object")])
         records.append((line, value))
@@ -192,14 +208,21 @@ def _line(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
-def check_records(records: Iterable[tuple[int, Mapping[str, Any]]], source: str) -> Batch:
-    """Check every record; all problems at once, or a batch where each id appears once."""
+def check_records(
+    records: Iterable[tuple[int, Mapping[str, Any]]], source: str, *, now: datetime | None = None
+) -> Batch:
+    """Check every record; all problems at once, or a batch where each id appears once.
+
+    Given `now`, a time later than it (plus `CLOCK_SKEW`) is a bad row: a payment cannot have
+    been made in the future.
+    """
+    latest = now + CLOCK_SKEW if now is not None else datetime.max.replace(tzinfo=UTC)
     problems: list[RowProblem] = []
     seen: dict[tuple[RecordType, str], AccountRecord | PaymentRecord | UsageRecord] = {}
     emails: dict[str, AccountRecord] = {}
     for line, raw in records:
         try:
-            record = _record(line, raw)
+            record = _record(line, raw, latest)
         except _Bad as error:
             problems.append(RowProblem(line, str(error)))
             continue
@@ -246,8 +269,10 @@ def _content(record: AccountRecord | PaymentRecord | UsageRecord) -> tuple[Any, 
     return tuple(values.items())
 
 
-def _record(line: int, raw: Mapping[str, Any]) -> AccountRecord | PaymentRecord | UsageRecord:
-    fields = _Fields(raw)
+def _record(
+    line: int, raw: Mapping[str, Any], latest: datetime
+) -> AccountRecord | PaymentRecord | UsageRecord:
+    fields = _Fields(raw, latest)
     kind = fields.text("type").lower()
     if kind == RecordType.ACCOUNT:
         plan = fields.optional("plan", "basic").lower()
@@ -305,8 +330,9 @@ def _required(value: datetime | None) -> datetime:
 class _Fields:
     """Typed access to one record's values; every failure names the field."""
 
-    def __init__(self, raw: Mapping[str, Any]) -> None:
+    def __init__(self, raw: Mapping[str, Any], latest: datetime) -> None:
         self._raw = raw
+        self._latest = latest
         self.read: set[str] = set()
 
     def _get(self, name: str) -> Any:
@@ -346,8 +372,8 @@ class _Fields:
 
     def email(self, name: str) -> str:
         value = normalise_email(self.text(name, 320))
-        local, at, domain = value.rpartition("@")
-        if not at or not local or "." not in domain or any(c.isspace() for c in value):
+        local, _, domain = value.rpartition("@")
+        if not _ADDRESS.fullmatch(value) or len(local) > 64 or len(domain) > 255:
             raise _Bad(f"{name} is not an email address: {value!r}")
         return value
 
@@ -377,6 +403,12 @@ class _Fields:
             raise _Bad(f"{name} is not a decimal number: {value!r}") from None
         if not amount.is_finite() or amount <= 0 or len(value) > 80:
             raise _Bad(f"{name} must be a positive decimal number, not {value!r}")
+        places = -int(amount.as_tuple().exponent)  # finite, so the exponent is a number
+        if amount.adjusted() >= CRYPTO_DIGITS or places > CRYPTO_DIGITS:
+            raise _Bad(
+                f"{name} must have at most {CRYPTO_DIGITS} digits before and after the point, "
+                f"not {value!r}"
+            )
         return value
 
     def moment(self, name: str, *, required: bool = True) -> datetime | None:
@@ -389,6 +421,11 @@ class _Fields:
             raise _Bad(f"{name} must be an ISO 8601 time, not {value!r}")
         try:
             moment = datetime.fromisoformat(value)
-        except ValueError:
+            moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+01:00 and the like
             raise _Bad(f"{name} is not an ISO 8601 time: {value!r}") from None
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        if moment < EARLIEST:
+            raise _Bad(f"{name} is before {EARLIEST.year}: {value!r}")
+        if moment > self._latest:
+            raise _Bad(f"{name} is in the future: {value!r}")
+        return moment

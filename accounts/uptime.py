@@ -61,7 +61,7 @@ class Month:
             year, month = int(year_text), int(month_text)
         except ValueError:
             raise problem from None
-        if not (1 <= month <= 12 and 2000 <= year <= 9999):
+        if not (1 <= month <= 12 and 2000 <= year < 9999):  # 9999-12 would end in year 10000
             raise problem
         return cls(year, month)
 

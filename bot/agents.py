@@ -18,9 +18,11 @@ from bot.outcomes import answer_agent
 from bot.places import PlaceBook
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
+from bot.transcripts import send_transcript
 from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
+from tickets.model import MAX_ROW_ID
 from tickets.rate_limits import RateRule
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ AGENT_COMMANDS = {
     "macro": "Send a canned answer",
     "balance": "Balance, plan, payments: /balance [N|EMAIL]",
     "account": "Tie a ticket to an account: /account N EMAIL, then /account N CODE",
+    "transcript": "A ticket's every message in full, as a file",
     "help": "Agent commands",
 }
 
@@ -94,7 +97,9 @@ class AgentGroup:
         if content is None:
             await self._answer(message, "⚠️ This kind of message cannot be sent to a customer.")
             return
-        await self._desk.reply(ticket, agent, content.text, content.attachments)
+        await self._desk.reply(
+            ticket, agent, content.text, content.attachments, key=_key_of(message)
+        )
 
     async def _ticket_of(self, message: Message) -> int | None:
         """The ticket a message is about: its forum topic, or the ticket post it replies to."""
@@ -135,6 +140,9 @@ class AgentGroup:
             await self._stats(message)
         elif name == "report":
             await send_report(self._parts, message, agent, args)
+        elif name == "transcript":
+            number, _ = _number_and_rest(args, ticket)
+            await send_transcript(self._parts, message, _need(number, name))
         elif name in ("help", "start"):
             await self._answer(
                 message,
@@ -180,7 +188,7 @@ class AgentGroup:
             if not rest:
                 await self._answer(message, "⚠️ /reply needs the text of the answer.")
                 return
-            await self._desk.reply(target, agent, rest)
+            await self._desk.reply(target, agent, rest, key=_key_of(message))
         else:
             await self._macro(message, agent, number, rest)
 
@@ -191,7 +199,8 @@ class AgentGroup:
             listed = ", ".join(available) or "none yet"
             await self._answer(message, f"⚠️ No macro {html.escape(name)!r}. Available: {listed}.")
             return
-        await self._desk.reply(target, agent, self._templates.render(f"macros/{name}"))
+        reply = self._templates.render(f"macros/{name}")
+        await self._desk.reply(target, agent, reply, key=_key_of(message))
 
     def _macros(self) -> list[str]:
         folder = Path(self._templates.directory) / "macros"
@@ -315,9 +324,16 @@ _DONE = {
 def _number_and_rest(args: str, context: int | None) -> tuple[int | None, str]:
     head, _, tail = args.partition(" ")
     candidate = head.removeprefix("#")
-    if candidate.isdigit():
+    if candidate.isascii() and candidate.isdigit():
+        if len(candidate) > len(str(MAX_ROW_ID)) or int(candidate) > MAX_ROW_ID:
+            raise SupportbotError(f"there is no ticket #{candidate[:20]}")
         return int(candidate), tail.strip()
     return context, args.strip()
+
+
+def _key_of(message: Message) -> str:
+    """The agent's message as the desk knows it: a reply it asks for is queued once."""
+    return f"{message.chat_id}:{message.message_id}"
 
 
 def _need(number: int | None, command: str) -> int:

@@ -19,6 +19,7 @@ from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
+from bot.outage import GroupOutage
 from bot.places import PlaceBook
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
@@ -72,7 +73,11 @@ class TelegramChannel:
             settings.token,
             base_url=f"{api}/bot",
             base_file_url=f"{api}/file/bot",
-            request=HTTPXRequest(connection_pool_size=32, read_timeout=15, write_timeout=15),
+            request=HTTPXRequest(
+                connection_pool_size=32,
+                read_timeout=settings.timeout,
+                write_timeout=settings.timeout,
+            ),
             get_updates_request=HTTPXRequest(
                 connection_pool_size=2, read_timeout=poll_timeout + 10
             ),
@@ -112,7 +117,14 @@ class TelegramChannel:
             scope=BotCommandScopeChat(chat_id),
         )
         self._feed = AgentFeed(
-            self.bot, self.limiter, self._sessions, chat_id, self.forum, self.signer, self._clock
+            self.bot,
+            self.limiter,
+            self._sessions,
+            chat_id,
+            self.forum,
+            self.signer,
+            self._clock,
+            templates=self._templates,
         )
         parts = ChatParts(
             self.bot,
@@ -176,5 +188,12 @@ class TelegramChannel:
             filename=attachment.filename or name, mime_type=attachment.mime_type or mime, data=data
         )
 
+    @property
+    def agents_group_outage(self) -> GroupOutage | None:
+        """Whether the agents' group refuses the bot now (403): for a health check to read."""
+        return self._feed.outage if self._feed is not None else None
+
     async def close(self) -> None:
+        if self._feed is not None:
+            await self._feed.close()
         await self.bot.shutdown()

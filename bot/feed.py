@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import telegram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,11 +37,12 @@ from bot.format import (
     sla_state,
 )
 from bot.limits import TelegramLimiter
+from bot.outage import GroupAlarm, GroupOutage
 from bot.outcomes import outcome_for, quiet_httpx
-from bot.places import MessageFacts, PlaceBook, TicketFacts
+from bot.places import MessageFacts, Place, PlaceBook, TicketFacts
 from bot.posting import FeedStats, GroupPoster, OutOfBudget
-from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, RetryLater
-from tickets.ports import Clock
+from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, Report
+from tickets.ports import Clock, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ IMPORTANT = frozenset(
 AT_RISK = "sla_risk"
 # A card made for a ticket after the fact (backlog, or for a notice it does not carry).
 CARD_MARKER = "🎫"
-PROGRESS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class _Notice:
     event: str
     ticket: TicketFacts | None
     message: MessageFacts | None
+    report: Report
 
     @property
     def text(self) -> str:
@@ -107,14 +108,52 @@ class _Notice:
         m = self.message
         return self.carried and m is not None and bool(m.attachments) and bool(m.telegram_origin())
 
+    @property
+    def shows_part(self) -> bool:
+        """Whether the notice shows only the start of its message (the rest goes as a file)."""
+        return bool(self.item.payload.get("truncated")) and self.message is not None
+
 
 @dataclass
 class _Progress:
-    """How far a notice got, so a retry sends only what is still missing."""
+    """How far a notice got, saved with its row before each further message (see `keep`), so
+    that a retry, even in another process after a crash, sends only what is still missing."""
 
     external_id: str | None = None
     notice_sent: bool = False
     copied: bool = False
+    full_text: bool = False
+    unsaved: bool = field(default=False, compare=False)
+
+    @classmethod
+    def of(cls, item: OutboxItem) -> _Progress:
+        """What earlier tries of the row saved."""
+        state = item.progress or {}
+        external_id = state.get("external_id")
+        return cls(
+            external_id=external_id if isinstance(external_id, str) else None,
+            notice_sent=state.get("notice_sent") is True,
+            copied=state.get("copied") is True,
+            full_text=state.get("full_text") is True,
+        )
+
+    def done(self, **steps: bool | str) -> None:
+        """Note what just went out."""
+        for name, value in steps.items():
+            setattr(self, name, value)
+        self.unsaved = True
+
+    async def keep(self, notice: _Notice) -> None:
+        """Save what went out so far, before another message of the same notice goes."""
+        if self.unsaved:
+            state = {
+                "external_id": self.external_id,
+                "notice_sent": self.notice_sent,
+                "copied": self.copied,
+                "full_text": self.full_text,
+            }
+            await notice.report.progress(notice.item, state)
+            self.unsaved = False
 
 
 class AgentFeed:
@@ -146,6 +185,7 @@ class AgentFeed:
         flood: int = 3,
         flood_window: float = 5.0,
         patience: float = 1.0,
+        templates: Renderer | None = None,
     ) -> None:
         self.chat_id = chat_id
         self._limiter = limiter
@@ -163,11 +203,20 @@ class AgentFeed:
         self._unplaced_seen: dict[int, float] = {}  # notice row -> when first seen
         self._patience = patience
         self._lock = asyncio.Lock()
-        self._progress: dict[int, _Progress] = {}
         # Tickets whose title and card still show an old state (a restating notice that went
         # out in a digest, or found no slot): ticket -> shown at risk. Done from spare budget.
         self._restates: dict[int, bool] = {}
+        self._alarm = GroupAlarm(bot, limiter, sessions, chat_id, clock, templates)
         quiet_httpx()
+
+    @property
+    def outage(self) -> GroupOutage | None:
+        """Whether the agents' group refuses the bot right now (403), since when and why."""
+        return self._alarm.outage
+
+    async def close(self) -> None:
+        """Stop what is still going on in the background (admins being alerted)."""
+        await self._alarm.close()
 
     @property
     def stats(self) -> FeedStats:
@@ -181,15 +230,16 @@ class AgentFeed:
 
     # -- the Sender protocol --------------------------------------------------------------
 
-    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+    async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
         """Deliver notices in order: each into its place while the budget allows, else digests."""
         if not items:
-            return []
+            return
         async with self._lock:
             wait = self._window_wait()
             if wait > 0:
-                return [Deferred(after=wait)]
-            notices = await self._notices(items)
+                report.outcome(items[0], Deferred(after=wait))
+                return
+            notices = await self._notices(items, report)
             self._note_unplaced(notices)
             cost = sum(self._cost(n) for n in notices)
             placing = any(
@@ -197,13 +247,17 @@ class AgentFeed:
                 for n in notices
             )
             if self._affordable(cost, self._reserve, placing=placing):
-                return await self._one_by_one(notices)
+                await self._one_by_one(notices)
+                return
             if len(notices) == 1 and cost <= 1:  # a digest would cost the same slot
                 wait = self._paced_wait()
                 if wait > 0:
-                    return [Deferred(after=wait)]
-                return await self._one_by_one(notices)
-            return await self._digest(notices)
+                    report.outcome(items[0], Deferred(after=wait))
+                    return
+                await self._one_by_one(notices)
+                return
+            for notice, outcome in zip(notices, await self._digest(notices), strict=False):
+                report.outcome(notice.item, outcome)
 
     async def place_backlog(self, limit: int = 5) -> int:
         """Give tickets seen only in digests their topic or card, from spare budget only.
@@ -212,7 +266,7 @@ class AgentFeed:
         seconds; it does nothing while a notice waits, since digests need the budget first.
         """
         async with self._lock:
-            if await self._book.notices_pending():
+            if self.outage is not None or await self._book.notices_pending():
                 return 0
             numbers = await self._book.unplaced(limit)
             facts = await self._book.tickets(numbers)
@@ -262,7 +316,7 @@ class AgentFeed:
 
     # -- deciding -------------------------------------------------------------------------
 
-    async def _notices(self, items: Sequence[OutboxItem]) -> list[_Notice]:
+    async def _notices(self, items: Sequence[OutboxItem], report: Report) -> list[_Notice]:
         def message_id(item: OutboxItem) -> int | None:
             value = item.payload.get("message_id")
             return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -278,19 +332,22 @@ class AgentFeed:
                 event=str(item.payload.get("event") or ""),
                 ticket=tickets.get(item.ticket_id) if item.ticket_id is not None else None,
                 message=messages.get(m) if (m := message_id(item)) is not None else None,
+                report=report,
             )
             for item in items
         ]
 
     def _cost(self, notice: _Notice) -> int:
         """Group messages a notice still needs on its own."""
-        progress = self._progress.get(notice.item.id) or _Progress()
+        progress = _Progress.of(notice.item)
         if notice.ticket is None:
             return 0 if progress.notice_sent else 1
         cost = self._group.place_cost(notice.ticket.place)
         if not progress.notice_sent and not (cost and notice.carried):
             cost += 1
         if notice.copies and not progress.copied:
+            cost += 1
+        if notice.shows_part and not progress.full_text:
             cost += 1
         return cost
 
@@ -347,37 +404,33 @@ class AgentFeed:
 
     # -- one notice at a time -------------------------------------------------------------
 
-    async def _one_by_one(self, notices: Sequence[_Notice]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+    async def _one_by_one(self, notices: Sequence[_Notice]) -> None:
+        """Each notice on its own, its outcome reported the moment it is known."""
         for notice in notices:
+            progress = _Progress.of(notice.item)
             try:
-                outcome = await self._deliver_notice(notice)
+                outcome = await self._deliver_notice(notice, progress)
             except OutOfBudget as short:
-                outcomes.append(Deferred(after=short.wait))
-                break
-            outcomes.append(outcome)
+                outcome = Deferred(after=short.wait)
+            if not isinstance(outcome, Delivered):
+                await progress.keep(notice)  # what went out before the notice stopped
+            notice.report.outcome(notice.item, outcome)
             if not isinstance(outcome, Delivered):
                 break
             self.stats.single += 1
-        return outcomes
 
-    async def _deliver_notice(self, notice: _Notice) -> Outcome:
-        progress = self._progress_of(notice.item.id)
-        outcome: Outcome
+    async def _deliver_notice(self, notice: _Notice, progress: _Progress) -> Outcome:
         try:
             await self._attempt(notice, progress)
         except Forbidden as error:
-            log.error("agents' feed: the bot cannot post in chat %s: %s", self.chat_id, error)
-            outcome = Failed(f"the bot cannot post in the agents' group: {error.message}")
+            return Deferred(after=self._alarm.refused(error))
         except TelegramError as error:
             outcome = outcome_for(error)
             if isinstance(outcome, Failed):
                 log.error("agents' feed: notice %s refused: %s", notice.item.id, error)
-        else:
-            outcome = Delivered(external_id=progress.external_id)
-        if not isinstance(outcome, RetryLater):
-            self._progress.pop(notice.item.id, None)
-        return outcome
+            return outcome
+        self._alarm.posted()
+        return Delivered(external_id=progress.external_id)
 
     async def _attempt(self, notice: _Notice, progress: _Progress) -> None:
         """Into the ticket's place; into a new one if that is gone; else to the group itself."""
@@ -397,20 +450,11 @@ class AgentFeed:
                 if last_try or not await self._group.lost_place(ticket.number, error):
                     log.warning("agents' feed: #%s goes to the group: %s", ticket.number, error)
                     break
-        html_text = notice.html
-        self._sent(progress, await self._group.plain(html_text, ticket.number))
-
-    def _progress_of(self, row_id: int) -> _Progress:
-        progress = self._progress.get(row_id)
-        if progress is None:
-            while len(self._progress) >= PROGRESS_KEPT:
-                del self._progress[next(iter(self._progress))]
-            progress = self._progress[row_id] = _Progress()
-        return progress
+        self._sent(progress, await self._group.plain(notice.html, ticket.number))
+        await self._full_text(notice, ticket, None, progress)
 
     def _sent(self, progress: _Progress, message_id: int | None) -> None:
-        progress.notice_sent = True
-        progress.external_id = f"{self.chat_id}:{message_id}"
+        progress.done(notice_sent=True, external_id=f"{self.chat_id}:{message_id}")
 
     async def _in_place(self, notice: _Notice, ticket: TicketFacts, progress: _Progress) -> None:
         place = self._group.place_of(ticket)
@@ -422,12 +466,23 @@ class AgentFeed:
             if carried is not None:
                 self._sent(progress, place.card_id)
         if not progress.notice_sent:
+            await progress.keep(notice)
             self._sent(progress, await self._group.post(place, ticket.number, notice.html))
             if notice.item.payload.get("restate"):
                 await self._restate(notice, ticket)
+        await self._full_text(notice, ticket, place, progress)
         if notice.copies and not progress.copied and notice.message is not None:
+            await progress.keep(notice)
             await self._group.copy(notice.message, place, ticket.number)
-            progress.copied = True
+            progress.done(copied=True)
+
+    async def _full_text(
+        self, notice: _Notice, ticket: TicketFacts, place: Place | None, progress: _Progress
+    ) -> None:
+        if notice.shows_part and not progress.full_text and notice.message is not None:
+            await progress.keep(notice)
+            await self._group.full_text(place, ticket, notice.message)
+            progress.done(full_text=True)
 
     async def _restate(self, notice: _Notice, ticket: TicketFacts) -> None:
         """Best effort: the notice is out; a title or card not updated now is next time."""
@@ -443,9 +498,8 @@ class AgentFeed:
     # -- digests --------------------------------------------------------------------------
 
     async def _digest(self, notices: Sequence[_Notice]) -> list[Outcome]:
-        first = self._progress.get(notices[0].item.id)
-        if first is not None and first.notice_sent:  # out already; only its copy was pending
-            self._progress.pop(notices[0].item.id, None)
+        first = _Progress.of(notices[0].item)
+        if first.notice_sent:  # out already; only an extra (a copy, the full text) was pending
             return [Delivered(external_id=first.external_id)]
         wait = self._paced_wait()
         if wait > 0:
@@ -459,14 +513,13 @@ class AgentFeed:
         except OutOfBudget as short:
             return [Deferred(after=short.wait)]
         except Forbidden as error:
-            log.error("agents' feed: the bot cannot post in chat %s: %s", self.chat_id, error)
-            return [Failed(f"the bot cannot post in the agents' group: {error.message}")]
+            return [Deferred(after=self._alarm.refused(error))]
         except TelegramError as error:
             return [outcome_for(error)]
+        self._alarm.posted()
         self.stats.digests += 1
         self.stats.digested += count
         for notice in notices[:count]:
-            self._progress.pop(notice.item.id, None)
             if notice.ticket is not None and notice.item.payload.get("restate"):
                 self._restates[notice.ticket.number] = _shown_at_risk(notice)
         external_id = f"{self.chat_id}:{message_id}"

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import telegram
-from telegram import LinkPreviewOptions, ReplyParameters
+from telegram import InputFile, LinkPreviewOptions, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 
 from bot.buttons import ButtonSigner
-from bot.format import CardFacts, card_text, sla_state, topic_title
+from bot.format import CardFacts, card_text, escape, sla_state, topic_title
 from bot.limits import TelegramLimiter
 from bot.outcomes import send_file
 from bot.places import CARD, POST, TOPIC, MessageFacts, Place, PlaceBook, TicketFacts
@@ -211,6 +211,30 @@ class GroupPoster:
         if number is not None:
             await self._book.record(number, POST, message.message_id, None)
         return message.message_id
+
+    async def full_text(
+        self, place: Place | None, ticket: TicketFacts, message: MessageFacts
+    ) -> None:
+        """The whole text of a customer message too long for its notice, as a `.txt` file.
+
+        It goes into the ticket's topic or under its card (or, without a place, into the
+        group), one group message however long the text: splitting 14,000 characters would
+        take four of the group's 20 a minute.
+        """
+        thread, reply = self._where(place) if place is not None else (None, None)
+        text = message.text.strip()
+        data = f"#{ticket.number} · {ticket.customer}\n\n{text}\n".encode()
+        caption = f"📄 #{ticket.number}: the whole message, {len(text):,} characters"
+        async with self.slot():
+            sent = await self._bot.send_document(
+                self.chat_id,
+                InputFile(data, filename=f"ticket-{ticket.number}-message-{message.id}.txt"),
+                caption=escape(caption),
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            )
+        await self._book.record(ticket.number, POST, sent.message_id, thread)
 
     async def copy(self, message: MessageFacts, place: Place, number: int) -> None:
         """Show the customer's original (photo, file, voice…) in the ticket's place."""

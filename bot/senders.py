@@ -19,7 +19,7 @@ from bot.feed import AgentFeed
 from bot.format import fits_caption, split_text
 from bot.limits import TelegramLimiter
 from bot.outcomes import CAPTIONED, outcome_for, quiet_httpx, send_file
-from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, RetryLater
+from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, Report
 
 __all__ = ["AgentFeed", "CustomerSender", "Part", "parts_of"]
 
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 PATIENCE = 0.25
 # Slots of the bot-wide window customer sends leave free, so the agents' group is never starved.
 KEEP_FOR_AGENTS = 3
-# Rows whose first parts went out before a failure remember it, so a retry sends only the rest.
-PROGRESS_KEPT = 1000
 
 
 class CustomerDirectory(Protocol):
@@ -66,8 +64,22 @@ def parts_of(payload: Mapping[str, Any]) -> list[Part]:
 
 @dataclass
 class _Progress:
+    """How many of a row's messages went out, and the first's id (the row's external id)."""
+
     sent: int
     first_id: int
+
+    @classmethod
+    def of(cls, item: OutboxItem) -> _Progress | None:
+        """What an earlier try saved (`Report.progress`), if anything went out."""
+        state = item.progress or {}
+        sent, first = state.get("sent"), state.get("first")
+        if isinstance(sent, int) and isinstance(first, int) and sent > 0:
+            return cls(sent, first)
+        return None
+
+    def state(self) -> dict[str, int]:
+        return {"sent": self.sent, "first": self.first_id}
 
 
 class CustomerSender:
@@ -79,20 +91,17 @@ class CustomerSender:
         self._bot = bot
         self._limiter = limiter
         self._desk = desk
-        self._progress: dict[int, _Progress] = {}
         quiet_httpx()
 
-    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+    async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
         """Send the rows of one customer in order; stop at the first that did not go out."""
-        outcomes: list[Outcome] = []
         for item in items:
-            outcome = await self._deliver_one(item)
-            outcomes.append(outcome)
+            outcome = await self._deliver_one(item, report)
+            report.outcome(item, outcome)
             if not isinstance(outcome, Delivered):
                 break
-        return outcomes
 
-    async def _deliver_one(self, item: OutboxItem) -> Outcome:
+    async def _deliver_one(self, item: OutboxItem, report: Report) -> Outcome:
         try:
             chat_id = int(item.recipient)
         except ValueError:
@@ -105,20 +114,20 @@ class CustomerSender:
         overall_wait = self._limiter.overall_wait_time(keep=KEEP_FOR_AGENTS)
         if chat_wait > 0 or overall_wait > PATIENCE:
             return Deferred(after=max(chat_wait, overall_wait))
-        progress = self._progress.get(item.id)
+        progress = _Progress.of(item)
+        saved = progress.sent if progress else 0
         try:
-            for part in parts[progress.sent if progress else 0 :]:
+            for part in parts[saved:]:
+                if progress is not None and progress.sent > saved:  # before the next message
+                    await report.progress(item, progress.state())
+                    saved = progress.sent
                 async with self._limiter.sending(chat_id, keep=KEEP_FOR_AGENTS):
                     message = await self._send(chat_id, part)
                 if progress is None:
-                    progress = self._remember(item.id, message.message_id)
+                    progress = _Progress(0, message.message_id)
                 progress.sent += 1
         except TelegramError as error:
-            outcome = await self._refused(chat_id, error)
-            if not isinstance(outcome, RetryLater):
-                self._progress.pop(item.id, None)
-            return outcome
-        self._progress.pop(item.id, None)
+            return await self._refused(chat_id, error)
         assert progress is not None
         return Delivered(external_id=f"{chat_id}:{progress.first_id}")
 
@@ -130,12 +139,6 @@ class CustomerSender:
         if "blocked" in error.message.lower():
             return Failed("the customer has blocked the bot")
         return Failed(f"the customer cannot be reached on Telegram: {error.message}")
-
-    def _remember(self, row_id: int, first_id: int) -> _Progress:
-        while len(self._progress) >= PROGRESS_KEPT:
-            del self._progress[next(iter(self._progress))]
-        progress = self._progress[row_id] = _Progress(sent=0, first_id=first_id)
-        return progress
 
     async def _send(self, chat_id: int, part: Part) -> telegram.Message:
         if part.attachment is not None:

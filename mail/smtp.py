@@ -36,7 +36,7 @@ from mail.compose import (
 from supportbot.settings import SmtpSettings, Tls
 from supportbot.templates import default_directory
 from tickets.model import Attachment, OutboxKind
-from tickets.outbox import Delivered, Failed, OutboxItem, Outcome, RetryLater
+from tickets.outbox import Delivered, Failed, OutboxItem, Outcome, Report, RetryLater
 from tickets.ports import Clock, utcnow
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class SmtpSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections_opened = 0
 
-    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+    async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
         """Send rows of one recipient in order; stop at the first that did not go out."""
         line = await self._free.get()
         try:
@@ -109,18 +109,16 @@ class SmtpSender:
                 if line.closer is not None:
                     line.closer.cancel()
                     line.closer = None
-                outcomes: list[Outcome] = []
                 try:
                     for item in items:
                         outcome = await self._deliver_one(line, item)
-                        outcomes.append(outcome)
+                        report.outcome(item, outcome)
                         if not isinstance(outcome, Delivered):
                             break
                 finally:
                     if line.client is not None:
                         loop = asyncio.get_running_loop()
                         line.closer = loop.call_later(self._keep_open, self._close_soon, line)
-                return outcomes
         finally:
             self._free.put_nowait(line)
 

@@ -33,7 +33,7 @@ from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Route
 from tickets.outbox import Sender, Wakeups
-from tickets.outbox_worker import OutboxWorker
+from tickets.outbox_worker import OutboxWorker, take_back_leases
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
 from tickets.watch import SlaWatch, WatchRules
@@ -173,6 +173,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
             "does not include it yet"
         )
     async with build(settings, clock=clock) as service:
+        await take_back_dead_leases(service)
         telegram = await start_telegram(service) if settings.telegram else None
         senders: dict[Route, Sender] = {}
         if telegram is not None:
@@ -262,6 +263,15 @@ def periodic_jobs(
     )
     jobs.append(refresh.run)
     return jobs
+
+
+async def take_back_dead_leases(service: Service) -> None:
+    """On SQLite, where one service process is all there is, every outbox lease found at start
+    was left by a process that died: its rows go out now, not when the lease runs out."""
+    if db.is_sqlite(service.engine):
+        freed = await take_back_leases(service.sessions)
+        if freed:
+            log.info("outbox: took back %d rows a stopped process had leased", freed)
 
 
 def smtp_sender(

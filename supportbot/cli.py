@@ -28,12 +28,13 @@ from supportbot.templates import when
 from tickets import queue
 from tickets.agents import add_agent, remove_agent
 from tickets.errors import SupportbotError
-from tickets.model import QueueEntry, Role, TicketView
+from tickets.model import MAX_ROW_ID, QueueEntry, Role
 from tickets.report_chart import render_png
 from tickets.reports import InvalidMonth, Month
 from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
+MAX_TELEGRAM_ID = 2**63 - 1  # Telegram user ids are BIGINT columns
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,13 +156,13 @@ async def _payouts(service: app.Service, args: argparse.Namespace) -> None:
         )
 
 
-def _positive(raw: str) -> int:
+def _positive(raw: str, largest: int = MAX_ROW_ID) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {raw!r}")
+    if not 1 <= value <= largest:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {largest}, got {raw!r}")
     return value
 
 
@@ -170,7 +171,7 @@ def _ticket_number(raw: str) -> int:
         return _positive(raw.removeprefix("#"))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a ticket number such as 42, got {raw!r}"
+            f"expected a ticket number from 1 to {MAX_ROW_ID}, such as 42, got {raw!r}"
         ) from None
 
 
@@ -183,10 +184,10 @@ def _month(raw: str) -> Month:
 
 def _telegram_id(raw: str) -> int:
     try:
-        return _positive(raw)
+        return _positive(raw, MAX_TELEGRAM_ID)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a numeric Telegram user id, got {raw!r}"
+            f"expected a numeric Telegram user id (1 to {MAX_TELEGRAM_ID}), got {raw!r}"
         ) from None
 
 
@@ -220,24 +221,6 @@ def _print_entries(entries: Sequence[QueueEntry]) -> None:
             f"{due:<26} {(e.assignee or '—')[:12]:<12} {e.customer}"
             + (f" · {e.subject}" if e.subject else "")
         )
-
-
-def _print_ticket(view: TicketView) -> None:
-    print(
-        f"#{view.number} · {view.status.value} · {view.plan.value} · {view.channel.value} · "
-        f"{view.customer}" + (f" · {view.subject}" if view.subject else "")
-    )
-    print(
-        f"opened {when(view.opened_at)}; assignee {view.assignee or '—'}; "
-        f"SLA {view.urgency.value}" + (f", due {when(view.due_at)}" if view.due_at else "")
-    )
-    for m in view.messages:
-        label = {"in": "customer", "out": "agent", "note": "note"}[m.direction.value]
-        delivery = f" [{m.delivery.value}]" if m.delivery else ""
-        print(f"\n— {when(m.created_at)} · {label} · {m.author}{delivery}")
-        print(m.text)
-        for a in m.attachments:
-            print(f"  📎 {a.filename or a.kind} ({a.mime_type or 'file'})")
 
 
 async def _with_service(settings: Settings, job: Callable[[app.Service], Awaitable[None]]) -> None:
@@ -284,7 +267,10 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
                 _print_json([asdict(e) for e in entries]) if args.json else _print_entries(entries)
             elif args.command == "tickets":
                 view = await queue.ticket_view(session, service.policy, args.number, now)
-                _print_json(asdict(view)) if args.json else _print_ticket(view)
+                if args.json:
+                    _print_json(asdict(view))
+                else:  # the same text agents get from /transcript
+                    print(service.templates.render("agents/transcript", view=view))
             elif args.action == "add":
                 created = await add_agent(
                     session, args.telegram_id, Role(args.role), args.name, at=now, actor="cli"

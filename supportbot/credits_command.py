@@ -13,6 +13,7 @@ from accounts.credits import (
     Applied,
     CreditPlan,
     LineStatus,
+    MonthNotOver,
     apply_credits,
     gives_credits,
     plan_credits,
@@ -62,33 +63,33 @@ def _uptime(args: argparse.Namespace, service: app.Service, month: Month) -> Upt
 async def run(args: argparse.Namespace, service: app.Service) -> None:
     """Compute the plan from the uptime given; print it, and write it with --apply."""
     month = Month.parse(args.month)
+    applied = None
     try:
         uptime = _uptime(args, service, month)  # a bad file stops here, before any credit
-    except UptimeError as error:
+        spends = (
+            await service.billing.month_spends(month, service.clock())
+            if gives_credits(uptime)
+            else None
+        )
+        async with service.sessions.begin() as session:
+            plan = await plan_credits(session, month, uptime, spends)
+        if args.apply and plan.applies:
+            applied = await apply_credits(
+                service.sessions,
+                plan,
+                templates=service.templates,
+                routes=notice_routes(service.settings),
+                at=service.clock(),
+                actor="cli",
+                billing=service.billing,
+            )
+    except (UptimeError, MonthNotOver) as error:
         if args.apply:
             async with service.sessions.begin() as session:
                 record_refusal(
                     session, month=month, reason=str(error)[:500], actor="cli", at=service.clock()
                 )
         raise
-    spends = (
-        await service.billing.month_spends(month, service.clock())
-        if gives_credits(uptime)
-        else None
-    )
-    async with service.sessions.begin() as session:
-        plan = await plan_credits(session, month, uptime, spends)
-    applied = None
-    if args.apply and plan.applies:
-        applied = await apply_credits(
-            service.sessions,
-            plan,
-            templates=service.templates,
-            routes=notice_routes(service.settings),
-            at=service.clock(),
-            actor="cli",
-            billing=service.billing,
-        )
     if args.json:
         print(json.dumps(_as_json(plan, applied), indent=2))
     else:

@@ -42,6 +42,7 @@ class TelegramSettings:
     token: str = field(repr=False)
     api_url: str
     agent_chat_id: int
+    timeout: float = 15.0  # seconds a Bot API request may take (sending, then the answer)
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,10 @@ def _telegram(read: _Reader) -> TelegramSettings | None:
         raise SettingsError(
             "AGENT_CHAT_ID", f"expected a numeric chat id such as -1001234567890, got {chat!r}"
         ) from None
-    return TelegramSettings(token=token, api_url=api_url, agent_chat_id=chat_id)
+    timeout = read.integer("TELEGRAM_TIMEOUT_SECONDS", 15, low=1, high=300)
+    return TelegramSettings(
+        token=token, api_url=api_url, agent_chat_id=chat_id, timeout=float(timeout)
+    )
 
 
 def _imap(read: _Reader) -> ImapSettings | None:

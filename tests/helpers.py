@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
 from tests.conftest import Database
 from tickets.model import Channel, CustomerRef, IncomingMessage
+from tickets.outbox import OutboxItem, Outcome, Sender
 from tickets.tables import AuditEntry, Message, OutboxRow, Response, Ticket
 
 
@@ -57,3 +59,24 @@ def email(address: str, text: str = "hello", *, name: str = "Bob", **extra: Any)
     return IncomingMessage(
         customer=CustomerRef(name=name, email=address), channel=Channel.EMAIL, text=text, **extra
     )
+
+
+@dataclass
+class Collected:
+    """A `tickets.outbox.Report` that keeps what a sender tells it."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    saved: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    def outcome(self, item: OutboxItem, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+
+    async def progress(self, item: OutboxItem, state: Mapping[str, Any]) -> None:
+        self.saved.append((item.id, dict(state)))
+
+
+async def deliver(sender: Sender, items: Sequence[OutboxItem]) -> list[Outcome]:
+    """What a sender reports for `items`, delivered outside the worker."""
+    report = Collected()
+    await sender.deliver(items, report)
+    return report.outcomes

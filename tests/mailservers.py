@@ -451,11 +451,16 @@ class Received:
 
 @dataclass
 class RecordingHandler:
-    """Records envelopes; tests queue replies (e.g. "451 …", "550 …") for RCPT or DATA."""
+    """Records envelopes; tests queue replies (e.g. "451 …", "550 …") for RCPT or DATA.
+
+    `silent_after_data` mails are taken and recorded, then the connection is closed before the
+    answer: the client cannot know the mail arrived.
+    """
 
     received: list[Received] = field(default_factory=list)
     rcpt_replies: deque[str] = field(default_factory=deque)
     data_replies: deque[str] = field(default_factory=deque)
+    silent_after_data: int = 0
     peers: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -491,6 +496,10 @@ class RecordingHandler:
                     peer=session.peer,
                 )
             )
+            silent = self.silent_after_data > 0
+            self.silent_after_data -= silent
+        if silent:
+            server.transport.close()
         return "250 Message accepted for delivery"
 
     @property

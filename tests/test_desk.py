@@ -177,6 +177,24 @@ async def test_reply_goes_back_over_the_customers_channel_and_stops_the_clock_wh
     assert "sent by email to bob@example.com" in notices[-1].payload["text"]
 
 
+async def test_an_agent_message_taken_in_again_queues_its_reply_once(
+    desk: Desk, database: Database, clock: Clock
+) -> None:
+    """After a crash before Telegram's update was confirmed, the same agent message comes again."""
+    await add_agents(database, clock)
+    intake = await desk.receive(telegram(11, "Where is my refund?"))
+    first, again = await asyncio.gather(
+        desk.reply(intake.ticket, AGENT, "It is on its way.", key="-100:42"),
+        desk.reply(intake.ticket, AGENT, "It is on its way.", key="-100:42"),
+    )
+    later = await desk.reply(intake.ticket, AGENT, "It is on its way.", key="-100:42")
+    assert first == again == later
+    assert len(await helpers.outbox(database, OutboxRow.kind == "reply")) == 1
+    other = await desk.reply(intake.ticket, AGENT, "And the fee too.", key="-100:43")
+    assert other != first
+    assert len(await helpers.outbox(database, OutboxRow.kind == "reply")) == 2
+
+
 async def test_message_written_after_the_reply_starts_the_next_wait(
     desk: Desk, database: Database, clock: Clock
 ) -> None:

@@ -268,9 +268,11 @@ def item(**payload: Any) -> OutboxItem:
 async def test_rows_that_can_never_be_mail_fail_without_reaching_the_server(
     smtp_server: SmtpServer, sender: SmtpSender
 ) -> None:
-    [outcome] = await sender.deliver([item(recipient="ann@example.org\r\nRCPT TO:<x@evil>")])
+    [outcome] = await helpers.deliver(
+        sender, [item(recipient="ann@example.org\r\nRCPT TO:<x@evil>")]
+    )
     assert isinstance(outcome, Failed) and "not a deliverable email address" in outcome.error
-    [outcome] = await sender.deliver([item(message_id="no brackets")])
+    [outcome] = await helpers.deliver(sender, [item(message_id="no brackets")])
     assert isinstance(outcome, Failed) and "Message-ID" in outcome.error
     assert smtp_server.received == []
     assert smtp_server.handler.connections == 0
@@ -280,7 +282,7 @@ async def test_agent_files_without_a_loader_are_named_in_the_mail(
     smtp_server: SmtpServer, sender: SmtpSender
 ) -> None:
     files = [{"kind": "document", "ref": "tg:1", "filename": "invoice.pdf"}]
-    [outcome] = await sender.deliver([item(attachments=files, agent="Sam")])
+    [outcome] = await helpers.deliver(sender, [item(attachments=files, agent="Sam")])
     assert outcome == Delivered(external_id="<r-1@example.com>")
     text = parts(smtp_server.received[0].message)["text/plain"]
     assert "could not be included in this email: invoice.pdf" in text
@@ -298,7 +300,7 @@ async def test_agent_files_are_attached_through_the_loader(
     )
     files = [{"kind": "document", "ref": "tg:1", "filename": "invoice.pdf"}]
     try:
-        [outcome] = await sending.deliver([item(attachments=files)])
+        [outcome] = await helpers.deliver(sending, [item(attachments=files)])
     finally:
         await sending.close()
     assert isinstance(outcome, Delivered)
@@ -360,7 +362,7 @@ async def test_starttls_with_login_and_implicit_tls(
         timeout=5,
     )
     try:
-        [outcome] = await sending.deliver([item()])
+        [outcome] = await helpers.deliver(sending, [item()])
         assert outcome == Delivered(external_id="<r-1@example.com>")
         assert [r.rcpt_tos for r in server.received] == [(ANN,)]
         if mode is Tls.STARTTLS:
@@ -370,7 +372,7 @@ async def test_starttls_with_login_and_implicit_tls(
                 ssl_context=tls_files.client_context(),
                 timeout=5,
             )
-            [refused] = await wrong.deliver([item()])
+            [refused] = await helpers.deliver(wrong, [item()])
             await wrong.close()
             assert isinstance(refused, RetryLater), "a login problem is not the mail's fault"
     finally:

@@ -24,6 +24,7 @@ from tickets.outbox import (
     Failed,
     OutboxItem,
     Outcome,
+    Report,
     RetryLater,
     RetryPolicy,
     enqueue,
@@ -42,9 +43,8 @@ class MemorySender:
         self.script: dict[str, deque[Outcome | Exception]] = defaultdict(deque)
         self.calls = 0
 
-    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+    async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
         self.calls += 1
-        outcomes: list[Outcome] = []
         for item in items:
             await asyncio.sleep(0)
             planned = self.script[item.recipient].popleft() if self.script[item.recipient] else None
@@ -53,10 +53,9 @@ class MemorySender:
             outcome = planned or Delivered(external_id=f"ext-{item.id}")
             if isinstance(outcome, Delivered):
                 self.delivered.append(item)
-            outcomes.append(outcome)
+            report.outcome(item, outcome)
             if not isinstance(outcome, Delivered):
                 break
-        return outcomes
 
     def texts(self, recipient: str | None = None) -> list[str]:
         return [str(i.payload["text"]) for i in self.delivered if recipient in (None, i.recipient)]
@@ -407,10 +406,10 @@ class GatedSender(MemorySender):
         self.held = held
         self.gate = asyncio.Event()
 
-    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
+    async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
         if items[0].recipient == self.held:
             await self.gate.wait()
-        return await super().deliver(items)
+        await super().deliver(items, report)
 
 
 async def test_the_run_loop_sends_the_next_batch_while_a_slow_one_finishes(

@@ -790,19 +790,30 @@ async def test_a_deleted_topic_is_replaced_by_a_new_one(make_rig: RigFactory) ->
     ]
 
 
-async def test_a_bot_removed_from_the_group_fails_the_notice_without_a_loop(
+async def test_a_bot_removed_from_the_group_holds_notices_until_it_is_back(
     make_rig: RigFactory,
 ) -> None:
     rig = await make_rig(forum=False)
     ann = rig.server.add_user("Ann")
     rig.server.set_bot_status(rig.group, "kicked")
     await rig.customer_writes(ann, "hello")
-    await rig.settle()
+    await rig.server.wait_for(
+        lambda: rig.feed.outage is not None and rig.feed.outage.refusals > 2, 15
+    )
+    outage = rig.feed.outage
+    assert outage is not None and "bot was kicked" in outage.error
     [notice] = await helpers.outbox(rig.database, OutboxRow.route == "agents")
-    assert notice.status == "failed" and notice.attempts == 1
-    assert "cannot post in the agents' group" in (notice.last_error or "")
+    assert notice.status == "pending" and notice.attempts == 0
     assert rig.server.sent_to(rig.group) == []
     assert len(rig.server.sent_to(ann)) == 1, "the customer still gets the receipt"
+    refusals = rig.server.stats.responses[403]  # one may be on its way back to the feed
+    assert outage.refusals <= refusals <= outage.refusals + 1, "one try per pause, not a loop"
+
+    rig.server.set_bot_status(rig.group, "administrator")
+    await rig.settle(within=30)
+    assert rig.feed.outage is None
+    [card] = rig.server.sent_to(rig.group)
+    assert "hello" in (card.text or "")
 
 
 async def test_quarantine_notices_reach_the_group(make_rig: RigFactory) -> None:

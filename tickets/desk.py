@@ -50,6 +50,7 @@ from tickets.tables import (
     Agent,
     Customer,
     CustomerEmail,
+    InboundKey,
     Message,
     MessageEdit,
     OutboxRow,
@@ -58,6 +59,7 @@ from tickets.tables import (
 )
 
 UNWRITTEN = "supportbot.unwritten"  # the batch's deferred writes, kept in its session's info
+AGENT_REPLY = "agent_reply"  # `inbound_keys.source` of the agents' messages that asked for replies
 
 
 class Desk:
@@ -333,13 +335,32 @@ class Desk:
             )
 
     async def reply(
-        self, number: int, agent_id: int, text: str, attachments: Sequence[Attachment] = ()
+        self,
+        number: int,
+        agent_id: int,
+        text: str,
+        attachments: Sequence[Attachment] = (),
+        *,
+        key: str | None = None,
     ) -> int:
-        """Queue an agent's answer to the customer over the channel they last wrote from."""
+        """Queue an agent's answer to the customer over the channel they last wrote from.
+
+        `key` names the agent's own message that asked for it (Telegram's chat:message id): the
+        same message taken in again, after a crash before its update was confirmed, queues
+        nothing more and returns the reply it queued the first time.
+        """
         if not text.strip() and not attachments:
             raise InvalidAction("an empty reply cannot be sent")
         text = storable_text(text)
         async with self._acting(number, agent_id) as (session, agent, ticket, now):
+            if key is not None:
+                earlier = await session.scalar(
+                    select(InboundKey.message_id).where(
+                        InboundKey.source == AGENT_REPLY, InboundKey.key == bounded_id(key)
+                    )
+                )
+                if earlier is not None:
+                    return int(earlier)
             if ticket.status == TicketStatus.CLOSED.value:
                 raise InvalidAction(f"#{number} is closed; reopen it to answer")
             last_in = (
@@ -391,6 +412,15 @@ class Desk:
             )
             session.add(message)
             await session.flush()
+            if key is not None:  # the ticket's lock keeps a second taker waiting until this commits
+                session.add(
+                    InboundKey(
+                        source=AGENT_REPLY,
+                        key=bounded_id(key),
+                        message_id=message.id,
+                        received_at=now,
+                    )
+                )
             enqueue(
                 session,
                 route=Route(last_in.channel),

@@ -86,6 +86,9 @@ class Urgency(StrEnum):
 
 
 ID_LIMIT = 500
+# Row ids (tickets, payouts, quarantined mail …) are INTEGER columns, 32 bits on PostgreSQL:
+# nothing larger names a row on either database.
+MAX_ROW_ID = 2**31 - 1
 
 
 def bounded_id(value: str) -> str:

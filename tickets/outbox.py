@@ -1,8 +1,9 @@
 """The outbox: rows written with the change that caused them, delivered by a worker that retries.
 
 This module holds what the core and the adapters share: the rows' items and the outcomes a
-sender reports (`Delivered`, `RetryLater`, `Failed`, `Deferred`), `enqueue`, the wake-ups and the
-retry policy. The worker that claims and delivers rows is `tickets.outbox_worker.OutboxWorker`.
+sender reports (`Delivered`, `RetryLater`, `Failed`, `Deferred`, and a row's `progress` on the
+way), `enqueue`, the wake-ups and the retry policy. The worker that claims and delivers rows is
+`tickets.outbox_worker.OutboxWorker`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class OutboxItem:
     message_id: int | None
     attempts: int
     created_at: datetime
+    # What a sender saved of a row that takes several messages (see `Report.progress`): a
+    # retry, in this process or another after a crash, sends only what is still missing.
+    progress: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,15 +69,28 @@ class Deferred:
 Outcome = Delivered | RetryLater | Failed | Deferred
 
 
+class Report(Protocol):
+    """Where a sender says how each row went, the moment it knows (see `Sender`)."""
+
+    def outcome(self, item: OutboxItem, outcome: Outcome) -> None:
+        """The row's outcome; rows are reported in the order they were given."""
+
+    async def progress(self, item: OutboxItem, state: Mapping[str, Any]) -> None:
+        """Part of a row went out: `state` is saved with the row (when this returns), so that
+        no retry, in this process or another, sends that part again."""
+
+
 class Sender(Protocol):
     """Delivers rows of one recipient, in order.
 
-    It returns one outcome per row it tried, in order, and may stop early (after a failure, or
-    after a batch it merged into one message); rows it did not try go back to the queue as they
-    were.
+    It reports one outcome per row it tried, in order, as soon as it has it: the worker saves
+    it at once, so the time in which a crash would send a row again is as short as the channel
+    allows. A row that takes several messages reports its `progress` before each further
+    message. A sender may stop early (after a failure, or after a batch it merged into one
+    message); rows it did not report go back to the queue as they were.
     """
 
-    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]: ...
+    async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -180,11 +197,9 @@ class OneByOne:
     def __init__(self, deliver_one: DeliverFunction) -> None:
         self._deliver_one = deliver_one
 
-    async def deliver(self, items: Sequence[OutboxItem]) -> Sequence[Outcome]:
-        outcomes: list[Outcome] = []
+    async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
         for item in items:
             outcome = await self._deliver_one(item)
-            outcomes.append(outcome)
+            report.outcome(item, outcome)
             if not isinstance(outcome, Delivered):
                 break
-        return outcomes

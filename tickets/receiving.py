@@ -49,7 +49,9 @@ from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows
 from tickets.storage import insert_ignoring
 
-EXCERPT = 500
+# Of a customer message, an agents' notice carries this much (one Telegram message with its header
+# and footer); the agents' feed sends the whole text of a longer one as a file.
+EXCERPT = 3500
 REFERENCES_KEPT = 20
 # A mail loop or a flood still reaches the agents, just without more receipts.
 RECEIPTS_PER_ADDRESS = RateRule("receipts_per_address", 3, timedelta(hours=1))

@@ -86,7 +86,7 @@ class Month:
         if match is None:
             raise InvalidMonth(f"expected a month as YYYY-MM, e.g. 2026-11, got {text.strip()!r}")
         year, month = int(match.group(1)), int(match.group(2))
-        if not 1 <= month <= 12 or year < 1970:
+        if not 1 <= month <= 12 or not 1970 <= year < 9999:  # 9999-12 would end in year 10000
             raise InvalidMonth(f"there is no month {text.strip()!r}")
         return cls(year, month)
 

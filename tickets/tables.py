@@ -251,6 +251,9 @@ class OutboxRow(Base):
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
     external_id: Mapped[str | None] = mapped_column(String(512))
+    # How far a row that takes several messages got (its sender's own record), so that a retry
+    # after a crash sends only the rest.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class InboundKey(Base):

@@ -175,6 +175,7 @@ class ServerStats:
     too_many_requests_by_chat: Counter[int] = field(default_factory=Counter)
     injected_failures: int = 0
     held_requests: int = 0  # requests `hold_next` delayed (counted as they arrive)
+    late_answers: int = 0  # calls carried out and answered late (`hold_answer_next`)
 
     def reset(self) -> None:
         """Zero every counter."""
@@ -184,6 +185,7 @@ class ServerStats:
         self.too_many_requests_by_chat.clear()
         self.injected_failures = 0
         self.held_requests = 0
+        self.late_answers = 0
 
 
 _ADMIN_RIGHTS = {

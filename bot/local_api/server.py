@@ -60,6 +60,7 @@ class _Failure:
     retry_after: int
     delay: float
     executed: bool
+    skip: int = 0
 
     def error(self) -> ApiError:
         """The error this failure answers with."""
@@ -80,6 +81,7 @@ class _Hold:
     chat_id: int | None
     remaining: int
     seconds: float
+    answer: bool = False  # hold the answer (the call is carried out at once), not the arrival
 
 
 def _phrase(status: int) -> str:
@@ -203,12 +205,14 @@ class LocalBotApi(ScriptedPeople, Inspection):
         retry_after: int = 1,
         delay: float = 0.0,
         executed: bool = False,
+        skip: int = 0,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` (``"*"`` for any) with an error.
 
         ``chat_id`` restricts it to calls for that chat.  ``delay`` waits before answering
         (to trigger client timeouts).  ``executed=True`` performs the call and only then
-        answers with the error: the "sent, but the response was lost" case.
+        answers with the error: the "sent, but the response was lost" case.  ``skip`` lets that
+        many matching calls through first (the second part of a long message, say).
         """
         name = "*" if method == "*" else _BY_LOWER_NAME.get(method.lower())
         if name is None:
@@ -225,6 +229,7 @@ class LocalBotApi(ScriptedPeople, Inspection):
                 retry_after=retry_after,
                 delay=delay,
                 executed=executed,
+                skip=skip,
             )
         )
 
@@ -237,13 +242,30 @@ class LocalBotApi(ScriptedPeople, Inspection):
         on a slow network path between the bot and Telegram. ``chat_id`` restricts it to calls
         for that chat.
         """
+        self._hold(method, seconds, times, chat_id, answer=False)
+
+    def hold_answer_next(
+        self, method: str, *, seconds: float, times: int = 1, chat_id: ChatRef | None = None
+    ) -> None:
+        """Carry out the next ``times`` calls of ``method`` at once, but answer ``seconds`` late.
+
+        With ``seconds`` beyond the client's read timeout this is the "sent, but no answer in
+        time" case: the message is delivered, and the client cannot know it.
+        """
+        self._hold(method, seconds, times, chat_id, answer=True)
+
+    def _hold(
+        self, method: str, seconds: float, times: int, chat_id: ChatRef | None, *, answer: bool
+    ) -> None:
         name = "*" if method == "*" else _BY_LOWER_NAME.get(method.lower())
         if name is None:
             raise ValueError(f"unknown Bot API method {method!r}")
         if times < 1 or seconds < 0:
             raise ValueError("times must be >= 1 and seconds >= 0")
         chat = chat_id_of(chat_id) if chat_id is not None else None
-        self._holds.append(_Hold(method=name, chat_id=chat, remaining=times, seconds=seconds))
+        self._holds.append(
+            _Hold(method=name, chat_id=chat, remaining=times, seconds=seconds, answer=answer)
+        )
 
     def clear_faults(self) -> None:
         """Forget the failures and holds set up with ``fail_next`` and ``hold_next``."""
@@ -255,9 +277,9 @@ class LocalBotApi(ScriptedPeople, Inspection):
             return False
         return chat_id is None or self._request_chat(params) == chat_id
 
-    def _take_hold(self, method: str, params: Params) -> float:
+    def _take_hold(self, method: str, params: Params, *, answer: bool = False) -> float:
         for hold in self._holds:
-            if self._matches(hold.method, hold.chat_id, method, params):
+            if hold.answer == answer and self._matches(hold.method, hold.chat_id, method, params):
                 hold.remaining -= 1
                 if hold.remaining == 0:
                     self._holds.remove(hold)
@@ -268,6 +290,9 @@ class LocalBotApi(ScriptedPeople, Inspection):
         for failure in self._failures:
             if not self._matches(failure.method, failure.chat_id, method, params):
                 continue
+            if failure.skip:
+                failure.skip -= 1
+                return None
             failure.remaining -= 1
             if failure.remaining == 0:
                 self._failures.remove(failure)
@@ -314,7 +339,11 @@ class LocalBotApi(ScriptedPeople, Inspection):
             await asyncio.sleep(held)
         failure = self._take_failure(method, params)
         if failure is None:
-            return await METHODS[method](self._world, params)
+            result = await METHODS[method](self._world, params)
+            if late := self._take_hold(method, params, answer=True):
+                self._world.stats.late_answers += 1
+                await asyncio.sleep(late)
+            return result
         if failure.delay:
             await asyncio.sleep(failure.delay)
         if failure.executed:
