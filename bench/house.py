@@ -13,8 +13,7 @@ What it counts, over the product packages (not tests, not migrations, not bench)
 - blocks of six or more lines written twice: windows of six consecutive code lines that stand,
   letter for letter once white space is folded, in two places (blank lines, comments and import
   lines are passed over, as are lines of lone punctuation); overlapping windows of one pair of
-  places
-  count once;
+  places count once;
 - import cycles: strongly connected groups of two or more modules in the graph of imports between
   product modules (imports inside `if TYPE_CHECKING:` count: they are arrows a reader follows too);
 - upward imports: an import that runs against the layers, shell → channels → core, with the sandbox
