@@ -11,11 +11,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from bot.local_api import LocalBotApi, RateLimits, SimChat, SimUser
-from mail.local_server import LocalMailServer
-from supportbot import app
-from supportbot.demo_accounts import ledger_and_link, refund, watch_and_report
-from supportbot.demo_stage import (
+from sandbox.demo_accounts import ledger_and_link, refund, watch_and_report
+from sandbox.demo_stage import (
     CAROL,
     SUPPORT_ADDRESS,
     TOKEN,
@@ -26,7 +23,11 @@ from supportbot.demo_stage import (
     print_queue,
     until,
 )
-from supportbot.local import local_settings, serving
+from sandbox.mail import LocalMailServer
+from sandbox.service import local_settings, serving
+from sandbox.telegram import LocalBotApi, RateLimits, SimChat, SimUser
+from supportbot import app
+from supportbot.added_commands import AddedCommand
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
@@ -45,6 +46,11 @@ async def run_demo(directory: Path | None = None) -> None:
                 await _script(server, mail, folder)
         finally:
             await server.stop()
+
+
+COMMAND = AddedCommand(
+    help="run the real service against a built-in local Telegram server, scripted", run=run_demo
+)
 
 
 async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> None:

@@ -12,11 +12,11 @@ from sqlalchemy import select, update
 
 from accounts.importer import import_file
 from accounts.tables import Payout
-from bot.local_api import SentMessage, SimChat, SimUser
-from supportbot.demo_stage import (
+from sandbox.demo_stage import (
     Scene,
     until,
 )
+from sandbox.telegram import SentMessage, SimChat, SimUser
 from tickets.ports import utcnow
 from tickets.tables import Ticket
 

@@ -11,8 +11,8 @@ from email.utils import format_datetime, make_msgid
 
 from sqlalchemy import func, select
 
-from bot.local_api import LocalBotApi, SentMessage, SimChat, SimUser
-from mail.local_server import LocalMailServer
+from sandbox.mail import LocalMailServer
+from sandbox.telegram import LocalBotApi, SentMessage, SimChat, SimUser
 from supportbot import app
 from supportbot.templates import when
 from tickets import queue

@@ -2,7 +2,7 @@
 
 `LocalMailServer` is what `supportbot demo` and tests point IMAP_* and SMTP_* at when no real mail
 server is around: an in-process IMAP4rev1 server holding one user's one mailbox
-(mail/local_imap.py; scripted customers `append` their mail to it), and an aiosmtpd sink that
+(sandbox/imap/server.py; scripted customers `append` their mail to it), and an aiosmtpd sink that
 keeps every mail handed to it instead of delivering it (`received`). No TLS: loopback only.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from mail.local_imap import LocalImapServer
+from sandbox.imap.server import LocalImapServer
 from supportbot.settings import ImapSettings, SmtpSettings, Tls
 
 __all__ = ["Delivery", "LocalMailServer", "SmtpSink"]

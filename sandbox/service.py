@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-from bot.local_api import LocalBotApi, SimChat
+from sandbox.telegram import LocalBotApi, SimChat
 from supportbot import app
 from supportbot.settings import Settings, load_settings
 from tickets.ports import Clock, utcnow

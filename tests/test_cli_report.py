@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.local_api.media import sniff_image
+from sandbox.telegram.media import sniff_image
 from tests.conftest import Database
 from tests.report_fixtures import OCTOBER_RESPONSES, seed_october
 from tests.test_cli import cli

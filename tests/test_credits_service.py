@@ -13,8 +13,8 @@ import pytest
 
 from accounts.ledger import balance
 from accounts.tables import LedgerEntry, SlaCredit
-from bot.local_api import LocalBotApi, SimChat, SimUser
-from supportbot.local import local_settings, serving
+from sandbox.service import local_settings, serving
+from sandbox.telegram import LocalBotApi, SimChat, SimUser
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.telegram_harness import TOKEN

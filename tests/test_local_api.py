@@ -15,10 +15,10 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
-from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimulationError, sample_png
-from bot.local_api.entities import detect_entities, render_text
-from bot.local_api.errors import ApiError
-from bot.local_api.limits import RateLimiter, Window
+from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimulationError, sample_png
+from sandbox.telegram.entities import detect_entities, render_text
+from sandbox.telegram.errors import ApiError
+from sandbox.telegram.limits import RateLimiter, Window
 
 # httpx logs every request URL at INFO, and those URLs contain the bot token.
 logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.local_api import SentMessage
+from sandbox.telegram import SentMessage
 from tests import helpers
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name

@@ -1,4 +1,4 @@
-"""The built-in mail servers (mail/local_server.py) under the real IMAP intake and SMTP sender.
+"""The built-in mail servers (sandbox/mail.py) under the real IMAP intake and SMTP sender.
 
 The intake and the sender are the ones `supportbot run` uses; only the servers are local. The
 last tests speak IMAP on the wire, for what the intake never sends (literals, errors, EXAMINE).
@@ -17,8 +17,8 @@ import pytest
 
 from mail.imap import ImapError, ImapIntake
 from mail.imap_client import ConnectionLost, ImapSession
-from mail.local_server import LocalMailServer
 from mail.smtp import SmtpSender
+from sandbox.mail import LocalMailServer
 from supportbot.settings import ImapSettings
 from tests import helpers
 from tests.conftest import Clock, Database

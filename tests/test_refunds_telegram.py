@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from accounts.tables import Payout, Refund
-from bot.local_api import SentMessage
+from sandbox.telegram import SentMessage
 from tests import helpers
 from tests import refund_data as data
 from tests.conftest import Database

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import text
 
-from bot.local_api import LocalBotApi, SentMessage, SimChat, SimUser
+from sandbox.telegram import LocalBotApi, SentMessage, SimChat, SimUser
 from tests import helpers
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from accounts.tables import Payout, Refund
-from bot.local_api import SentMessage, SimUser
+from sandbox.telegram import SentMessage, SimUser
 from tests import helpers
 from tests.conftest import Database
 from tests.mailservers import eventually

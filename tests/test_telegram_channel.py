@@ -7,7 +7,7 @@ import re
 
 from sqlalchemy import select
 
-from bot.local_api import RateLimits, sample_png
+from sandbox.telegram import RateLimits, sample_png
 from tests import helpers
 from tests.conftest import Database
 from tests.telegram_harness import running_desk

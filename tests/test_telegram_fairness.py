@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from accounts.tables import LinkCode
 from bot.customers import COMMANDS_PER_CUSTOMER
-from supportbot.local import serving
+from sandbox.service import serving
 from tests import helpers
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name

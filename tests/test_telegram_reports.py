@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.local_api import SentMessage
-from bot.local_api.media import sniff_image
+from sandbox.telegram import SentMessage
+from sandbox.telegram.media import sniff_image
 from tests import helpers
 from tests.conftest import Database
 from tests.report_fixtures import seed_october

@@ -37,8 +37,8 @@ from bot.format import (
     utf16_len,
 )
 from bot.limits import Budget, TelegramLimiter
-from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser, sample_png
 from bot.senders import AgentFeed, CustomerSender, parts_of
+from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser, sample_png
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Database

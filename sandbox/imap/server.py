@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from mail.local_imap_session import MAX_LINE, Mailbox, Session, StoredMail
-from mail.local_imap_syntax import flag
+from sandbox.imap.session import MAX_LINE, Mailbox, Session, StoredMail
+from sandbox.imap.syntax import flag
 
 log = logging.getLogger(__name__)
 

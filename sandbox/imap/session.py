@@ -1,6 +1,6 @@
 """One connection to the local IMAP server: its state, its view of the mailbox, its commands.
 
-See mail/local_imap.py for what the server supports. A session learns of new mail from
+See sandbox/imap/server.py for what the server supports. A session learns of new mail from
 ``* N EXISTS`` at once while it idles, otherwise at its next NOOP, CHECK or IDLE; until then
 SEARCH, FETCH and STORE see the mailbox as the session last heard of it, so a session never meets a
 message it was not told of.
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from mail.local_imap_syntax import (
+from sandbox.imap.syntax import (
     LITERAL_MARK,
     RECENT,
     SYSTEM_FLAGS,

@@ -1,6 +1,6 @@
 """Read-only views of the server's records, for assertions in tests and benchmarks.
 
-These methods are mixed into :class:`~bot.local_api.server.LocalBotApi`.
+These methods are mixed into :class:`~sandbox.telegram.server.LocalBotApi`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Scripted people: what tests and the demo make users (and group admins) do.
 
-These methods are mixed into :class:`~bot.local_api.server.LocalBotApi`.  Each action changes the
+These methods are mixed into :class:`~sandbox.telegram.server.LocalBotApi`.  Each action changes the
 simulated world the way a real Telegram client would and queues the update the bot would get.
 An action no real client could perform (posting into a group one is not in, pressing a button
-that does not exist...) raises :class:`~bot.local_api.errors.SimulationError`.
+that does not exist...) raises :class:`~sandbox.telegram.errors.SimulationError`.
 """
 
 from __future__ import annotations
