@@ -9,6 +9,8 @@ from accounts.importer import import_file
 from accounts.tables import AccountLink
 from supportbot.templates import Templates
 from tests import helpers
+from tests.acceptance.test_accounts_telegram import mails_to, smtp_settings
+from tests.acceptance.test_plans_service import ledger
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SmtpServer,
@@ -16,8 +18,6 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     smtp_server_fixture,
 )
 from tests.telegram_harness import running_desk
-from tests.test_accounts_telegram import mails_to, smtp_settings
-from tests.test_plans_service import ledger
 from tickets.ports import utcnow
 from tickets.tables import AuditEntry
 

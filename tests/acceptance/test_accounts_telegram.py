@@ -13,6 +13,7 @@ from accounts.importer import import_file
 from accounts.tables import AccountLink
 from tests import helpers
 from tests.conftest import START, Database
+from tests.integration.test_accounts_import import CSV
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SUPPORT,
     Received,
@@ -21,7 +22,6 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     smtp_server_fixture,
 )
 from tests.telegram_harness import running_desk
-from tests.test_accounts_import import CSV
 from tickets.tables import AuditEntry, OutboxRow
 
 
@@ -142,7 +142,7 @@ async def test_agents_balance_from_the_deployments_own_billing(
     database: Database, tmp_path: Path
 ) -> None:
     await imported(database, tmp_path)
-    extra = {"BILLING_FACTORY": "tests.test_accounts_link:billing_of_record"}
+    extra = {"BILLING_FACTORY": "tests.integration.test_accounts_link:billing_of_record"}
     async with running_desk(database, forum=False, extra=extra) as desk:
         await desk.server.user_sends(desk.agent, chat=desk.group, text="/balance vip@example.com")
         shown = await desk.wait_group("Balance: $777.77")

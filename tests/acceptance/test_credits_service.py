@@ -17,9 +17,9 @@ from sandbox.service import local_settings, serving
 from sandbox.telegram import LocalBotApi, SimChat, SimUser
 from tests import helpers
 from tests.conftest import Clock, Database
+from tests.integration.test_credits import march_ledgers
+from tests.integration.test_credits_cli import checks_file
 from tests.telegram_harness import TOKEN
-from tests.test_credits import march_ledgers
-from tests.test_credits_cli import checks_file
 from tickets.tables import OutboxRow
 
 

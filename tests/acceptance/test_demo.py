@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(r"^ *\d+\.\d+s  (?P<header>.+)\n(?P<body>(?: {8}│.*\n?)*)", re.MULTILINE)
 
 

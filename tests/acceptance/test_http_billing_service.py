@@ -22,9 +22,9 @@ from tests import helpers
 from tests import refund_data as data
 from tests.billing_server import TOKEN, BillingServer, Fault
 from tests.conftest import Clock, Database
+from tests.integration.test_credit_run import instatus
 from tests.mailservers import eventually
 from tests.telegram_harness import Desk, running_desk
-from tests.test_credit_run import instatus
 from tickets.desk import Desk as TicketDesk
 from tickets.model import Route
 from tickets.outbox_worker import OutboxWorker

@@ -19,7 +19,9 @@ from accounts.plans import sync_plans
 from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
+from tests.acceptance.test_accounts_telegram import mails_to, smtp_settings
 from tests.conftest import Database
+from tests.integration.test_accounts_import import COLUMNS
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SUPPORT,
     Dovecot,
@@ -33,8 +35,6 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     tls_files_fixture,
 )
 from tests.telegram_harness import Desk, running_desk
-from tests.test_accounts_import import COLUMNS
-from tests.test_accounts_telegram import mails_to, smtp_settings
 from tickets import queue
 from tickets.policy import SlaPolicy
 from tickets.ports import utcnow

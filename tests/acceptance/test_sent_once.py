@@ -28,6 +28,7 @@ from sqlalchemy import text
 
 from sandbox.telegram import LocalBotApi, SentMessage, SimChat, SimUser
 from tests import helpers
+from tests.acceptance.test_long_texts import long_text
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     Dovecot,
@@ -41,14 +42,13 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     tls_files_fixture,
 )
 from tests.telegram_harness import TOKEN, running_desk
-from tests.test_long_texts import long_text
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.outbox_worker import LEASE
 from tickets.ports import utcnow
 from tickets.tables import OutboxRow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Service:

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from accounts.tables import Payout, Refund
 from sandbox.telegram import SentMessage, SimUser
 from tests import helpers
+from tests.acceptance.test_refunds_telegram import account_for, press
 from tests.conftest import Database
 from tests.mailservers import eventually
 from tests.telegram_harness import Desk, running_desk
-from tests.test_refunds_telegram import account_for, press
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow

@@ -20,6 +20,8 @@ from accounts.tables import LinkCode
 from bot.customers import COMMANDS_PER_CUSTOMER
 from sandbox.service import serving
 from tests import helpers
+from tests.acceptance.test_accounts_telegram import imported, mails_to, smtp_settings
+from tests.acceptance.test_refunds_telegram import account_for
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SmtpServer,
@@ -27,8 +29,6 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     smtp_server_fixture,
 )
 from tests.telegram_harness import running_desk
-from tests.test_accounts_telegram import imported, mails_to, smtp_settings
-from tests.test_refunds_telegram import account_for
 from tickets.receiving import NEW_TICKETS_PER_CUSTOMER
 from tickets.tables import Customer, InboxEvent, Message, OutboxRow, Ticket
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from accounts.tables import Account
 from tests import helpers
 from tests.conftest import Database
-from tests.test_accounts_import import CSV
-from tests.test_cli import ROOT, cli
+from tests.integration.test_accounts_import import CSV
+from tests.integration.test_cli import ROOT, cli
 
 
 def test_import_then_reimport_then_a_bad_file(database: Database, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from accounts.uptime import Month
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
-from tests.test_accounts_import import CSV
+from tests.integration.test_accounts_import import CSV
 from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.errors import InvalidAction
@@ -338,7 +338,9 @@ def not_billing(sessions: async_sessionmaker[AsyncSession]) -> object:
 
 
 async def test_billing_port_swap(imported: Database, clock: Clock) -> None:
-    billing = load_billing("tests.test_accounts_link:billing_of_record", imported.sessions)
+    billing = load_billing(
+        "tests.integration.test_accounts_link:billing_of_record", imported.sessions
+    )
     async with imported.sessions.begin() as session:
         await add_agent(session, AGENT, Role.AGENT, "Sam", at=START, actor="test")
     lookups = BalanceLookups(imported.sessions, billing, Templates(), clock=clock)
@@ -361,7 +363,7 @@ async def test_billing_port_swap(imported: Database, clock: Clock) -> None:
     [
         ("nowhere.at.all:factory", "cannot import"),
         ("accounts.billing:missing", "has no function"),
-        ("tests.test_accounts_link:not_billing", "lacks the Billing methods"),
+        ("tests.integration.test_accounts_link:not_billing", "lacks the Billing methods"),
         ("justaname", "expected module:function"),
     ],
 )

@@ -21,7 +21,7 @@ from tickets.model import Role
 from tickets.policy import SlaPolicy
 from tickets.tables import Quarantined
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(

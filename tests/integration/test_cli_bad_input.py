@@ -17,7 +17,7 @@ from accounts.tables import Account, LedgerEntry, Payment, SlaCredit
 from accounts.uptime import Month
 from tests import helpers
 from tests.conftest import Database
-from tests.test_cli import cli
+from tests.integration.test_cli import cli
 from tickets.tables import Agent, AuditEntry
 
 TOO_BIG = str(2**63)

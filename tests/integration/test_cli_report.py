@@ -10,8 +10,8 @@ import pytest
 
 from sandbox.telegram.media import sniff_image
 from tests.conftest import Database
+from tests.integration.test_cli import cli
 from tests.report_fixtures import OCTOBER_RESPONSES, seed_october
-from tests.test_cli import cli
 
 
 async def test_report_prints_the_month_and_writes_csv_and_chart(

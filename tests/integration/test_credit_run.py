@@ -17,9 +17,9 @@ from supportbot.settings import UptimeSettings
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
-from tests.test_credits import mar as mar_day
-from tests.test_credits import march_ledgers
-from tests.test_credits_cli import checks_file
+from tests.integration.test_credits import mar as mar_day
+from tests.integration.test_credits import march_ledgers
+from tests.integration.test_credits_cli import checks_file
 from tickets.tables import OutboxRow
 
 ROUTES = NoticeRoutes(telegram=True, email=False)

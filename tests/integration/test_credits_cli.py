@@ -10,8 +10,8 @@ from accounts.tables import LedgerEntry, SlaCredit
 from accounts.uptime import Month
 from tests import helpers
 from tests.conftest import Database
-from tests.test_cli import cli
-from tests.test_credits import march_ledgers
+from tests.integration.test_cli import cli
+from tests.integration.test_credits import march_ledgers
 from tickets.tables import OutboxRow
 
 MARCH = Month(2026, 3)

@@ -25,7 +25,7 @@ from tests.billing_server import TOKEN, BillingServer, Fault
 from tickets.outbox import Delivered, Failed, RetryLater
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-CONTRACT = Path(__file__).resolve().parent.parent / "docs" / "billing-api.yaml"
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "billing-api.yaml"
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from tickets.tables import (
 )
 
 AGENT = 9001
-DATA = Path(__file__).parent / "data" / "mail"
+DATA = Path(__file__).parents[1] / "data" / "mail"
 
 
 def intake(

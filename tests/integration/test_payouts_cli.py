@@ -8,8 +8,8 @@ from pathlib import Path
 from accounts.tables import Payout
 from tests import helpers
 from tests.conftest import Clock, Database
-from tests.test_cli import cli
-from tests.test_refunds import AGENT, refunds_of, setup
+from tests.integration.test_cli import cli
+from tests.integration.test_refunds import AGENT, refunds_of, setup
 from tickets.desk import Desk
 from tickets.tables import AuditEntry, OutboxRow
 

@@ -16,8 +16,8 @@ from accounts.tables import Account
 from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
+from tests.acceptance.test_plans_service import ledger
 from tests.conftest import START, Clock, Database
-from tests.test_plans_service import ledger
 from tickets import queue
 from tickets.agents import add_agent
 from tickets.desk import Desk

@@ -19,9 +19,9 @@ from accounts.linking import LinkResult
 from accounts.tables import LinkCode
 from supportbot.templates import Templates
 from tests import helpers
+from tests.acceptance.test_accounts_telegram import imported
 from tests.conftest import START, Clock, Database
-from tests.test_accounts_link import Codes, linker
-from tests.test_accounts_telegram import imported
+from tests.integration.test_accounts_link import Codes, linker
 from tickets import rate_limits
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy

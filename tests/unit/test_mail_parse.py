@@ -16,7 +16,7 @@ from mail.html_text import html_to_text
 from mail.parse import TEXT_LIMIT, AuthVerdict, MailParseError, ParsedMail, parse_mail
 from mail.quotes import visible_text
 
-DATA = Path(__file__).parent / "data" / "mail"
+DATA = Path(__file__).parents[1] / "data" / "mail"
 OUR = "support@example.com"
 
 

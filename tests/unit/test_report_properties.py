@@ -1,7 +1,7 @@
 """The business-time arithmetic behind the reports, against a minute-by-minute brute force.
 
 Random calendars (weekday sets, daily windows, holidays, fixed and DST time zones: the
-`cases` strategy of tests/test_sla.py) and random tickets: each wait starts on a whole minute
+`cases` strategy of tests/unit/test_sla.py) and random tickets: each wait starts on a whole minute
 and is answered inside the period, after it, or never. The reference counts business minutes by
 reading the local clock minute by minute (`brute_flags`); the report must agree on every
 response's business hours (as the desk stores them), on the shares within 6 h and 24 h, and on
@@ -16,7 +16,7 @@ from itertools import accumulate
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.test_sla import Spec, brute_flags, cases, later, minute_case, minutes
+from tests.unit.test_sla import Spec, brute_flags, cases, later, minute_case, minutes
 from tickets.policy import SlaPolicy
 from tickets.reports import Month, Period, ResponseRow, WaitRow, build_report
 

@@ -190,7 +190,7 @@ def test_malformed_env_file_names_the_line(tmp_path: Path) -> None:
 
 
 def test_env_example_documents_every_key_and_loads() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     example = root / ".env.example"
     source = (root / "supportbot" / "settings.py").read_text(encoding="utf-8")
     read = set(re.findall(r'read\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
