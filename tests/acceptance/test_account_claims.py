@@ -10,8 +10,8 @@ from accounts.tables import AccountLink
 from supportbot.templates import Templates
 from tests import helpers
 from tests.acceptance.test_accounts_telegram import mails_to, smtp_settings
-from tests.acceptance.test_plans_service import ledger
 from tests.conftest import Database
+from tests.integration.test_plans import ledger
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SmtpServer,
     eventually,

@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from accounts.importer import import_file
 from accounts.tables import AccountLink
 from tests import helpers
-from tests.conftest import START, Database
-from tests.integration.test_accounts_import import CSV
+from tests.conftest import Database
+from tests.integration.test_accounts_import import imported
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SUPPORT,
     Received,
@@ -23,12 +22,6 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
 )
 from tests.telegram_harness import running_desk
 from tickets.tables import AuditEntry, OutboxRow
-
-
-async def imported(database: Database, tmp_path: Path) -> None:
-    path = tmp_path / "export.csv"
-    path.write_text(CSV, encoding="utf-8")
-    await import_file(database.sessions, path, at=START)
 
 
 def smtp_settings(server: SmtpServer) -> dict[str, str]:

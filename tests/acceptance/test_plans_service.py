@@ -21,7 +21,7 @@ from tests import helpers
 from tests import refund_data as data
 from tests.acceptance.test_accounts_telegram import mails_to, smtp_settings
 from tests.conftest import Database
-from tests.integration.test_accounts_import import COLUMNS
+from tests.integration.test_plans import ledger
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SUPPORT,
     Dovecot,
@@ -45,20 +45,6 @@ PASSING = (
     "mx.example.net; spf=pass smtp.mailfrom=example.com; dkim=pass header.d=example.com; "
     "dmarc=pass header.from=example.com"
 )
-
-
-def ledger(tmp_path: Path) -> Path:
-    """A billing export in which Pia and Ann are Pro and Bob is Basic."""
-    path = tmp_path / "ledger.csv"
-    path.write_text(
-        f"{COLUMNS}\n"
-        "account,A1,pia.pro@example.com,pro,2026-11-20T10:00:00Z,,,,,,,,,,,\n"
-        "account,A2,ann@example.com,pro,2026-11-20T10:00:00Z,,,,,,,,,,,\n"
-        "account,A3,bob@example.org,basic,,,,,,,,,,,,\n"
-        "payment,P1,,,,A1,topup,50.00,50,USDT,tron,TWalletPia,0xaaa,2026-11-20T09:00:00Z,,\n",
-        encoding="utf-8",
-    )
-    return path
 
 
 async def queue_order(desk: Desk) -> list[int]:

@@ -20,9 +20,10 @@ from accounts.tables import LinkCode
 from bot.customers import COMMANDS_PER_CUSTOMER
 from sandbox.service import serving
 from tests import helpers
-from tests.acceptance.test_accounts_telegram import imported, mails_to, smtp_settings
+from tests.acceptance.test_accounts_telegram import mails_to, smtp_settings
 from tests.acceptance.test_refunds_telegram import account_for
 from tests.conftest import Database
+from tests.integration.test_accounts_import import imported
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     SmtpServer,
     eventually,

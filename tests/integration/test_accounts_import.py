@@ -11,10 +11,11 @@ from sqlalchemy import func, select
 from accounts.importer import import_file
 from accounts.ledger import balance
 from accounts.ledger_billing import LedgerBilling
-from accounts.records import ImportRefused, check_records, read_csv, read_json
+from accounts.records import ImportRefused
 from accounts.tables import Account, LedgerEntry, Payment
 from tests import helpers
 from tests.conftest import START, Database
+from tests.unit.test_accounts_import_rows import HEADER
 
 COLUMNS = (
     "type,id,email,plan,pro_since,account,purpose,amount_usd,crypto_amount,currency,chain,"
@@ -121,61 +122,6 @@ async def test_account_rows_update_plan_and_email(database: Database, tmp_path: 
     assert (bob.email, bob.plan) == ("bob@new.example.org", "pro")
 
 
-BAD_ROWS = [
-    ("payment,P9,A1,topup,abc,1,USDT,tron,W,T,2026-11-20T09:00:00Z", "not an amount"),
-    ("payment,P9,A1,topup,1.0000001,1,USDT,tron,W,T,2026-11-20T09:00:00Z", "more than 6"),
-    ("payment,P9,A1,topup,-5,1,USDT,tron,W,T,2026-11-20T09:00:00Z", "more than zero"),
-    ("payment,P9,A1,topup,0,1,USDT,tron,W,T,2026-11-20T09:00:00Z", "more than zero"),
-    ("payment,P9,A1,refund,5,1,USDT,tron,W,T,2026-11-20T09:00:00Z", "purpose must be"),
-    ("payment,P9,A1,topup,5,1,USDT,tron,W,T,yesterday", "not an ISO 8601 time"),
-    ("payment,P9,A1,topup,5,-1,USDT,tron,W,T,2026-11-20T09:00:00Z", "crypto_amount"),
-    ("payment,P9,A1,topup,5,1,USDT,tron,,T,2026-11-20T09:00:00Z", "wallet is missing"),
-    ("payment,,A1,topup,5,1,USDT,tron,W,T,2026-11-20T09:00:00Z", "id is missing"),
-    ("refund,P9,A1,topup,5,1,USDT,tron,W,T,2026-11-20T09:00:00Z", "type must be"),
-]
-HEADER = "type,id,account,purpose,amount_usd,crypto_amount,currency,chain,wallet,tx_hash,paid_at\n"
-GOOD = "payment,P8,A1,topup,5,5,USDT,tron,W,T,2026-11-20T09:00:00Z\n"
-
-
-@pytest.mark.parametrize(("row", "problem"), BAD_ROWS)
-def test_bad_rows_are_named_by_line(row: str, problem: str) -> None:
-    text = HEADER + GOOD + row + "\n"
-    with pytest.raises(ImportRefused) as refused:
-        check_records(read_csv(text), "x.csv")
-    [found] = refused.value.problems
-    assert found.line == 3 and problem in found.message, found
-
-
-def test_json_floats_are_exact_and_checked_by_line() -> None:
-    text = (
-        '[\n{"type": "usage", "id": "U1", "account": "A", "amount_usd": 0.1,\n'
-        ' "at": "2026-11-01"},\n'
-        '{"type": "usage", "id": "U2", "account": "A", "amount_usd": 0.1234567, "at": "2026-11-01"}'
-        "\n]"
-    )
-    with pytest.raises(ImportRefused) as refused:
-        check_records(read_json(text), "x.json")
-    [found] = refused.value.problems
-    assert found.line == 4 and "more than 6 decimal places" in found.message
-
-
-def test_json_lines_are_read_too() -> None:
-    text = (
-        '{"type": "account", "id": "A", "email": "a@example.com"}\n'
-        '{"type": "account", "id": "B", "email": "b@example.com"}\n'
-    )
-    batch = check_records(read_json(text), "x.jsonl")
-    assert [a.line for a in batch.accounts] == [1, 2]
-
-
-def test_duplicate_ids_with_different_content_are_refused() -> None:
-    text = HEADER + GOOD + GOOD + GOOD.replace(",5,5,", ",6,6,")
-    with pytest.raises(ImportRefused) as refused:
-        check_records(read_csv(text), "x.csv")
-    [found] = refused.value.problems
-    assert found.line == 4 and "also on line 2 with different content" in found.message
-
-
 async def test_a_bad_row_applies_nothing(database: Database, tmp_path: Path) -> None:
     await import_file(database.sessions, write(tmp_path, "a.csv", CSV), at=START)
     before = (await counts(database), await balances(database))
@@ -205,3 +151,9 @@ async def test_an_address_of_another_account_is_refused(database: Database, tmp_
     with pytest.raises(ImportRefused, match=r"line 2: email bob@example\.org already belongs"):
         await import_file(database.sessions, write(tmp_path, "b.csv", text), at=START)
     assert (await counts(database))[0] == 2
+
+
+async def imported(database: Database, tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(CSV, encoding="utf-8")
+    await import_file(database.sessions, path, at=START)

@@ -16,14 +16,28 @@ from accounts.tables import Account
 from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
-from tests.acceptance.test_plans_service import ledger
 from tests.conftest import START, Clock, Database
+from tests.integration.test_accounts_import import COLUMNS
 from tickets import queue
 from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
 from tickets.policy import SlaPolicy
 from tickets.tables import AuditEntry, OutboxRow, SlaAlert, Ticket
+
+
+def ledger(tmp_path: Path) -> Path:
+    """A billing export in which Pia and Ann are Pro and Bob is Basic."""
+    path = tmp_path / "ledger.csv"
+    path.write_text(
+        f"{COLUMNS}\n"
+        "account,A1,pia.pro@example.com,pro,2026-11-20T10:00:00Z,,,,,,,,,,,\n"
+        "account,A2,ann@example.com,pro,2026-11-20T10:00:00Z,,,,,,,,,,,\n"
+        "account,A3,bob@example.org,basic,,,,,,,,,,,,\n"
+        "payment,P1,,,,A1,topup,50.00,50,USDT,tron,TWalletPia,0xaaa,2026-11-20T09:00:00Z,,\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def plan_desk(database: Database, policy: SlaPolicy, clock: Clock) -> Desk:

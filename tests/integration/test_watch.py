@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import pytest
-
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
@@ -16,9 +14,8 @@ from tickets.desk import Desk
 from tickets.model import Role
 from tickets.outbox import Delivery
 from tickets.policy import SlaPolicy
-from tickets.sla import BusinessCalendar
 from tickets.tables import AuditEntry, OutboxRow, SlaAlert
-from tickets.watch import Alert, SlaWatch, WatchRules, lead_hours, to_send
+from tickets.watch import Alert, SlaWatch, WatchRules
 
 ADMIN = 9001
 AGENT = 9002
@@ -60,28 +57,6 @@ async def sla_notices(
 
 
 # -- pure rules ----------------------------------------------------------------------------
-
-
-def test_each_alert_is_due_a_fixed_number_of_business_hours_before_the_due_time() -> None:
-    policy = SlaPolicy(calendar=BusinessCalendar())
-    leads = lead_hours(policy, WatchRules(escalate_after_hours=2))
-    assert leads == {Alert.TARGET: 18, Alert.RISK: 4, Alert.BREACH: 0, Alert.ESCALATION: 22}
-
-
-@pytest.mark.parametrize(
-    ("earned", "sent"),
-    [
-        ([], None),
-        ([Alert.TARGET], Alert.TARGET),
-        ([Alert.TARGET, Alert.RISK], Alert.RISK),
-        ([Alert.RISK, Alert.TARGET, Alert.BREACH], Alert.BREACH),
-        ([Alert.ESCALATION], None),
-    ],
-)
-def test_of_several_warnings_earned_at_once_only_the_most_severe_is_sent(
-    earned: list[Alert], sent: Alert | None
-) -> None:
-    assert to_send(earned) is sent
 
 
 # -- warnings --------------------------------------------------------------------------------
