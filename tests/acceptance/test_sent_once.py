@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sandbox.telegram import LocalBotApi, SentMessage, SimChat, SimUser
 from tests import helpers
 from tests.acceptance.test_long_texts import long_text
-from tests.conftest import Database
+from tests.conftest import Database, postgres_only
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     Dovecot,
     SmtpServer,
@@ -216,11 +216,10 @@ async def _status(database: Database, row_id: int, status: str) -> bool:
     return row.status == status
 
 
+@postgres_only  # SQLite is a file the process opens itself: there is no connection to drop
 async def test_a_dropped_database_connection_does_not_send_a_reply_twice(
     database: Database,
 ) -> None:
-    if database.kind == "sqlite":
-        pytest.skip("SQLite is a file the process opens itself: there is no connection to drop")
     name = "supportbot-test-service"
     url = database.url + quote(f" -capplication_name={name}", safe="-")
     async with running_desk(database, forum=False, extra={"DATABASE_URL": url}) as desk:

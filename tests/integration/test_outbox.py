@@ -13,7 +13,7 @@ from sqlalchemy import text as sql
 from sqlalchemy import update
 
 from tests import helpers
-from tests.conftest import Clock, Database
+from tests.conftest import Clock, Database, postgres_only
 from tests.helpers import telegram
 from tickets.agents import add_agent
 from tickets.desk import Desk
@@ -444,11 +444,10 @@ async def test_the_run_loop_sends_the_next_batch_while_a_slow_one_finishes(
     assert {r.status for r in await helpers.outbox(database)} == {"delivered"}
 
 
+@postgres_only  # SQLite's single writer serialises every claim; the locks are PostgreSQL's
 async def test_a_routes_claims_wait_for_each_other_but_not_for_other_routes(
     desk: Desk, database: Database, clock: Clock
 ) -> None:
-    if database.kind != "postgresql":
-        pytest.skip("SQLite's single writer serialises every claim; the locks are PostgreSQL's")
     await put(database, clock, "7", "to a customer")
     async with database.sessions.begin() as session:
         enqueue(
