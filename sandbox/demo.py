@@ -27,7 +27,6 @@ from sandbox.mail import LocalMailServer
 from sandbox.service import local_settings, serving
 from sandbox.telegram import LocalBotApi, RateLimits, SimChat, SimUser
 from supportbot import app
-from supportbot.added_commands import AddedCommand
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
@@ -46,11 +45,6 @@ async def run_demo(directory: Path | None = None) -> None:
                 await _script(server, mail, folder)
         finally:
             await server.stop()
-
-
-COMMAND = AddedCommand(
-    help="run the real service against a built-in local Telegram server, scripted", run=run_demo
-)
 
 
 async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> None:

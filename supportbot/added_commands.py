@@ -22,7 +22,7 @@ class AddedCommand:
 
 
 def added_commands() -> dict[str, AddedCommand]:
-    """The installed packages' commands by name (the sandbox's `demo`)."""
+    """The installed packages' commands by name (the sandbox's `demo`); loading one is cheap."""
     found: dict[str, AddedCommand] = {}
     for point in entry_points(group=GROUP):
         command = point.load()
