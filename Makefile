@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: install demo run test pytest lint format bench clean
+.PHONY: install demo run test pytest unit lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: lint pytest  ## everything CI checks: ruff, mypy, and the whole suite on S
 
 pytest: install
 	$(PY) -m pytest
+
+unit: install  ## only tests/unit: pure code, no I/O, seconds
+	$(PY) -m pytest tests/unit
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -65,8 +65,8 @@ from bench.common import (  # noqa: E402
     table,
 )
 from bench.service_process import ServiceProcess  # noqa: E402
-from bot.local_api import LocalBotApi, RateLimits, SimChat, SimUser  # noqa: E402
-from supportbot.local import local_environ  # noqa: E402
+from sandbox.service import local_environ  # noqa: E402
+from sandbox.telegram import LocalBotApi, RateLimits, SimChat, SimUser  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
 from tickets.model import Role  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402

@@ -83,9 +83,9 @@ from bench.common import (  # noqa: E402
     verdict,
 )
 from bench.service_process import LogTally, ServiceProcess  # noqa: E402
-from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser  # noqa: E402
+from sandbox.service import local_environ, local_settings  # noqa: E402
+from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser  # noqa: E402
 from supportbot import app  # noqa: E402
-from supportbot.local import local_environ, local_settings  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
 from tickets.model import Direction, Role  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402

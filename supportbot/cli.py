@@ -22,7 +22,7 @@ from accounts.money import cents
 from accounts.payouts import payout_list, write_csv
 from mail.imap import ImapIntake
 from supportbot import app, credits_command, db, reporting
-from supportbot.demo import run_demo
+from supportbot.added_commands import added_commands
 from supportbot.settings import Settings, SettingsError, load_settings
 from supportbot.templates import when
 from tickets import queue
@@ -54,9 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("run", help="run the configured channels and the outbox worker")
-    commands.add_parser(
-        "demo", help="run the real service against a built-in local Telegram server, scripted"
-    )
+    for name, added in added_commands().items():
+        commands.add_parser(name, help=added.help)
 
     database = commands.add_parser("db", help="database schema")
     database_commands = database.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -236,8 +235,9 @@ async def _command(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(signum, stop.set)
         await app.run(settings, stop)
         return 0
-    if args.command == "demo":
-        await run_demo()
+    added = added_commands()
+    if args.command in added:
+        await added[args.command].run()
         return 0
     if args.command == "db":
         async with db.open_engine(settings.database_url) as engine:

@@ -119,6 +119,13 @@ def _with_schema(url: str, schema: str) -> str:
     return f"{url}{separator}options=-csearch_path%3D{schema}"
 
 
+# For the few tests of what only PostgreSQL has (row locks that wait, a server connection to
+# drop): they run on PostgreSQL alone instead of skipping on SQLite.
+postgres_only = pytest.mark.parametrize(
+    "database_kind", [pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
-from supportbot.local import local_settings, serving
+from sandbox.service import local_settings, serving
+from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
 from supportbot.settings import Settings
 from tests.conftest import Database
 from tickets.agents import add_agent
