@@ -19,11 +19,11 @@ from bot.places import PlaceBook
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
 from bot.transcripts import send_transcript
-from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
 from tickets.model import MAX_ROW_ID
 from tickets.rate_limits import RateRule
+from tickets.rendering import when
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from bot.accounts import AccountServices
 from bot.convert import CARRIED, Content, content_of, display_name, external_id
 from bot.limits import TelegramLimiter
 from bot.refunds import CustomerRefunds
-from supportbot.templates import Templates
 from tickets import queue
 from tickets.desk import Desk
 from tickets.model import Channel, CustomerRef, IncomingMessage, Route
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
 from tickets.rate_limits import RateRule
+from tickets.rendering import Templates
 
 log = logging.getLogger(__name__)
 

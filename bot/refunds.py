@@ -21,13 +21,13 @@ from bot.buttons import Action, ButtonSigner, Press
 from bot.limits import TelegramLimiter
 from bot.outcomes import answer_agent
 from bot.places import POST, PlaceBook
-from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Channel, CustomerRef, IncomingMessage, TicketStatus
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
 from tickets.rate_limits import RateRule
+from tickets.rendering import Templates
 from tickets.tables import Customer, Ticket
 
 log = logging.getLogger(__name__)

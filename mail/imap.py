@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mail.compose import LOOP_HEADER
 from mail.imap_client import FetchedMail, ImapError, ImapSession
 from mail.parse import parse_mail
-from supportbot.settings import ImapSettings
+from mail.settings import ImapSettings
 from tickets.batching import unreachable
 from tickets.desk import Desk
 from tickets.model import (

@@ -25,7 +25,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from mail.local_imap import LocalImapServer
-from supportbot.settings import ImapSettings, SmtpSettings, Tls
+from mail.settings import ImapSettings, SmtpSettings, Tls
 
 __all__ = ["Delivery", "LocalMailServer", "SmtpSink"]
 

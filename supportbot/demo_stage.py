@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 from bot.local_api import LocalBotApi, SentMessage, SimChat, SimUser
 from mail.local_server import LocalMailServer
 from supportbot import app
-from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
 from tickets.model import Direction, Plan
 from tickets.ports import utcnow
+from tickets.rendering import when
 from tickets.tables import AgentPost, Message, Ticket
 
 TOKEN = "424242:DEMO-LOCAL-TOKEN-not-a-real-one"  # noqa: S105 - the local server only

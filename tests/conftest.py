@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import accounts.tables  # noqa: F401 - the accounts tables are truncated with the rest
 from supportbot import db
-from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy
+from tickets.rendering import Templates
 from tickets.sla import BusinessCalendar
 from tickets.tables import Base
 

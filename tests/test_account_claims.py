@@ -7,7 +7,6 @@ from pathlib import Path
 
 from accounts.importer import import_file
 from accounts.tables import AccountLink
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
@@ -19,6 +18,7 @@ from tests.telegram_harness import running_desk
 from tests.test_accounts_telegram import mails_to, smtp_settings
 from tests.test_plans_service import ledger
 from tickets.ports import utcnow
+from tickets.rendering import Templates
 from tickets.tables import AuditEntry
 
 

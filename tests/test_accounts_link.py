@@ -34,7 +34,6 @@ from accounts.linking import (
 from accounts.lookups import BalanceLookups, NoAccount, Target, identity_notes, parse_target
 from accounts.tables import AccountLink, LinkCode
 from accounts.uptime import Month
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
 from tests.test_accounts_import import CSV
@@ -43,6 +42,7 @@ from tickets.desk import Desk
 from tickets.errors import InvalidAction
 from tickets.model import Role
 from tickets.outbox import Failed, Outcome
+from tickets.rendering import Templates
 from tickets.tables import Customer
 
 ANN = 1001  # Telegram user ids

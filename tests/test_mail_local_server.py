@@ -18,8 +18,8 @@ import pytest
 from mail.imap import ImapError, ImapIntake
 from mail.imap_client import ConnectionLost, ImapSession
 from mail.local_server import LocalMailServer
+from mail.settings import ImapSettings
 from mail.smtp import SmtpSender
-from supportbot.settings import ImapSettings
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.mailservers import customer_mail, eventually

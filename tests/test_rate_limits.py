@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from accounts.linking import LinkResult
 from accounts.tables import LinkCode
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
 from tests.test_accounts_link import Codes, linker
@@ -26,6 +25,7 @@ from tickets import rate_limits
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy
 from tickets.rate_limits import RateRule, Window
+from tickets.rendering import Templates
 from tickets.tables import OutboxRow, RateWindow
 
 THREE_AN_HOUR = RateRule("test", 3, timedelta(hours=1))

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.helpers import email, telegram
@@ -16,6 +15,7 @@ from tickets.desk import Desk
 from tickets.model import Role
 from tickets.outbox import Delivery
 from tickets.policy import SlaPolicy
+from tickets.rendering import Templates
 from tickets.sla import BusinessCalendar
 from tickets.tables import AuditEntry, OutboxRow, SlaAlert
 from tickets.watch import Alert, SlaWatch, WatchRules, lead_hours, to_send

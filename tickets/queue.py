@@ -16,7 +16,6 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from tickets import report_query
 from tickets.errors import TicketNotFound
 from tickets.model import (
     AgentView,
@@ -33,6 +32,7 @@ from tickets.model import (
     TicketView,
 )
 from tickets.policy import SlaPolicy
+from tickets.reports.query import median_between
 from tickets.tables import Agent, Customer, Message, Ticket
 
 Assignee = aliased(Agent)
@@ -173,7 +173,7 @@ async def stats(session: AsyncSession, policy: SlaPolicy, now: datetime) -> Queu
     waiting_count, risky, breached, oldest = row
     local = now.astimezone(policy.calendar.tz)
     midnight = datetime(local.year, local.month, local.day, tzinfo=policy.calendar.tz)
-    answered_today, median_today = await report_query.median_between(session, midnight, now)
+    answered_today, median_today = await median_between(session, midnight, now)
     return QueueStats(
         open=int(open_count or 0),
         waiting=int(waiting_count),

@@ -179,7 +179,7 @@ class Response(Base):
 
     __tablename__ = "responses"
     __table_args__ = (
-        # A month's figures are read from this index alone (tickets/report_query.py).
+        # A month's figures are read from this index alone (tickets/reports/query.py).
         Index(
             "ix_responses_month_figures",
             "answered_at",
