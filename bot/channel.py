@@ -20,10 +20,10 @@ from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
 from bot.outage import GroupOutage
-from bot.places import PlaceBook
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from bot.settings import TelegramSettings
+from bot.store import PlaceBook
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.inbox import Inbox

@@ -166,10 +166,8 @@ class CustomerChat:
                 await self._answer(message, answer)
         elif name == "status":
             assert ref.telegram_id is not None
-            async with self._desk.sessions() as session:
-                tickets = await queue.customer_tickets(
-                    session, self._policy, ref.telegram_id, self._clock()
-                )
+            views = queue.QueueViews(self._desk.sessions, self._policy)
+            tickets = await views.customer_tickets(ref.telegram_id, self._clock())
             await self._answer(message, self._templates.render("telegram/status", tickets=tickets))
         else:
             # Strangers trying agent commands here learn nothing beyond this.

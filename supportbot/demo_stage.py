@@ -12,6 +12,7 @@ from email.utils import format_datetime, make_msgid
 from sqlalchemy import func, select
 
 from bot.local_api import LocalBotApi, SentMessage, SimChat, SimUser
+from bot.store import AgentPost
 from mail.local_server import LocalMailServer
 from supportbot import app
 from tickets import queue
@@ -19,7 +20,7 @@ from tickets.errors import SupportbotError
 from tickets.model import Direction, Plan
 from tickets.ports import utcnow
 from tickets.rendering import when
-from tickets.tables import AgentPost, Message, Ticket
+from tickets.tables import Message, Ticket
 
 TOKEN = "424242:DEMO-LOCAL-TOKEN-not-a-real-one"  # noqa: S105 - the local server only
 SUPPORT_ADDRESS = "support@demo.example"

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from mail.imap import ImapError, ImapIntake, StorageUnavailable, notify_agents
 from mail.settings import Tls
+from mail.store import MailCursor
 from supportbot import db
 from tests import helpers
 from tests.conftest import Clock, Database
@@ -38,14 +39,7 @@ from tickets.model import Role
 from tickets.policy import SlaPolicy
 from tickets.rendering import Templates
 from tickets.sla import BusinessCalendar
-from tickets.tables import (
-    Customer,
-    InboundKey,
-    MailCursor,
-    Message,
-    OutboxRow,
-    Quarantined,
-)
+from tickets.tables import Customer, InboundKey, Message, OutboxRow, Quarantined
 
 AGENT = 9001
 DATA = Path(__file__).parent / "data" / "mail"

@@ -39,6 +39,7 @@ from bot.format import (
 from bot.limits import Budget, TelegramLimiter
 from bot.local_api import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser, sample_png
 from bot.senders import AgentFeed, CustomerSender, parts_of
+from bot.store import AgentPost
 from tests import helpers
 from tests.conftest import Database
 from tickets.agents import add_agent
@@ -49,7 +50,7 @@ from tickets.outbox_worker import OutboxWorker
 from tickets.policy import SlaPolicy
 from tickets.ports import utcnow
 from tickets.rendering import Templates
-from tickets.tables import AgentPost, Customer, OutboxRow
+from tickets.tables import Customer, OutboxRow
 
 # httpx logs every request URL at INFO, and those URLs contain the bot token.
 logging.getLogger("httpx").setLevel(logging.WARNING)

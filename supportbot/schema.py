@@ -1,0 +1,18 @@
+"""Every table of the desk in one metadata: the core's, the money side's and each channel's.
+
+The channels keep their own tables in their own stores (`bot/store.py`, `mail/store.py`) on the
+core's declarative base; importing them here registers them, so Alembic, the migration check and
+the tests see the whole schema.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+import accounts.tables
+import bot.store
+import mail.store
+from tickets.tables import Base
+
+REGISTERED = (accounts.tables.__name__, bot.store.__name__, mail.store.__name__)
+metadata: MetaData = Base.metadata
