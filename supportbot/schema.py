@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-import accounts.tables
-import bot.store
-import mail.store
+import accounts.tables  # noqa: F401 - registers the money side's tables
+import bot.store  # noqa: F401 - registers agent_posts
+import mail.store  # noqa: F401 - registers mail_cursors
 from tickets.tables import Base
 
-REGISTERED = (accounts.tables.__name__, bot.store.__name__, mail.store.__name__)
 metadata: MetaData = Base.metadata
