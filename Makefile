@@ -21,7 +21,7 @@ demo: install  ## the real service on SQLite against the built-in local Telegram
 run: install  ## run the service with the settings in .env / the environment
 	$(VENV)/bin/supportbot run
 
-test: lint pytest  ## everything CI checks: ruff, mypy, and the whole suite on SQLite and PostgreSQL
+test: lint pytest  ## everything CI checks: ruff, mypy, import-linter, and the whole suite on SQLite and PostgreSQL
 
 pytest: install
 	$(PY) -m pytest
@@ -33,6 +33,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -283,10 +283,9 @@ def month_start(now: datetime) -> datetime:
 
 
 def ledger_billing(sessions: async_sessionmaker[AsyncSession]) -> Billing:
-    """The default factory named by `BILLING_FACTORY`: the built-in ledger."""
-    from accounts.ledger_billing import LedgerBilling  # noqa: PLC0415 - it builds on this port
-
-    return LedgerBilling(sessions)
+    """The default factory named by `BILLING_FACTORY`: the built-in ledger. It is found by name,
+    like any other factory, so the port never imports the adapter that builds on it."""
+    return load_billing("accounts.ledger_billing:LedgerBilling", sessions)
 
 
 def load_billing(path: str, sessions: async_sessionmaker[AsyncSession]) -> Billing:

@@ -36,9 +36,9 @@ from accounts.credits import (
 )
 from accounts.ledger_billing import LedgerBilling
 from accounts.money import cents
+from accounts.settings import UptimeSettings
 from accounts.tables import SlaCredit
 from accounts.uptime import Month, Uptime, UptimeError
-from supportbot.settings import Settings, UptimeSettings
 from tickets.notices import notify_agents
 from tickets.ports import Clock, Renderer
 
@@ -77,17 +77,6 @@ def configured_uptime(source: UptimeSettings, month: Month) -> Uptime:
         return instatus_uptime(month, source.instatus_file)
     assert source.checks_file is not None
     return checks_uptime(month, source.checks_file, source.maintenance_file)
-
-
-def notice_routes(settings: Settings) -> NoticeRoutes:
-    """Customer channels this configuration delivers on."""
-    address = settings.support_address or ""
-    return NoticeRoutes(
-        telegram=settings.telegram is not None,
-        # as `supportbot.app.run` builds the email sender: only with the whole email channel
-        email=settings.imap is not None and settings.smtp is not None and bool(address),
-        mail_domain=address.rpartition("@")[2] or "supportbot.invalid",
-    )
 
 
 class MonthlyCredits:

@@ -37,6 +37,7 @@ from accounts.records import (
 from accounts.tables import Account, LedgerEntry, LedgerImport, Payment
 from tickets import audit
 from tickets.ports import Renderer
+from tickets.rendering import Templates
 
 CHUNK = 500
 Progress = Callable[[int, int], None]
@@ -130,9 +131,7 @@ async def apply_batch(
 ) -> ImportReport:
     """Apply checked records in one transaction, or nothing at all."""
     if templates is None:
-        from supportbot.templates import Templates  # noqa: PLC0415 - the shell's default
-
-        templates = Templates()
+        templates = Templates()  # the shipped texts
     try:
         async with sessions.begin() as session:
             applier = _Applier(session, at, progress, batch.size)

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ScalarSelect, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.money import from_micros
 from accounts.tables import Account, AccountLink, LedgerEntry
@@ -56,6 +56,18 @@ async def balance(session: AsyncSession, account_id: int, *, at: datetime | None
         query = query.where(LedgerEntry.at <= at)
     total = await session.scalar(query)
     return total if isinstance(total, Decimal) else from_micros(int(total or 0))
+
+
+async def owner_of_telegram_user(
+    sessions: async_sessionmaker[AsyncSession], telegram_id: int
+) -> tuple[int | None, Owner | None]:
+    """The ticket-core customer a Telegram user is (None: never wrote) and their account."""
+    async with sessions() as session:
+        customer_id = await session.scalar(
+            select(Customer.id).where(Customer.telegram_id == telegram_id)
+        )
+        owner = await owner_of_customer(session, customer_id) if customer_id else None
+    return customer_id, owner
 
 
 async def owner_of_customer(session: AsyncSession, customer_id: int) -> Owner | None:

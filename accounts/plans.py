@@ -41,12 +41,11 @@ from accounts.ledger import address_account, tied_account
 from accounts.tables import Account, AccountLink
 from accounts.uptime import Month
 from tickets import audit
-from tickets.batch_writes import customers, tickets
 from tickets.model import OutboxKind, OutboxStatus, Plan, TicketStatus
 from tickets.notices import notify_agents
 from tickets.outbox import Outcome
 from tickets.ports import Clock, Renderer
-from tickets.tables import Customer, CustomerEmail, OutboxRow, SlaAlert, Ticket
+from tickets.tables import Customer, CustomerEmail, OutboxRow, SlaAlert, Ticket, customers, tickets
 
 log = logging.getLogger(__name__)
 

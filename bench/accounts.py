@@ -60,9 +60,9 @@ from bench.common import (  # noqa: E402
     table,
     verdict,
 )
-from supportbot.templates import Templates  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
 from tickets.model import Role  # noqa: E402
+from tickets.rendering import Templates  # noqa: E402
 
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "100000"))
 ENTRIES = int(os.environ.get("BENCH_ENTRIES", "1000000"))

@@ -51,11 +51,11 @@ from bench.common import (  # noqa: E402
     table,
     verdict,
 )
-from supportbot.templates import Templates  # noqa: E402
 from tests.billing_server import TOKEN, BillingServer  # noqa: E402
 from tickets.desk import Desk  # noqa: E402
 from tickets.model import Channel, CustomerRef, IncomingMessage  # noqa: E402
 from tickets.policy import SlaPolicy  # noqa: E402
+from tickets.rendering import Templates  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
 from tickets.tables import Ticket  # noqa: E402
 

@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from supportbot import db
-from tickets.tables import Base
+from supportbot.schema import metadata
 
 KINDS = ("sqlite", "postgresql")
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -136,7 +136,7 @@ async def analyze(database: Database) -> None:
     """Refresh the planner's statistics (ANALYZE on either database)."""
     statement = "ANALYZE"
     if database.kind == "postgresql":  # only this schema's tables, not the whole server's
-        statement += " " + ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        statement += " " + ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     async with database.engine.connect() as connection:
         await connection.execute(text(statement))
         await connection.commit()

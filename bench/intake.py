@@ -51,10 +51,10 @@ from bench.common import (  # noqa: E402
     table,
     verdict,
 )
-from supportbot.templates import Templates  # noqa: E402
 from tickets.desk import Desk  # noqa: E402
 from tickets.model import Attachment, Channel, CustomerRef, IncomingMessage, Intake  # noqa: E402
 from tickets.policy import SlaPolicy  # noqa: E402
+from tickets.rendering import Templates  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
 from tickets.tables import InboundKey, Message, OutboxRow, Ticket  # noqa: E402
 

@@ -96,9 +96,8 @@ from bench.common import (  # noqa: E402
 )
 from mail.imap import ImapIntake  # noqa: E402
 from mail.imap_client import ImapSession  # noqa: E402
+from mail.settings import SmtpSettings, Tls  # noqa: E402
 from mail.smtp import SmtpSender  # noqa: E402
-from supportbot.settings import SmtpSettings, Tls  # noqa: E402
-from supportbot.templates import Templates  # noqa: E402
 from tests.mailservers import PASSWORD, SUPPORT, USER, Dovecot, dovecot_binary  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
 from tickets.desk import Desk  # noqa: E402
@@ -117,6 +116,7 @@ from tickets.outbox_worker import OutboxWorker  # noqa: E402
 from tickets.policy import SlaPolicy  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402
 from tickets.receiving import Receiver  # noqa: E402
+from tickets.rendering import Templates  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
 from tickets.tables import Customer, InboundKey, Message, OutboxRow, Quarantined, Ticket  # noqa: E402
 

@@ -7,7 +7,7 @@ Run from the repository root:
 Target: the text report of a month in which 100,000 tickets were answered (about 150,000
 responses: every ticket has a first response, half of them a second one) takes at most 2 s on
 SQLite and on PostgreSQL. "The text report" is what `/report 2026-10` and
-`supportbot report --month 2026-10` do before the chart: `supportbot.reporting.load` (read the
+`supportbot report --month 2026-10` do before the chart: `tickets.reports.monthly.load` (read the
 month's responses and the waits open at its end, build the `MonthlyReport`) and render the
 text that fits one Telegram message. The chart (`render_png`) is measured on its own: once cold
 (the first call in the process imports matplotlib) and then warm; so is the CSV of all rows.
@@ -49,11 +49,12 @@ from bench.common import (  # noqa: E402
     table,
     verdict,
 )
-from supportbot import reporting  # noqa: E402
-from supportbot.templates import Templates  # noqa: E402
+from bot.reports import telegram_text  # noqa: E402
 from tickets.policy import SlaPolicy  # noqa: E402
-from tickets.report_chart import render_png  # noqa: E402
-from tickets.reports import Month, nearest_rank  # noqa: E402
+from tickets.rendering import Templates  # noqa: E402
+from tickets.reports import monthly  # noqa: E402
+from tickets.reports.chart import render_png  # noqa: E402
+from tickets.reports.figures import Month, nearest_rank  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
 from tickets.tables import Agent, Customer, Message, Response, Ticket  # noqa: E402
 
@@ -226,8 +227,8 @@ async def run(kind: str, postgres_url: str) -> Result:
     templates = Templates()
     async with database(kind, postgres_url) as data:
         seeded = await seed(data, policy, rng)
-        report, _ = await reporting.load(data.sessions, policy, NOW, MONTH)
-        text = reporting.telegram_text(templates, report)
+        report, _ = await monthly.load(data.sessions, policy, NOW, MONTH)
+        text = telegram_text(templates, report)
         if (report.overall.responses, report.overall.p50, report.overall.p90) != (
             seeded.responses_in_month,
             seeded.p50,
@@ -239,8 +240,8 @@ async def run(kind: str, postgres_url: str) -> Result:
         meter.start()
         for _ in range(RUNS):
             began = time.perf_counter()
-            report, _ = await reporting.load(data.sessions, policy, NOW, MONTH)
-            text = reporting.telegram_text(templates, report)
+            report, _ = await monthly.load(data.sessions, policy, NOW, MONTH)
+            text = telegram_text(templates, report)
             timings.append(time.perf_counter() - began)
         used = meter.stop()
         busy = used.machine_busy
@@ -251,8 +252,8 @@ async def run(kind: str, postgres_url: str) -> Result:
         render_png(report)
         warm = time.perf_counter() - began
         began = time.perf_counter()
-        _, rows = await reporting.load(data.sessions, policy, NOW, MONTH, rows=True)
-        reporting.csv_text(rows, policy)
+        _, rows = await monthly.load(data.sessions, policy, NOW, MONTH, rows=True)
+        monthly.csv_text(rows, policy)
         csv_s = time.perf_counter() - began
     return Result(
         kind,

@@ -15,15 +15,15 @@ from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
 from bot.outcomes import answer_agent
-from bot.places import PlaceBook
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
+from bot.store import PlaceBook
 from bot.transcripts import send_transcript
-from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
 from tickets.model import MAX_ROW_ID
 from tickets.rate_limits import RateRule
+from tickets.rendering import when
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,7 @@ class AgentGroup:
 
     async def _queue(self, message: Message) -> None:
         now = self._clock()
-        async with self._desk.sessions() as session:
-            entries = await queue.top(session, self._policy, now, 20)
+        entries = await queue.QueueViews(self._desk.sessions, self._policy).top(now, 20)
         if not entries:
             await self._answer(message, "The queue is empty: nobody is waiting for an answer.")
             return
@@ -226,8 +225,7 @@ class AgentGroup:
 
     async def _stats(self, message: Message) -> None:
         now = self._clock()
-        async with self._desk.sessions() as session:
-            s = await queue.stats(session, self._policy, now)
+        s = await queue.QueueViews(self._desk.sessions, self._policy).stats(now)
         await self._answer(
             message, html.escape(self._templates.render("agents/stats", stats=s), quote=False)
         )

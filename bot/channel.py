@@ -20,19 +20,18 @@ from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.intake import Poller
 from bot.limits import TelegramLimiter
 from bot.outage import GroupOutage
-from bot.places import PlaceBook
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
-from mail.compose import FileData
-from supportbot.settings import TelegramSettings
-from supportbot.templates import Templates
+from bot.settings import TelegramSettings
+from bot.store import PlaceBook
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.inbox import Inbox
 from tickets.model import Attachment, Route
 from tickets.outbox import Sender
 from tickets.policy import SlaPolicy
-from tickets.ports import Clock
+from tickets.ports import Clock, FileData
+from tickets.rendering import Templates
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from bot.accounts import AccountServices
 from bot.convert import CARRIED, Content, content_of, display_name, external_id
 from bot.limits import TelegramLimiter
 from bot.refunds import CustomerRefunds
-from supportbot.templates import Templates
 from tickets import queue
 from tickets.desk import Desk
 from tickets.model import Channel, CustomerRef, IncomingMessage, Route
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
 from tickets.rate_limits import RateRule
+from tickets.rendering import Templates
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,8 @@ class CustomerChat:
                 await self._answer(message, answer)
         elif name == "status":
             assert ref.telegram_id is not None
-            async with self._desk.sessions() as session:
-                tickets = await queue.customer_tickets(
-                    session, self._policy, ref.telegram_id, self._clock()
-                )
+            views = queue.QueueViews(self._desk.sessions, self._policy)
+            tickets = await views.customer_tickets(ref.telegram_id, self._clock())
             await self._answer(message, self._templates.render("telegram/status", tickets=tickets))
         else:
             # Strangers trying agent commands here learn nothing beyond this.

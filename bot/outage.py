@@ -21,9 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram.error import Forbidden, TelegramError
 
 from bot.limits import TelegramLimiter
-from tickets.model import Role
+from tickets import queue
 from tickets.ports import Clock, Renderer
-from tickets.queue import agent_list
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +111,7 @@ class GroupAlarm:
 
     async def _tell_admins(self, text: str) -> None:
         try:
-            async with self._sessions() as session:
-                admins = [a.telegram_id for a in await agent_list(session) if a.role is Role.ADMIN]
+            admins = await queue.admins(self._sessions)
         except Exception:
             log.exception("agents' feed: could not read the admins to alert them")
             return

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import html
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, MaybeInaccessibleMessage, Message
 
-from accounts.ledger import Identity, owner_of_customer
+from accounts.ledger import Identity, owner_of_telegram_user
 from accounts.money import cents
 from accounts.payouts import PayoutDesk
 from accounts.refunding import Panel, PlanChanged, RefundDesk, RefundResult, RefundStatus
@@ -20,15 +18,15 @@ from accounts.refunds import RefundScope
 from bot.buttons import Action, ButtonSigner, Press
 from bot.limits import TelegramLimiter
 from bot.outcomes import answer_agent
-from bot.places import POST, PlaceBook
-from supportbot.templates import Templates
+from bot.store import POST, PlaceBook
+from tickets import queue
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
-from tickets.model import Channel, CustomerRef, IncomingMessage, TicketStatus
+from tickets.model import Channel, CustomerRef, IncomingMessage
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
 from tickets.rate_limits import RateRule
-from tickets.tables import Customer, Ticket
+from tickets.rendering import Templates
 
 log = logging.getLogger(__name__)
 
@@ -232,24 +230,13 @@ class CustomerRefunds:
         no ticket was opened (a new ticket's receipt is the answer)."""
         assert ref.telegram_id is not None
         now = self._clock()
-        async with self._desk.sessions() as session:
-            customer_id = await session.scalar(
-                select(Customer.id).where(Customer.telegram_id == ref.telegram_id)
-            )
-            owner = await owner_of_customer(session, customer_id) if customer_id else None
-            if owner is None or owner.identity is not Identity.LINKED:
-                return self._templates.render("telegram/refund_link_first")
-            email = owner.account.email
-            open_request = await session.scalar(
-                select(Ticket.id)
-                .where(
-                    Ticket.customer_id == customer_id,
-                    Ticket.status == TicketStatus.OPEN.value,
-                    Ticket.subject == REFUND_SUBJECT,
-                )
-                .order_by(Ticket.id.desc())
-                .limit(1)
-            )
+        customer_id, owner = await owner_of_telegram_user(self._desk.sessions, ref.telegram_id)
+        if customer_id is None or owner is None or owner.identity is not Identity.LINKED:
+            return self._templates.render("telegram/refund_link_first")
+        email = owner.account.email
+        open_request = await queue.open_ticket_about(
+            self._desk.sessions, customer_id, REFUND_SUBJECT
+        )
         summary = await self._refunds.eligibility(owner.account) or (
             "(the billing system could not be read; the agent will look it up)"
         )
@@ -274,46 +261,11 @@ class CustomerRefunds:
         if intake.duplicate or intake.ignored:
             return None
         if intake.opened:
-            await first_in_tier(self._desk.sessions, self._policy, intake.ticket, now)
+            await queue.first_in_tier(self._desk.sessions, self._policy, intake.ticket, now)
             return None
         if open_request is None:  # over the limit of new tickets: the desk told the customer
             return None
         return self._templates.render("telegram/refund_open", ticket=intake.ticket)
-
-
-async def first_in_tier(
-    sessions: async_sessionmaker[AsyncSession], policy: SlaPolicy, number: int, now: datetime
-) -> datetime | None:
-    """Move a refund request to the top of its tier without entering the risk band.
-
-    Its due time becomes one second before the earliest due time in its plan's tier outside the
-    risk window (never later than its own SLA due time, never inside the window): it goes first
-    among tickets that are not at risk, while every ticket at risk or breached still goes before
-    it, as the queue policy says. Returns the new due time, or None when it stays as it was.
-    """
-    async with sessions.begin() as session:
-        ticket = await session.get(Ticket, number, with_for_update=True)
-        if ticket is None or ticket.due_at is None:
-            return None
-        cutoff = policy.risk_cutoff(now)
-        earliest = await session.scalar(
-            select(Ticket.due_at)
-            .where(
-                Ticket.due_at.is_not(None),
-                Ticket.due_at > cutoff,
-                Ticket.plan == ticket.plan,
-                Ticket.id != ticket.id,
-            )
-            .order_by(Ticket.due_at)
-            .limit(1)
-        )
-        if earliest is None:
-            return None
-        moved = max(earliest - timedelta(seconds=1), cutoff + timedelta(seconds=1))
-        if moved >= ticket.due_at:
-            return None
-        ticket.due_at = moved
-        return moved
 
 
 def _html(text: str) -> str:

@@ -16,13 +16,27 @@ from telegram import InputFile, Message, ReplyParameters
 from telegram.constants import ParseMode
 
 from bot.customers import ChatParts
-from bot.format import MAX_CAPTION, clip
-from supportbot import reporting
+from bot.format import MAX_CAPTION, MAX_TEXT, clip, utf16_len
 from tickets.errors import SupportbotError
-from tickets.report_chart import render_png
-from tickets.reports import InvalidMonth, Month
+from tickets.rendering import Templates
+from tickets.reports import monthly
+from tickets.reports.chart import render_png
+from tickets.reports.figures import InvalidMonth, Month, MonthlyReport
 
 log = logging.getLogger(__name__)
+
+# What the Telegram text shows before it says "… and N more": tried in turn until the text fits.
+TELEGRAM_LIMITS = ((10, 10, 12), (5, 5, 8), (3, 3, 5), (0, 0, 3))
+
+
+def telegram_text(templates: Templates, report: MonthlyReport, *, room: int = MAX_TEXT) -> str:
+    """The report as one Telegram message: shorter lists until it fits `room` UTF-16 units."""
+    text = ""
+    for late, overdue, agents in TELEGRAM_LIMITS:
+        text = monthly.report_text(templates, report, late=late, overdue=overdue, agents=agents)
+        if utf16_len(text) <= room:
+            return text
+    return clip(text, room)
 
 
 async def send_report(parts: ChatParts, message: Message, agent: int, args: str) -> None:
@@ -30,11 +44,11 @@ async def send_report(parts: ChatParts, message: Message, agent: int, args: str)
     now = parts.clock()
     try:
         month = Month.parse(args) if args.strip() else None
-        report, _ = await reporting.load(parts.desk.sessions, parts.policy, now, month)
+        report, _ = await monthly.load(parts.desk.sessions, parts.policy, now, month)
     except InvalidMonth as error:
         await parts.desk.refused(agent, "report", str(error))
         raise
-    text = reporting.telegram_text(parts.templates, report)
+    text = telegram_text(parts.templates, report)
     thread = message.message_thread_id if message.is_topic_message else None
     reply = ReplyParameters(message.message_id, allow_sending_without_reply=True)
     async with parts.limiter.sending(message.chat_id):
@@ -54,7 +68,7 @@ async def send_report(parts: ChatParts, message: Message, agent: int, args: str)
         await parts.bot.send_photo(
             message.chat_id,
             InputFile(png, filename=f"sla-report-{report.period.month}.png"),
-            caption=clip(reporting.caption(parts.templates, report), MAX_CAPTION),
+            caption=clip(monthly.caption(parts.templates, report), MAX_CAPTION),
             parse_mode=None,
             message_thread_id=thread,
             reply_parameters=reply,

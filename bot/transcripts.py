@@ -17,8 +17,9 @@ from tickets import queue
 
 async def send_transcript(parts: ChatParts, message: Message, number: int) -> None:
     """Answer `/transcript N` with ticket N as a text file, in the topic it was asked in."""
-    async with parts.desk.sessions() as session:
-        view = await queue.ticket_view(session, parts.policy, number, parts.clock())
+    view = await queue.QueueViews(parts.desk.sessions, parts.policy).ticket_view(
+        number, parts.clock()
+    )
     text = parts.templates.render("agents/transcript", view=view)
     caption = f"📄 #{number}: {len(view.messages)} message{'s' if len(view.messages) != 1 else ''}"
     async with parts.limiter.sending(message.chat_id):

@@ -20,11 +20,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
 from mail import wire
+from tickets.ports import FileData
 
 __all__ = [
     "LOOP_HEADER",
     "ComposeError",
-    "FileData",
     "MailTemplates",
     "OutgoingMail",
     "check_address",
@@ -48,15 +48,6 @@ _HEADER_NAME_RE = re.compile(r"[!-9;-~]{1,76}")
 
 class ComposeError(ValueError):
     """The row cannot become a mail (a bad address or Message-ID); retrying will not help."""
-
-
-@dataclass(frozen=True)
-class FileData:
-    """An attachment's bytes, as a loader hands them over."""
-
-    filename: str
-    mime_type: str
-    data: bytes
 
 
 @dataclass(frozen=True)

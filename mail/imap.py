@@ -41,22 +41,22 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mail import store
 from mail.compose import LOOP_HEADER
 from mail.imap_client import FetchedMail, ImapError, ImapSession
 from mail.parse import parse_mail
-from supportbot.settings import ImapSettings
+from mail.settings import ImapSettings
+from tickets import email_lookups
 from tickets.batching import unreachable
 from tickets.desk import Desk
 from tickets.model import (
     Attachment,
     Channel,
     CustomerRef,
-    Direction,
     IncomingMessage,
     Intake,
     OutboxKind,
@@ -65,7 +65,6 @@ from tickets.model import (
 )
 from tickets.outbox import enqueue
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.tables import MailCursor, MailId, Message, Quarantined
 
 log = logging.getLogger(__name__)
 
@@ -360,61 +359,16 @@ class ImapIntake:
 
     async def _bounced_address(self, ids: Sequence[str]) -> str | None:
         """The address our bounced mail went to: a reply's, or for a receipt its ticket's."""
-        keys = [bounded_id(item) for item in ids]
-        async with self._sessions() as session:
-            address = await session.scalar(
-                select(Message.reply_address)
-                .where(
-                    Message.channel == Channel.EMAIL.value,
-                    Message.direction == Direction.OUT.value,
-                    Message.external_id.in_(keys),
-                )
-                .limit(1)
-            )
-            if address:
-                return str(address)
-            ticket = await session.scalar(
-                select(MailId.ticket_id).where(MailId.message_id.in_(keys)).limit(1)
-            )
-            if ticket is None:
-                return None
-            address = await session.scalar(
-                select(Message.reply_address)
-                .where(
-                    Message.ticket_id == ticket,
-                    Message.channel == Channel.EMAIL.value,
-                    Message.direction == Direction.IN.value,
-                    Message.counts_for_sla.is_(True),
-                )
-                .order_by(Message.id.desc())
-                .limit(1)
-            )
-        return str(address) if address else None
+        return await email_lookups.bounced_address(
+            self._sessions, [bounded_id(item) for item in ids]
+        )
 
     async def _stored(self, external_id: str) -> bool:
-        async with self._sessions() as session:
-            found = await session.scalar(
-                select(Message.id)
-                .where(
-                    Message.channel == Channel.EMAIL.value,
-                    Message.external_id == bounded_id(external_id),
-                )
-                .limit(1)
-            )
-        return found is not None
+        return await email_lookups.mail_stored(self._sessions, bounded_id(external_id))
 
     async def _set_aside(self, reference: str, raw: bytes, error: str) -> None:
         try:
-            async with self._sessions() as session:
-                earlier = await session.scalar(
-                    select(Quarantined.id)
-                    .where(
-                        Quarantined.source == SOURCE,
-                        or_(Quarantined.reference == reference, Quarantined.raw == raw),
-                    )
-                    .limit(1)
-                )
-            if earlier is None:
+            if not await email_lookups.already_set_aside(self._sessions, SOURCE, reference, raw):
                 await self._desk.quarantine(SOURCE, reference, raw, error)
         except Exception as failure:
             if _unreachable(failure):
@@ -423,9 +377,7 @@ class ImapIntake:
 
     async def _load_cursor(self) -> tuple[int, int] | None:
         try:
-            async with self._sessions() as session:
-                row = await session.get(MailCursor, self.cursor_key)
-                return (row.uidvalidity, row.last_uid) if row is not None else None
+            return await store.load_cursor(self._sessions, self.cursor_key)
         except Exception as error:
             if _unreachable(error):
                 raise StorageUnavailable(f"database unavailable: {error}") from error
@@ -433,24 +385,9 @@ class ImapIntake:
 
     async def _save_cursor(self, uidvalidity: int, last_uid: int) -> None:
         try:
-            async with self._sessions.begin() as session:
-                row = await session.get(MailCursor, self.cursor_key, with_for_update=True)
-                now = self._clock()
-                if row is None:
-                    session.add(
-                        MailCursor(
-                            mailbox=self.cursor_key,
-                            uidvalidity=uidvalidity,
-                            last_uid=last_uid,
-                            updated_at=now,
-                        )
-                    )
-                    return
-                if row.uidvalidity == uidvalidity:
-                    last_uid = max(last_uid, row.last_uid)
-                row.uidvalidity = uidvalidity
-                row.last_uid = last_uid
-                row.updated_at = now
+            await store.save_cursor(
+                self._sessions, self.cursor_key, uidvalidity, last_uid, self._clock()
+            )
         except Exception as error:
             if _unreachable(error):
                 raise StorageUnavailable(f"database unavailable: {error}") from error

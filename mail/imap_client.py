@@ -19,7 +19,7 @@ from typing import Any
 
 import aioimaplib
 
-from supportbot.settings import ImapSettings, Tls
+from mail.settings import ImapSettings, Tls
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +27,20 @@ import aiosmtplib
 from mail.compose import (
     LOOP_HEADER,
     ComposeError,
-    FileData,
     MailTemplates,
     OutgoingMail,
     check_address,
     message_bytes,
 )
-from supportbot.settings import SmtpSettings, Tls
-from supportbot.templates import default_directory
+from mail.settings import SmtpSettings, Tls
 from tickets.model import Attachment, OutboxKind
 from tickets.outbox import Delivered, Failed, OutboxItem, Outcome, Report, RetryLater
-from tickets.ports import Clock, utcnow
+from tickets.ports import Clock, FileData, FileSource, utcnow
+from tickets.rendering import default_directory
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AttachmentLoader", "SmtpSender"]
-
-AttachmentLoader = Callable[[Attachment], Awaitable[FileData]]
-"""Fetches the bytes of an agent's attachment (e.g. a Telegram file) for an outgoing mail."""
+__all__ = ["SmtpSender"]
 
 
 class _Unreachable(Exception):
@@ -76,7 +72,7 @@ class SmtpSender:
         timeout: float = 30.0,
         keep_open: float = 10.0,
         local_hostname: str | None = None,
-        attachment_loader: AttachmentLoader | None = None,
+        attachment_loader: FileSource | None = None,
     ) -> None:
         self._settings = settings
         self._address = check_address(support_address)

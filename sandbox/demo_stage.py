@@ -13,13 +13,14 @@ from sqlalchemy import func, select
 
 from sandbox.mail import LocalMailServer
 from sandbox.telegram import LocalBotApi, SentMessage, SimChat, SimUser
+from bot.store import AgentPost
 from supportbot import app
-from supportbot.templates import when
 from tickets import queue
 from tickets.errors import SupportbotError
 from tickets.model import Direction, Plan
 from tickets.ports import utcnow
-from tickets.tables import AgentPost, Message, Ticket
+from tickets.rendering import when
+from tickets.tables import Message, Ticket
 
 TOKEN = "424242:DEMO-LOCAL-TOKEN-not-a-real-one"  # noqa: S105 - the local server only
 SUPPORT_ADDRESS = "support@demo.example"

@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 
 from sandbox.imap.server import LocalImapServer
 from supportbot.settings import ImapSettings, SmtpSettings, Tls
+from mail.settings import ImapSettings, SmtpSettings, Tls
 
 __all__ = ["Delivery", "LocalMailServer", "SmtpSink"]
 

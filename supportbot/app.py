@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from accounts.account_claims import AccountClaims
 from accounts.billing import Billing, load_billing
-from accounts.credit_run import MonthlyCredits, notice_routes
+from accounts.credit_run import MonthlyCredits
 from accounts.http_billing import HttpBilling, write_sender
 from accounts.linking import Linker
 from accounts.lookups import BalanceLookups
@@ -27,8 +27,7 @@ from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, notify_agents
 from mail.smtp import SmtpSender
 from supportbot import db
-from supportbot.settings import Settings
-from supportbot.templates import Templates
+from supportbot.settings import Settings, notice_routes
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Route
@@ -36,6 +35,7 @@ from tickets.outbox import Sender, Wakeups
 from tickets.outbox_worker import OutboxWorker, take_back_leases
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
+from tickets.rendering import Templates, default_directory
 from tickets.watch import SlaWatch, WatchRules
 
 log = logging.getLogger("supportbot")
@@ -102,7 +102,7 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
         await prepare_database(engine)
         sessions = db.session_factory(engine)
         policy = policy_from(settings)
-        templates = Templates()
+        templates = Templates(default_directory())
         wakeups = Wakeups()
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
         desk = Desk(

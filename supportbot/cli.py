@@ -21,16 +21,17 @@ from accounts.importer import import_file
 from accounts.money import cents
 from accounts.payouts import payout_list, write_csv
 from mail.imap import ImapIntake
-from supportbot import app, credits_command, db, reporting
+from supportbot import app, credits_command, db
 from supportbot.added_commands import added_commands
 from supportbot.settings import Settings, SettingsError, load_settings
-from supportbot.templates import when
 from tickets import queue
 from tickets.agents import add_agent, remove_agent
 from tickets.errors import SupportbotError
 from tickets.model import MAX_ROW_ID, QueueEntry, Role
-from tickets.report_chart import render_png
-from tickets.reports import InvalidMonth, Month
+from tickets.rendering import when
+from tickets.reports import monthly
+from tickets.reports.chart import render_png
+from tickets.reports.figures import InvalidMonth, Month
 from tickets.tables import Quarantined
 
 EXIT_USAGE = 2
@@ -366,13 +367,13 @@ def _progress_line(done: int, total: int) -> None:
 
 
 async def _report(service: app.Service, args: argparse.Namespace) -> None:
-    report, rows = await reporting.load(
+    report, rows = await monthly.load(
         service.sessions, service.policy, service.clock(), args.month, rows=args.csv is not None
     )
-    print(reporting.report_text(service.templates, report))
+    print(monthly.report_text(service.templates, report))
     try:
         if args.csv is not None:
-            args.csv.write_text(reporting.csv_text(rows, service.policy), encoding="utf-8")
+            args.csv.write_text(monthly.csv_text(rows, service.policy), encoding="utf-8")
             print(f"\n{len(rows)} responses written to {args.csv}")
         if args.png is not None:
             args.png.write_bytes(render_png(report))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from accounts.credit_run import checks_uptime, configured_uptime, instatus_uptime, notice_routes
+from accounts.credit_run import checks_uptime, configured_uptime, instatus_uptime
 from accounts.credits import (
     PROMISE,
     Applied,
@@ -22,6 +22,7 @@ from accounts.credits import (
 from accounts.money import cents
 from accounts.uptime import Month, Uptime, UptimeError, given
 from supportbot import app
+from supportbot.settings import notice_routes
 
 
 def add_parser(commands: Any) -> None:

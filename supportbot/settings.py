@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from accounts.credits import NoticeRoutes
 from accounts.http_billing import HttpBillingConfig
+from accounts.settings import UptimeSettings
+from bot.settings import TelegramSettings
+from mail.settings import ImapSettings, SmtpSettings, Tls
 from tickets.errors import SupportbotError
+from tickets.settings import SlaSettings
 from tickets.sla import BusinessCalendar
 
 DEFAULT_DATABASE_URL = "sqlite:///supportbot.db"
@@ -29,61 +33,6 @@ class SettingsError(SupportbotError):
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}")
         self.key = key
-
-
-class Tls(StrEnum):
-    NONE = "none"
-    STARTTLS = "starttls"
-    TLS = "tls"
-
-
-@dataclass(frozen=True)
-class TelegramSettings:
-    token: str = field(repr=False)
-    api_url: str
-    agent_chat_id: int
-    timeout: float = 15.0  # seconds a Bot API request may take (sending, then the answer)
-
-
-@dataclass(frozen=True)
-class ImapSettings:
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    tls: Tls
-    mailbox: str
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    tls: Tls
-    connections: int = 2  # at most this many open at once, each reused from mail to mail
-
-
-@dataclass(frozen=True)
-class SlaSettings:
-    calendar: BusinessCalendar
-    response_hours: float = 24.0
-    target_hours: float = 6.0
-    risk_hours: float = 4.0
-    reopen_days: int = 7
-    escalate_after_hours: float = 2.0
-    stale_claim_hours: float = 4.0
-    watch_interval_seconds: float = 60.0
-
-
-@dataclass(frozen=True)
-class UptimeSettings:
-    """Where the month's uptime comes from for the automatic SLA credits (one source)."""
-
-    checks_file: Path | None = None
-    maintenance_file: Path | None = None
-    instatus_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +64,17 @@ class Settings:
         if self.imap is not None:
             found.append("email")
         return found
+
+
+def notice_routes(settings: Settings) -> NoticeRoutes:
+    """Customer channels this configuration delivers on."""
+    address = settings.support_address or ""
+    return NoticeRoutes(
+        telegram=settings.telegram is not None,
+        # as `supportbot.app.run` builds the email sender: only with the whole email channel
+        email=settings.imap is not None and settings.smtp is not None and bool(address),
+        mail_domain=address.rpartition("@")[2] or "supportbot.invalid",
+    )
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -20,13 +20,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-import accounts.tables  # noqa: F401 - the accounts tables are truncated with the rest
 from supportbot import db
-from supportbot.templates import Templates
+from supportbot.schema import metadata
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy
+from tickets.rendering import Templates
 from tickets.sla import BusinessCalendar
-from tickets.tables import Base
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -149,7 +148,7 @@ def database_url(database_kind: str, request: pytest.FixtureRequest, tmp_path: P
 async def database(database_kind: str, database_url: str) -> AsyncIterator[Database]:
     engine = db.create_engine(database_url)
     if database_kind == "postgresql":
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
         async with engine.begin() as connection:
             await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     try:

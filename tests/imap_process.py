@@ -16,13 +16,13 @@ import signal
 import sys
 
 from mail.imap import ImapIntake
+from mail.settings import ImapSettings, Tls
 from supportbot import db
-from supportbot.settings import ImapSettings, Tls
-from supportbot.templates import Templates
 from tests.mailservers import PASSWORD, SUPPORT, USER
 from tickets.desk import Desk
 from tickets.model import IncomingMessage, Intake
 from tickets.policy import SlaPolicy
+from tickets.rendering import Templates
 from tickets.sla import BusinessCalendar
 
 

@@ -40,7 +40,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from supportbot.settings import ImapSettings, SmtpSettings, Tls
+from mail.settings import ImapSettings, SmtpSettings, Tls
 from tests.conftest import IN_CI
 
 T = TypeVar("T")

@@ -12,12 +12,13 @@ from sqlalchemy import select
 
 from sandbox.service import local_settings, serving
 from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
+from bot.store import AgentPost
 from supportbot.settings import Settings
 from tests.conftest import Database
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
-from tickets.tables import AgentPost, Customer, Ticket
+from tickets.tables import Customer, Ticket
 
 TOKEN = "123456:LOCAL-TEST-TOKEN-abcdefghijkl"
 logging.getLogger("httpx").setLevel(logging.WARNING)

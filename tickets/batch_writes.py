@@ -11,36 +11,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.model import Intake, OutboxKind, OutboxStatus, Route
 from tickets.rate_limits import RateKey, Window, lock_windows, save_windows
 from tickets.storage import insert_ignoring
 from tickets.tables import (
-    AuditEntry,
-    Customer,
-    CustomerEmail,
-    InboundKey,
-    MailId,
-    Message,
-    OutboxRow,
-    Ticket,
+    inbound_keys,
+    mail_ids,
+    outbox,
+    tickets,
 )
 
 if TYPE_CHECKING:
     from tickets.customer_lookup import Found, SenderKey
-
-customers = cast(Table, Customer.__table__)
-customer_emails = cast(Table, CustomerEmail.__table__)
-tickets = cast(Table, Ticket.__table__)
-messages = cast(Table, Message.__table__)
-inbound_keys = cast(Table, InboundKey.__table__)
-mail_ids = cast(Table, MailId.__table__)
-outbox = cast(Table, OutboxRow.__table__)
-audit_log = cast(Table, AuditEntry.__table__)
 
 
 KEY_MESSAGE = (

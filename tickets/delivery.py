@@ -14,12 +14,11 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tickets.batch_writes import audit_log, messages, outbox, tickets
 from tickets.model import DeliveryState, Direction, OutboxKind, Route
 from tickets.outbox import Delivery
 from tickets.policy import SlaPolicy
 from tickets.receiving import Receiver
-from tickets.tables import OutboxRow, Response
+from tickets.tables import OutboxRow, Response, audit_log, messages, outbox, tickets
 
 responses = cast(Table, Response.__table__)
 _REPLY = OutboxKind.REPLY.value

@@ -29,7 +29,6 @@ from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from tickets.batch_writes import outbox
 from tickets.batching import Coalescer, in_transactions, unreachable
 from tickets.model import OutboxKind, OutboxStatus, Route
 from tickets.outbox import (
@@ -46,7 +45,7 @@ from tickets.outbox import (
     Wakeup,
 )
 from tickets.ports import Clock
-from tickets.tables import OutboxRow
+from tickets.tables import OutboxRow, outbox
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,12 @@ enters the first band, ahead of every Pro ticket that is not also at risk.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from tickets import report_query
 from tickets.errors import TicketNotFound
 from tickets.model import (
     AgentView,
@@ -33,6 +32,7 @@ from tickets.model import (
     TicketView,
 )
 from tickets.policy import SlaPolicy
+from tickets.reports.query import median_between
 from tickets.tables import Agent, Customer, Message, Ticket
 
 Assignee = aliased(Agent)
@@ -173,7 +173,7 @@ async def stats(session: AsyncSession, policy: SlaPolicy, now: datetime) -> Queu
     waiting_count, risky, breached, oldest = row
     local = now.astimezone(policy.calendar.tz)
     midnight = datetime(local.year, local.month, local.day, tzinfo=policy.calendar.tz)
-    answered_today, median_today = await report_query.median_between(session, midnight, now)
+    answered_today, median_today = await median_between(session, midnight, now)
     return QueueStats(
         open=int(open_count or 0),
         waiting=int(waiting_count),
@@ -207,3 +207,90 @@ async def agent_list(session: AsyncSession) -> list[AgentView]:
         AgentView(telegram_id=a.telegram_id, name=a.name, role=Role(a.role), added_at=a.added_at)
         for a in agents
     ]
+
+
+async def admins(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
+    """The Telegram ids of the admins on the allowlist (whom an outage alert goes to)."""
+    async with sessions() as session:
+        return [a.telegram_id for a in await agent_list(session) if a.role is Role.ADMIN]
+
+
+async def open_ticket_about(
+    sessions: async_sessionmaker[AsyncSession], customer_id: int, subject: str
+) -> int | None:
+    """The customer's newest open ticket with this subject (e.g. a refund request), if any."""
+    async with sessions() as session:
+        return await session.scalar(
+            select(Ticket.id)
+            .where(
+                Ticket.customer_id == customer_id,
+                Ticket.status == TicketStatus.OPEN.value,
+                Ticket.subject == subject,
+            )
+            .order_by(Ticket.id.desc())
+            .limit(1)
+        )
+
+
+async def first_in_tier(
+    sessions: async_sessionmaker[AsyncSession], policy: SlaPolicy, number: int, now: datetime
+) -> datetime | None:
+    """Move a refund request to the top of its tier without entering the risk band.
+
+    Its due time becomes one second before the earliest due time in its plan's tier outside the
+    risk window (never later than its own SLA due time, never inside the window): it goes first
+    among tickets that are not at risk, while every ticket at risk or breached still goes before
+    it, as the queue policy says. Returns the new due time, or None when it stays as it was.
+    """
+    async with sessions.begin() as session:
+        ticket = await session.get(Ticket, number, with_for_update=True)
+        if ticket is None or ticket.due_at is None:
+            return None
+        cutoff = policy.risk_cutoff(now)
+        earliest = await session.scalar(
+            select(Ticket.due_at)
+            .where(
+                Ticket.due_at.is_not(None),
+                Ticket.due_at > cutoff,
+                Ticket.plan == ticket.plan,
+                Ticket.id != ticket.id,
+            )
+            .order_by(Ticket.due_at)
+            .limit(1)
+        )
+        if earliest is None:
+            return None
+        moved = max(earliest - timedelta(seconds=1), cutoff + timedelta(seconds=1))
+        if moved >= ticket.due_at:
+            return None
+        ticket.due_at = moved
+        return moved
+
+
+class QueueViews:
+    """What agents and customers are shown of the queue, each read in a session of its own:
+    the Telegram commands call these instead of opening sessions themselves."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], policy: SlaPolicy) -> None:
+        self._sessions = sessions
+        self._policy = policy
+
+    async def top(self, now: datetime, limit: int = 20) -> list[QueueEntry]:
+        """The first `limit` tickets waiting on us, in queue order (`/queue`)."""
+        async with self._sessions() as session:
+            return await top(session, self._policy, now, limit)
+
+    async def stats(self, now: datetime) -> QueueStats:
+        """The desk's counts and today's median (`/stats`)."""
+        async with self._sessions() as session:
+            return await stats(session, self._policy, now)
+
+    async def customer_tickets(self, telegram_id: int, now: datetime) -> list[QueueEntry]:
+        """A Telegram customer's open tickets (`/status`)."""
+        async with self._sessions() as session:
+            return await customer_tickets(session, self._policy, telegram_id, now)
+
+    async def ticket_view(self, number: int, now: datetime) -> TicketView:
+        """One ticket with its whole history (`/transcript`)."""
+        async with self._sessions() as session:
+            return await ticket_view(session, self._policy, number, now)

@@ -19,16 +19,7 @@ from typing import Any
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tickets.batch_writes import (
-    TicketState,
-    Unwritten,
-    audit_log,
-    inbound_keys,
-    mail_ids,
-    messages,
-    outbox_row,
-    tickets,
-)
+from tickets.batch_writes import TicketState, Unwritten, outbox_row
 from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
 from tickets.model import (
     Channel,
@@ -48,6 +39,7 @@ from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows
 from tickets.storage import insert_ignoring
+from tickets.tables import audit_log, inbound_keys, mail_ids, messages, tickets
 
 # Of a customer message, an agents' notice carries this much (one Telegram message with its header
 # and footer); the agents' feed sends the whole text of a longer one as a file.

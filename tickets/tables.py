@@ -7,7 +7,7 @@ width, so comparisons and indexes still order correctly there.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -179,7 +180,7 @@ class Response(Base):
 
     __tablename__ = "responses"
     __table_args__ = (
-        # A month's figures are read from this index alone (tickets/report_query.py).
+        # A month's figures are read from this index alone (tickets/reports/query.py).
         Index(
             "ix_responses_month_figures",
             "answered_at",
@@ -280,28 +281,6 @@ class MessageEdit(Base):
     edited_at: Mapped[datetime]
 
 
-class AgentPost(Base):
-    """Where a ticket lives in the agents' group: its forum topic, its card, and every post.
-
-    A reply to any post of a ticket (or a message in its topic) is a reply to that ticket.
-    """
-
-    __tablename__ = "agent_posts"
-    __table_args__ = (
-        UniqueConstraint("chat_id", "message_id"),
-        Index("ix_agent_posts_chat_thread", "chat_id", "thread_id"),
-        Index("ix_agent_posts_ticket_kind", "ticket_id", "kind"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
-    chat_id: Mapped[int] = mapped_column(BigInteger)
-    message_id: Mapped[int | None] = mapped_column(BigInteger)
-    thread_id: Mapped[int | None] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime]
-
-
 class RateWindow(Base):
     """The latest uses of one "N per window" rule by one holder (a user, an address, …).
 
@@ -358,17 +337,6 @@ class MailId(Base):
     created_at: Mapped[datetime]
 
 
-class MailCursor(Base):
-    """How far the IMAP poller has read a mailbox: UIDVALIDITY and the last UID committed."""
-
-    __tablename__ = "mail_cursors"
-
-    mailbox: Mapped[str] = mapped_column(String(200), primary_key=True)
-    uidvalidity: Mapped[int] = mapped_column(BigInteger)
-    last_uid: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[datetime]
-
-
 class SlaAlert(Base):
     """A warning the SLA watch gave about one wait of a ticket: given once per wait, ever."""
 
@@ -381,3 +349,14 @@ class SlaAlert(Base):
     wait_started_at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(16))  # target | risk | breach | escalation
     created_at: Mapped[datetime]
+
+
+# The tables as SQLAlchemy Core sees them, for the batched statements of intake and delivery.
+customers = cast(Table, Customer.__table__)
+customer_emails = cast(Table, CustomerEmail.__table__)
+tickets = cast(Table, Ticket.__table__)
+messages = cast(Table, Message.__table__)
+inbound_keys = cast(Table, InboundKey.__table__)
+mail_ids = cast(Table, MailId.__table__)
+outbox = cast(Table, OutboxRow.__table__)
+audit_log = cast(Table, AuditEntry.__table__)

@@ -2,8 +2,7 @@
 
 from alembic import context
 
-import accounts.tables  # noqa: F401 - registers the accounts tables in the metadata
-from tickets.tables import Base
+from supportbot.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -11,7 +10,7 @@ if connection is None:
 
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from accounts.importer import import_file
 from accounts.tables import AccountLink
-from supportbot.templates import Templates
 from tests import helpers
 from tests.acceptance.test_accounts_telegram import mails_to, smtp_settings
 from tests.conftest import Database
@@ -19,6 +18,7 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
 )
 from tests.telegram_harness import running_desk
 from tickets.ports import utcnow
+from tickets.rendering import Templates
 from tickets.tables import AuditEntry
 
 

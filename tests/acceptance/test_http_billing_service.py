@@ -17,7 +17,6 @@ from accounts.credit_run import MonthlyCredits
 from accounts.credits import NoticeRoutes
 from accounts.http_billing import HttpBilling, HttpBillingConfig, write_sender
 from accounts.tables import Account, AccountLink, Payout, Refund
-from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
 from tests.billing_server import TOKEN, BillingServer, Fault
@@ -29,6 +28,7 @@ from tickets.desk import Desk as TicketDesk
 from tickets.model import Route
 from tickets.outbox_worker import OutboxWorker
 from tickets.ports import utcnow
+from tickets.rendering import Templates
 from tickets.tables import OutboxRow
 
 

@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from accounts.importer import import_file
 from accounts.plans import sync_plans
-from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
 from tests.acceptance.test_accounts_telegram import mails_to, smtp_settings
@@ -38,6 +37,7 @@ from tests.telegram_harness import Desk, running_desk
 from tickets import queue
 from tickets.policy import SlaPolicy
 from tickets.ports import utcnow
+from tickets.rendering import Templates
 from tickets.sla import BusinessCalendar
 from tickets.tables import AuditEntry, Customer, Response, Ticket
 

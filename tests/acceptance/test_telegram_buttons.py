@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from accounts.tables import Payout, Refund
 from sandbox.telegram import SentMessage, SimUser
+from bot.store import AgentPost
 from tests import helpers
 from tests.acceptance.test_refunds_telegram import account_for, press
 from tests.conftest import Database
@@ -19,7 +20,7 @@ from tests.telegram_harness import Desk, running_desk
 from tickets.agents import add_agent
 from tickets.model import Role
 from tickets.ports import utcnow
-from tickets.tables import AgentPost, AuditEntry
+from tickets.tables import AuditEntry
 
 HOLD = 12.0  # seconds a request is held at the server (the bot's read timeout is 15)
 

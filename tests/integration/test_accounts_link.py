@@ -30,7 +30,6 @@ from accounts.linking import (
 from accounts.lookups import BalanceLookups, NoAccount, Target, identity_notes
 from accounts.tables import AccountLink, LinkCode
 from accounts.uptime import Month
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
 from tests.integration.test_accounts_import import CSV
@@ -38,6 +37,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
 from tickets.outbox import Failed, Outcome
+from tickets.rendering import Templates
 from tickets.tables import Customer
 
 ANN = 1001  # Telegram user ids

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.helpers import email, telegram
@@ -19,6 +18,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
 from tickets.policy import SlaPolicy
+from tickets.rendering import Templates
 from tickets.tables import Quarantined
 
 ROOT = Path(__file__).resolve().parents[2]

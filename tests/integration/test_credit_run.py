@@ -11,15 +11,15 @@ import pytest
 
 from accounts.credit_run import MonthlyCredits
 from accounts.credits import NoticeRoutes
+from accounts.settings import UptimeSettings
 from accounts.tables import LedgerEntry, LedgerImport, SlaCredit
 from accounts.uptime import UptimeError
-from supportbot.settings import UptimeSettings
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.integration.test_credits import mar as mar_day
 from tests.integration.test_credits import march_ledgers
 from tests.integration.test_credits_cli import checks_file
+from tickets.rendering import Templates
 from tickets.tables import OutboxRow
 
 ROUTES = NoticeRoutes(telegram=True, email=False)

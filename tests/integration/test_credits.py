@@ -21,7 +21,6 @@ from accounts.tables import LedgerEntry, LedgerImport, SlaCredit
 from accounts.uptime import Month, given
 from mail.smtp import SmtpSender
 from supportbot import db
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.ledger_data import Entry, add_account
@@ -29,6 +28,7 @@ from tests.mailservers import SUPPORT, SmtpServer, smtp_server_fixture  # noqa: 
 from tickets.desk import Desk
 from tickets.model import Route
 from tickets.outbox_worker import OutboxWorker
+from tickets.rendering import Templates
 from tickets.tables import AuditEntry, OutboxRow
 
 MARCH = Month(2026, 3)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from mail.store import MailCursor
 from tests.conftest import Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     Dovecot,
@@ -23,7 +24,7 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     mailbox_fixture,
     tls_files_fixture,
 )
-from tickets.tables import InboundKey, MailCursor, Message
+from tickets.tables import InboundKey, Message
 
 MAILS = 600
 HELD_BACK = 50  # appended only after the third kill, so that run cannot reach the end first

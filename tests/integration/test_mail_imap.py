@@ -17,9 +17,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from mail.imap import ImapError, ImapIntake, StorageUnavailable, notify_agents
+from mail.settings import Tls
+from mail.store import MailCursor
 from supportbot import db
-from supportbot.settings import Tls
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
@@ -37,15 +37,9 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
 from tickets.policy import SlaPolicy
+from tickets.rendering import Templates
 from tickets.sla import BusinessCalendar
-from tickets.tables import (
-    Customer,
-    InboundKey,
-    MailCursor,
-    Message,
-    OutboxRow,
-    Quarantined,
-)
+from tickets.tables import Customer, InboundKey, Message, OutboxRow, Quarantined
 
 AGENT = 9001
 DATA = Path(__file__).parents[1] / "data" / "mail"

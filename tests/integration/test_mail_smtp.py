@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from mail.compose import FileData
+from mail.compose import ComposeError, OutgoingMail, message_bytes
+from mail.settings import Tls
 from mail.smtp import SmtpSender
-from supportbot.settings import Tls
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.mailservers import (  # noqa: F401 - fixtures are found by name
@@ -37,6 +38,7 @@ from tickets.model import (
 )
 from tickets.outbox import Delivered, Failed, OutboxItem, RetryLater, RetryPolicy
 from tickets.outbox_worker import OutboxWorker
+from tickets.ports import FileData
 from tickets.tables import OutboxRow
 
 AGENT = 9003

@@ -6,15 +6,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
-import accounts.tables  # noqa: F401 - registers the accounts tables in the metadata
 from supportbot import db
+from supportbot.schema import metadata
 from tests.conftest import Database
-from tickets.tables import Base
 
 
 def _differences(connection: Connection) -> list[object]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
-    return list(compare_metadata(context, Base.metadata))
+    return list(compare_metadata(context, metadata))
 
 
 async def test_migrated_schema_matches_the_models(database: Database) -> None:

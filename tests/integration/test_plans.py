@@ -13,7 +13,6 @@ from accounts.lookups import identity_notes
 from accounts.plans import AddressPlans, PlanRefresh, sync_plans
 from accounts.refunding import RefundDesk
 from accounts.tables import Account
-from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
 from tests.conftest import START, Clock, Database
@@ -23,6 +22,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
 from tickets.policy import SlaPolicy
+from tickets.rendering import Templates
 from tickets.tables import AuditEntry, OutboxRow, SlaAlert, Ticket
 
 

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 
 from accounts.linking import LinkResult
 from accounts.tables import LinkCode
-from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
 from tests.integration.test_accounts_import import imported
@@ -26,6 +25,8 @@ from tickets import rate_limits
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy
 from tickets.rate_limits import RateRule
+from tickets.rate_limits import RateRule, Window
+from tickets.rendering import Templates
 from tickets.tables import OutboxRow, RateWindow
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.refunds import first_in_tier
 from tests import helpers
 from tests.conftest import START, Clock, Database
 from tickets import queue
 from tickets.desk import Desk
 from tickets.model import Plan, Urgency
 from tickets.policy import SlaPolicy
+from tickets.queue import first_in_tier
 
 
 async def test_request_goes_first_in_its_tier_after_tickets_at_risk(

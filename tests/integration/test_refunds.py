@@ -16,7 +16,6 @@ from accounts.refunding import PlanChanged, RefundDesk, RefundStatus
 from accounts.refunds import RefundScope
 from accounts.tables import Account, LedgerEntry, Payout, Refund
 from supportbot import db
-from supportbot.templates import Templates
 from tests import helpers
 from tests import refund_data as data
 from tests.conftest import Clock, Database
@@ -24,6 +23,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.errors import InvalidAction, NotAllowed, NotFound
 from tickets.model import Role
+from tickets.rendering import Templates
 from tickets.tables import AuditEntry, OutboxRow, Ticket
 
 AGENT, ADMIN, ADMIN2 = 1001, 1002, 1003

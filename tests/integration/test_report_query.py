@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from supportbot import reporting
-from supportbot.templates import Templates
 from tests.conftest import Clock, Database
 from tests.helpers import telegram
 from tests.report_fixtures import seed_october
 from tickets import queue
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy
-from tickets.reports import Month, Summary
+from tickets.rendering import Templates
+from tickets.reports import monthly
+from tickets.reports.figures import Month, Summary
 from tickets.sla import BusinessCalendar
 from tickets.tables import Customer, Message, Response, Ticket
 
@@ -67,8 +67,8 @@ async def test_october_from_the_database(database: Database, policy: SlaPolicy) 
     desk_friday = Desk(database.sessions, policy, Templates(), clock=Clock(oct_(30, 6)))
     await desk_friday.receive(telegram(42, "Hello?", name="Fay"))  # 18 h by the month's end
 
-    report, late = await reporting.load(database.sessions, policy, LATER, OCTOBER)
-    whole, rows = await reporting.load(database.sessions, policy, LATER, OCTOBER, rows=True)
+    report, late = await monthly.load(database.sessions, policy, LATER, OCTOBER)
+    whole, rows = await monthly.load(database.sessions, policy, LATER, OCTOBER, rows=True)
     assert report == whole, "the fast path and the whole rows give the same report"
     assert [r.ticket for r in rows] == tickets and [r.ticket for r in late] == [tickets[3]]
 
@@ -84,7 +84,7 @@ async def test_october_from_the_database(database: Database, policy: SlaPolicy) 
     ]
     assert report.breaches == 3
 
-    november, _ = await reporting.load(database.sessions, policy, LATER)
+    november, _ = await monthly.load(database.sessions, policy, LATER)
     assert not november.period.complete and november.period.end == LATER
     assert [(r.ticket, r.business_hours) for r in november.late] == [(late_answer, 57.0)]
 

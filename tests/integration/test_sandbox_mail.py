@@ -20,13 +20,14 @@ from mail.imap_client import ConnectionLost, ImapSession
 from mail.smtp import SmtpSender
 from sandbox.mail import LocalMailServer
 from supportbot.settings import ImapSettings
+from mail.settings import ImapSettings
+from mail.store import MailCursor
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.mailservers import customer_mail, eventually
 from tickets.desk import Desk
 from tickets.model import Route
 from tickets.outbox_worker import OutboxWorker
-from tickets.tables import MailCursor
 
 SUPPORT = "support@demo.example"
 

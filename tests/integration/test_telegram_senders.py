@@ -25,7 +25,9 @@ from bot.format import (
 from bot.limits import TelegramLimiter
 from bot.senders import AgentFeed, CustomerSender
 from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser, sample_png
-from supportbot.templates import Templates
+from bot.limits import Budget, TelegramLimiter
+from bot.senders import AgentFeed, CustomerSender, parts_of
+from bot.store import AgentPost
 from tests import helpers
 from tests.conftest import Database
 from tests.unit.test_telegram_texts_and_limits import HOSTILE
@@ -36,7 +38,8 @@ from tickets.outbox import Wakeup
 from tickets.outbox_worker import OutboxWorker
 from tickets.policy import SlaPolicy
 from tickets.ports import utcnow
-from tickets.tables import AgentPost, Customer, OutboxRow
+from tickets.rendering import Templates
+from tickets.tables import Customer, OutboxRow
 
 # httpx logs every request URL at INFO, and those URLs contain the bot token.
 logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from accounts.credit_run import notice_routes
 from accounts.credits import NoticeRoutes
-from supportbot.settings import SettingsError, UptimeSettings, load_settings
+from accounts.settings import UptimeSettings
+from supportbot.settings import SettingsError, load_settings, notice_routes
 
 
 def test_no_uptime_source_means_no_automatic_credits() -> None:

@@ -17,7 +17,8 @@ from email.message import EmailMessage, MIMEPart
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mail.compose import FileData, OutgoingMail, header_text, message_bytes
+from mail.compose import OutgoingMail, header_text, message_bytes
+from tickets.ports import FileData
 
 SUPPORT = "support@example.com"
 _text = st.text(st.characters(codec="utf-8"), max_size=300)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.unit.test_sla import Spec, brute_flags, cases, later, minute_case, minutes
 from tickets.policy import SlaPolicy
-from tickets.reports import Month, Period, ResponseRow, WaitRow, build_report
+from tickets.reports.figures import Month, Period, ResponseRow, WaitRow, build_report
 
 SPAN_MINUTES = 8 * 1440  # tickets live in the 8 days after the drawn start
 TARGET_MINUTES, SLA_MINUTES = 6 * 60, 24 * 60

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.format import utf16_len
-from supportbot.reporting import csv_text, report_text, telegram_text
-from supportbot.templates import Templates
+from bot.reports import telegram_text
 from tickets.policy import SlaPolicy
-from tickets.reports import (
+from tickets.rendering import Templates
+from tickets.reports.figures import (
     InvalidMonth,
     Month,
     MonthlyReport,
@@ -23,6 +23,7 @@ from tickets.reports import (
     nearest_rank,
     period_of,
 )
+from tickets.reports.monthly import csv_text, report_text
 from tickets.sla import BusinessCalendar
 
 POLICY = SlaPolicy(calendar=BusinessCalendar())  # Mon-Fri, whole UTC days

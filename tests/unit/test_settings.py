@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from supportbot.settings import DEFAULT_DATABASE_URL, SettingsError, Tls, load_settings
+from mail.settings import Tls
+from supportbot.settings import DEFAULT_DATABASE_URL, SettingsError, load_settings
 from tickets.sla import BusinessCalendar
 
 TOKEN = "123456:ABCdefGHIjklMNOpqrSTUvwxYZ012345"

@@ -1,7 +1,7 @@
 """Reports: a covering index for a month's response figures.
 
 The monthly report reads plan, channel, agent and business hours of every response answered in
-a month (`tickets/report_query.py`). With these columns in the index, that read is an
+a month (`tickets/reports/query.py`). With these columns in the index, that read is an
 index-only range scan instead of a table lookup per response (three times less work on SQLite
 for 150,000 responses). It starts with `answered_at`, so it replaces `ix_responses_answered_at`.
 

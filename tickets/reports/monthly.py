@@ -1,7 +1,8 @@
-"""Monthly SLA reports as people read them: text (terminal and Telegram), CSV, and the chart.
+"""Monthly SLA reports as people read them: a month loaded, as text and CSV.
 
-Shared by `/report` in the agents' group and `supportbot report`. The numbers come from
-`tickets.reports` (pure) over rows from `tickets.report_query`.
+Shared by `/report` in the agents' group (which fits the text into one Telegram message, see
+`bot/reports.py`) and `supportbot report`. The numbers come from
+`tickets.reports.figures` (pure) over rows from `tickets.reports.query`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.format import MAX_TEXT, clip, utf16_len
-from supportbot.templates import Templates
-from tickets import report_query
 from tickets.policy import SlaPolicy
-from tickets.reports import (
+from tickets.rendering import Templates
+from tickets.reports import query
+from tickets.reports.figures import (
     Month,
     MonthlyReport,
     ResponseRow,
@@ -26,8 +26,6 @@ from tickets.reports import (
     report_from_times,
 )
 
-# What the Telegram text shows before it says "… and N more": tried in turn until the text fits.
-TELEGRAM_LIMITS = ((10, 10, 12), (5, 5, 8), (3, 3, 5), (0, 0, 3))
 CSV_HEADER_TIMES = ("ticket", "plan", "channel", "agent", "waiting_since", "answered_at")
 
 
@@ -59,16 +57,6 @@ def report_text(
         h=_hours,
         pct=_percent,
     )
-
-
-def telegram_text(templates: Templates, report: MonthlyReport, *, room: int = MAX_TEXT) -> str:
-    """The report as one Telegram message: shorter lists until it fits `room` UTF-16 units."""
-    text = ""
-    for late, overdue, agents in TELEGRAM_LIMITS:
-        text = report_text(templates, report, late=late, overdue=overdue, agents=agents)
-        if utf16_len(text) <= room:
-            return text
-    return clip(text, room)
 
 
 def caption(templates: Templates, report: MonthlyReport) -> str:
@@ -117,11 +105,11 @@ async def load(
     it counts as a whole row (for the CSV), else only those over the SLA."""
     period = period_of(month or Month.of(now, policy), policy, now)
     async with sessions() as session:
-        waits = await report_query.open_waits(session, period.end)
+        waits = await query.open_waits(session, period.end)
         if rows:
-            every = await report_query.responses(session, period.start, period.end)
+            every = await query.responses(session, period.start, period.end)
             return build_report(period, policy, every, waits), every
-        times, late = await report_query.response_times(
+        times, late = await query.response_times(
             session, period.start, period.end, policy.response_hours
         )
     return report_from_times(period, policy, times, late, waits), late

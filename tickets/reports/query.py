@@ -1,5 +1,5 @@
 """The rows a monthly report is built from, read from the database (SQL kept here, math in
-`tickets/reports.py`)."""
+`tickets/reports/figures.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tickets.reports import ResponseRow, ResponseTime, WaitRow, nearest_rank
+from tickets.reports.figures import ResponseRow, ResponseTime, WaitRow, nearest_rank
 from tickets.tables import Agent, Response, Ticket
 
 # Responses are streamed from the database in chunks of this many rows.
@@ -114,7 +114,7 @@ async def open_waits(session: AsyncSession, end: datetime) -> list[WaitRow]:
     """Waits unanswered at `end` that may be past due by then: still waiting, or answered later.
 
     The due-time filter of still-waiting tickets uses the queue's index on `due_at`; the report
-    applies the exact rule (`tickets.reports`).
+    applies the exact rule (`tickets.reports.figures`).
     """
     waiting = await session.execute(
         select(Ticket.id, Ticket.plan, Ticket.channel, Ticket.waiting_since).where(

@@ -1,4 +1,9 @@
-"""Jinja2 rendering of `templates/`: every customer- and agent-facing text lives there."""
+"""Jinja2 rendering of `templates/`: every customer- and agent-facing text lives there.
+
+A core service: the shell builds one `Templates` and hands it to the channels and the desk, so no
+channel reaches up into the shell for its texts. The wheel ships `templates/` as
+`tickets/_templates`, next to this module.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Monthly SLA reports: response times in business hours, per plan, channel and agent. Pure code.
 
 A report covers one calendar month in the SLA calendar's time zone, or the current month so far.
-It is built from rows the database hands over (`tickets/report_query.py` reads them):
+It is built from rows the database hands over (`tickets/reports/query.py` reads them):
 
 * `ResponseRow` — one measured response (the `responses` table): a wait answered by an agent's
   delivered reply. A response belongs to the month it was *answered* in.

@@ -1,4 +1,8 @@
-"""Where tickets live in the agents' group, as `agent_posts` records them, and what feeds a card.
+"""The Telegram channel's store: where tickets live in the agents' group, as its own table
+`agent_posts` records them, and what feeds a card (read from the core's tables).
+
+`agent_posts` shares the desk's metadata (`tickets.tables.Base`), so Alembic sees it with the
+others; only the Telegram channel reads or writes it.
 
 A ticket's *place* is its forum topic (row kind "topic", `thread_id` set) plus its card inside
 it (kind "card"), or, in a group without topics, just its card. Every other message the feed
@@ -13,17 +17,49 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
 
 from accounts.lookups import identity_columns, identity_lines
 from tickets.model import Direction, OutboxStatus, Route, TicketStatus
 from tickets.ports import Clock
-from tickets.tables import AgentPost, Customer, Message, OutboxRow, Ticket
+from tickets.tables import Base, Customer, Message, OutboxRow, Ticket
 
 TOPIC = "topic"
 CARD = "card"
 POST = "post"
+
+
+class AgentPost(Base):
+    """Where a ticket lives in the agents' group: its forum topic, its card, and every post.
+
+    A reply to any post of a ticket (or a message in its topic) is a reply to that ticket.
+    """
+
+    __tablename__ = "agent_posts"
+    __table_args__ = (
+        UniqueConstraint("chat_id", "message_id"),
+        Index("ix_agent_posts_chat_thread", "chat_id", "thread_id"),
+        Index("ix_agent_posts_ticket_kind", "ticket_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from typing import Final
 
-from tickets.reports import MonthlyReport, nearest_rank
+from tickets.reports.figures import MonthlyReport, nearest_rank
 
 WIDTH_IN: Final = 10.0
 PANEL_IN: Final = 3.2

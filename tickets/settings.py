@@ -1,0 +1,19 @@
+"""The core's SLA settings section; `supportbot.settings` reads it from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tickets.sla import BusinessCalendar
+
+
+@dataclass(frozen=True)
+class SlaSettings:
+    calendar: BusinessCalendar
+    response_hours: float = 24.0
+    target_hours: float = 6.0
+    risk_hours: float = 4.0
+    reopen_days: int = 7
+    escalate_after_hours: float = 2.0
+    stale_claim_hours: float = 4.0
+    watch_interval_seconds: float = 60.0
