@@ -19,6 +19,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,15 @@ from mail.compose import (
 from supportbot.settings import SmtpSettings, Tls
 from supportbot.templates import default_directory
 from tickets.model import Attachment, OutboxKind
-from tickets.outbox import Delivered, Failed, OutboxItem, Outcome, Report, RetryLater
+from tickets.outbox import (
+    Delivered,
+    Failed,
+    OutboxItem,
+    Outcome,
+    Report,
+    RetryLater,
+    deliver_in_order,
+)
 from tickets.ports import Clock, utcnow
 
 log = logging.getLogger(__name__)
@@ -110,11 +119,7 @@ class SmtpSender:
                     line.closer.cancel()
                     line.closer = None
                 try:
-                    for item in items:
-                        outcome = await self._deliver_one(line, item)
-                        report.outcome(item, outcome)
-                        if not isinstance(outcome, Delivered):
-                            break
+                    await deliver_in_order(items, report, partial(self._deliver_one, line))
                 finally:
                     if line.client is not None:
                         loop = asyncio.get_running_loop()

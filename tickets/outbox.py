@@ -191,6 +191,17 @@ class RetryPolicy:
 DeliverFunction = Callable[[OutboxItem], Awaitable[Outcome]]
 
 
+async def deliver_in_order(
+    items: Sequence[OutboxItem], report: Report, deliver_one: DeliverFunction
+) -> None:
+    """Deliver rows one after another, reporting each; stop at the first that did not go out."""
+    for item in items:
+        outcome = await deliver_one(item)
+        report.outcome(item, outcome)
+        if not isinstance(outcome, Delivered):
+            break
+
+
 class OneByOne:
     """A Sender built from a function that delivers a single row; stops at the first failure."""
 
@@ -198,8 +209,4 @@ class OneByOne:
         self._deliver_one = deliver_one
 
     async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
-        for item in items:
-            outcome = await self._deliver_one(item)
-            report.outcome(item, outcome)
-            if not isinstance(outcome, Delivered):
-                break
+        await deliver_in_order(items, report, self._deliver_one)
