@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat
@@ -31,6 +31,7 @@ from tickets.errors import SupportbotError
 from tickets.inbox import Inbox
 from tickets.model import Attachment, Route
 from tickets.outbox import Sender
+from tickets.periodic import run_every
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
 
@@ -170,13 +171,14 @@ class TelegramChannel:
 
     async def _place(self, stop: asyncio.Event) -> None:
         assert self._feed is not None
-        while not stop.is_set():
-            try:
-                await self._feed.place_backlog(5)
-            except Exception:
-                log.exception("telegram: placing tickets in the agents' group failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._placement_interval)
+        failed = "telegram: placing tickets in the agents' group failed"
+        await run_every(
+            self._placement_interval,
+            partial(self._feed.place_backlog, 5),
+            stop,
+            log=log,
+            failed=failed,
+        )
 
     async def download(self, attachment: Attachment) -> FileData:
         """The bytes of a file an agent sent in Telegram, to attach it to an email answer."""

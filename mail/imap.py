@@ -64,6 +64,7 @@ from tickets.model import (
     bounded_id,
 )
 from tickets.outbox import enqueue
+from tickets.periodic import sleep_until_stopped
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.tables import MailCursor, MailId, Message, Quarantined
 
@@ -150,7 +151,7 @@ class ImapIntake:
                 await self._failing(f"{type(error).__name__}: {error}")
             else:
                 continue
-            await _sleep(stop, self._delay)
+            await sleep_until_stopped(stop, self._delay)
             self._delay = min(self._delay * 2, self._reconnect_max)
 
     async def sync_once(self) -> int:
@@ -523,8 +524,3 @@ def _made_up_id(raw: bytes) -> str:
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
