@@ -83,6 +83,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import mail.imap  # noqa: E402
 import mail.smtp  # noqa: E402
+import tickets.receiving  # noqa: E402
 from bench.common import (  # noqa: E402
     DEFAULT_POSTGRES_URL,
     KINDS,
@@ -479,7 +480,7 @@ INTAKE_STEPS: tuple[Step, ...] = (
     (Receiver, "_thread", "    in it: _thread"),
     (Receiver, "_ticket_for", "    in it: _ticket_for"),
     (Receiver, "_receipt", "    in it: _receipt (flood check, headers, row)"),
-    (Receiver, "agents_notice", "    in it: agents_notice (render)"),
+    (tickets.receiving, "agents_notice", "    in it: agents_notice (render)"),
 )
 REPLY_STEPS: tuple[Step, ...] = (
     (OutboxWorker, "_claim", "OutboxWorker._claim (100 rows)"),

@@ -39,7 +39,6 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -59,18 +58,16 @@ from tickets.model import (
     Direction,
     IncomingMessage,
     Intake,
-    OutboxKind,
-    Route,
     bounded_id,
 )
-from tickets.outbox import enqueue
+from tickets.notices import notify_agents
 from tickets.periodic import sleep_until_stopped
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.tables import MailCursor, MailId, Message, Quarantined
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HealthCallback", "ImapError", "ImapIntake", "StorageUnavailable", "notify_agents"]
+__all__ = ["HealthCallback", "ImapError", "ImapIntake", "StorageUnavailable", "health_notices"]
 
 HealthCallback = Callable[[bool, str], Awaitable[None]]
 """Called with (False, why) once when mail has not been readable for a while, (True, …) after."""
@@ -484,7 +481,7 @@ class ImapIntake:
         return True
 
 
-def notify_agents(
+def health_notices(
     sessions: async_sessionmaker[AsyncSession],
     templates: Renderer,
     *,
@@ -494,18 +491,8 @@ def notify_agents(
     """A health callback that tells the agents' group through the outbox, like every notice."""
 
     async def notify(ok: bool, detail: str) -> None:
-        payload: dict[str, Any] = {"event": "mail_health", "ticket": None, "ok": ok}
-        payload["detail"] = detail
-        payload["text"] = templates.render("mail/imap_health", ok=ok, detail=detail)
         async with sessions.begin() as session:
-            enqueue(
-                session,
-                route=Route.AGENTS,
-                recipient="agents",
-                kind=OutboxKind.AGENT_NOTICE,
-                payload=payload,
-                at=clock(),
-            )
+            notify_agents(session, templates, "mail_health", at=clock(), ok=ok, detail=detail)
         if wakeup is not None:
             wakeup()
 

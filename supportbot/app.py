@@ -23,7 +23,7 @@ from accounts.plans import AddressPlans, PlanRefresh, following
 from accounts.refunding import RefundDesk
 from bot.accounts import AccountServices
 from bot.channel import TelegramChannel
-from mail.imap import ImapIntake, notify_agents
+from mail.imap import ImapIntake, health_notices
 from mail.smtp import SmtpSender
 from supportbot import db
 from supportbot.settings import Settings
@@ -188,7 +188,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                 service.sessions,
                 settings.support_address,
                 clock=clock,
-                on_health=notify_agents(
+                on_health=health_notices(
                     service.sessions, service.templates, clock=clock, wakeup=service.wakeups
                 ),
             )

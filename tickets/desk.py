@@ -35,6 +35,7 @@ from tickets.model import (
     bounded_id,
     storable_text,
 )
+from tickets.notices import notify_agents
 from tickets.outbox import Delivery, enqueue
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
@@ -82,7 +83,7 @@ class Desk:
         self._clock = clock
         self._wakeup = wakeup or (lambda: None)
         self._receiver = Receiver(policy, templates, mail_domain=mail_domain, plans=plans)
-        self._outcomes = DeliveryOutcomes(policy, self._receiver)
+        self._outcomes = DeliveryOutcomes(policy, templates)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
 
     # -- customers -------------------------------------------------------------------------
@@ -139,11 +140,6 @@ class Desk:
                 .where(Ticket.customer_id == customer_id, Ticket.status == TicketStatus.OPEN.value)
                 .values(plan=plan.value)
             )
-
-    def _notify_agents(
-        self, session: AsyncSession, event: str, ticket: Ticket, *, at: datetime, **facts: Any
-    ) -> None:
-        session.add(OutboxRow(**self._receiver.agents_notice(event, ticket, at=at, **facts)))
 
     async def customer_banned(self, ref: CustomerRef) -> bool:
         """Whether an admin banned this customer (then they get nothing at all)."""
@@ -233,10 +229,11 @@ class Desk:
             session.add(MessageEdit(message_id=message.id, text=message.text, edited_at=at or now))
             message.text = text
             customer = await session.get(Customer, ticket.customer_id)
-            self._notify_agents(
+            notify_agents(
                 session,
+                self._templates,
                 "edited",
-                ticket,
+                ticket=ticket,
                 at=now,
                 customer=customer.name if customer else "",
                 text=text[:EXCERPT],
@@ -270,22 +267,15 @@ class Desk:
             )
             session.add(row)
             await session.flush()
-            payload: dict[str, Any] = {
-                "event": "quarantined",
-                "ticket": None,
-                "quarantine_id": row.id,
-                "source": source,
-                "reference": reference[:200],
-                "error": error[:300],
-            }
-            payload["text"] = self._templates.render("agents/quarantined", **payload)
-            enqueue(
+            notify_agents(
                 session,
-                route=Route.AGENTS,
-                recipient="agents",
-                kind=OutboxKind.AGENT_NOTICE,
-                payload=payload,
+                self._templates,
+                "quarantined",
                 at=now,
+                quarantine_id=row.id,
+                source=source,
+                reference=reference[:200],
+                error=error[:300],
             )
             quarantine_id = row.id
         self._wakeup()

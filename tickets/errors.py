@@ -29,4 +29,3 @@ class NotAllowed(SupportbotError):
 
 class InvalidAction(SupportbotError):
     """The action makes no sense in the ticket's current state."""
-

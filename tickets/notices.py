@@ -1,4 +1,8 @@
-"""Notices to the agents' group: the payload every writer of one builds the same way."""
+"""Notices to the agents' group: every writer of one builds its row here, the same way.
+
+`notify_agents` adds it to an ORM session; `agents_notice` gives the row's values for the
+Core writes of a batch (`tickets.batch_writes.Unwritten`) and of delivery outcomes.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.model import OutboxKind, Route
-from tickets.outbox import enqueue
+from tickets.outbox import outbox_row
 from tickets.ports import Renderer
+from tickets.tables import OutboxRow
+
+# The recipient of every row of `Route.AGENTS`: the one agents' group.
+AGENTS = "agents"
 
 
 class TicketFacts(Protocol):
@@ -52,6 +60,27 @@ def agents_payload(
     return payload
 
 
+def agents_notice(
+    renderer: Renderer,
+    event: str,
+    *,
+    at: datetime,
+    ticket: TicketFacts | None = None,
+    ticket_id: int | None = None,
+    **facts: Any,
+) -> dict[str, Any]:
+    """The outbox row of a notice to the agents' group, for a Core insert (see `agents_payload`)."""
+    payload = agents_payload(renderer, event, ticket, ticket_id, **facts)
+    return outbox_row(
+        Route.AGENTS,
+        AGENTS,
+        OutboxKind.AGENT_NOTICE,
+        payload,
+        at,
+        ticket_id=payload["ticket"],
+    )
+
+
 def notify_agents(
     session: AsyncSession,
     renderer: Renderer,
@@ -63,13 +92,5 @@ def notify_agents(
     **facts: Any,
 ) -> None:
     """Tell the agents, in the caller's transaction (see `agents_payload`)."""
-    payload = agents_payload(renderer, event, ticket, ticket_id, **facts)
-    enqueue(
-        session,
-        route=Route.AGENTS,
-        recipient="agents",
-        kind=OutboxKind.AGENT_NOTICE,
-        payload=payload,
-        at=at,
-        ticket_id=payload["ticket"],
-    )
+    row = agents_notice(renderer, event, at=at, ticket=ticket, ticket_id=ticket_id, **facts)
+    session.add(OutboxRow(**row))

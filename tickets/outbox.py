@@ -125,19 +125,42 @@ def enqueue(
 ) -> OutboxRow:
     """Write a row in the caller's transaction; it is sent only if that transaction commits."""
     row = OutboxRow(
-        route=route.value,
-        recipient=recipient,
-        kind=kind.value,
-        payload=payload,
-        ticket_id=ticket_id,
-        message_id=message_id,
-        status=OutboxStatus.PENDING.value,
-        attempts=0,
-        available_at=at,
-        created_at=at,
+        **outbox_row(
+            route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id
+        )
     )
     session.add(row)
     return row
+
+
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: dict[str, Any],
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]:
+    """The column values of a new pending outbox row (for a Core insert)."""
+    return {
+        "route": route.value,
+        "recipient": recipient,
+        "kind": kind.value,
+        "payload": payload,
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "available_at": at,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": None,
+        "created_at": at,
+        "delivered_at": None,
+        "external_id": None,
+    }
 
 
 class Wakeups:

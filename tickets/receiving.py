@@ -26,7 +26,6 @@ from tickets.batch_writes import (
     inbound_keys,
     mail_ids,
     messages,
-    outbox_row,
     tickets,
 )
 from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
@@ -43,7 +42,8 @@ from tickets.model import (
     bounded_id,
     storable_text,
 )
-from tickets.notices import TicketFacts, agents_payload
+from tickets.notices import agents_notice
+from tickets.outbox import outbox_row
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows
@@ -203,9 +203,10 @@ class Receiver:
         if bounced:
             event = "bounced"
         rows.append(
-            self.agents_notice(
+            agents_notice(
+                self._templates,
                 event,
-                ticket,
+                ticket=ticket,
                 at=now,
                 customer=customer.name,
                 text=storable_text(incoming.text[:EXCERPT]),
@@ -557,26 +558,6 @@ class Receiver:
             outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)
         )
         return True
-
-    def agents_notice(
-        self,
-        event: str,
-        ticket: TicketFacts | None,
-        *,
-        at: datetime,
-        ticket_id: int | None = None,
-        **facts: Any,
-    ) -> dict[str, Any]:
-        """The outbox row of a notice to the agents' group (about a ticket, or placed in one)."""
-        payload = agents_payload(self._templates, event, ticket, ticket_id, **facts)
-        return outbox_row(
-            Route.AGENTS,
-            "agents",
-            OutboxKind.AGENT_NOTICE,
-            payload,
-            at,
-            ticket_id=payload["ticket"],
-        )
 
 
 def _reply_address(incoming: IncomingMessage) -> str:
