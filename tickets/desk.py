@@ -19,6 +19,7 @@ from tickets.batching import Coalescer, in_transactions
 from tickets.customer_lookup import NAME_LIMIT  # noqa: F401 - part of the desk's contract
 from tickets.delivery import DeliveryOutcomes
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
+from tickets.mail_threads import thread_headers
 from tickets.model import (
     Attachment,
     Channel,
@@ -44,7 +45,6 @@ from tickets.receiving import (  # noqa: F401 - the limits are part of the desk'
     EXCERPT,
     NEW_TICKETS_PER_CUSTOMER,
     RECEIPTS_PER_ADDRESS,
-    REFERENCES_KEPT,
     Receiver,
 )
 from tickets.tables import (
@@ -82,6 +82,7 @@ class Desk:
         self._templates = templates
         self._clock = clock
         self._wakeup = wakeup or (lambda: None)
+        self._mail_domain = mail_domain
         self._receiver = Receiver(policy, templates, mail_domain=mail_domain, plans=plans)
         self._outcomes = DeliveryOutcomes(policy, templates)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
@@ -378,13 +379,14 @@ class Desk:
             }
             if last_in.channel == Channel.EMAIL.value:
                 payload.update(
-                    await self._receiver.mail_headers(
+                    await thread_headers(
                         await session.connection(),
-                        ticket.id,
-                        ticket.subject,
-                        last_in.external_id,
-                        "reply",
-                        now,
+                        ticket_id=ticket.id,
+                        subject=ticket.subject,
+                        in_reply_to=last_in.external_id,
+                        kind="reply",
+                        at=now,
+                        domain=self._mail_domain,
                     )
                 )
             message = Message(

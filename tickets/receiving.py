@@ -9,7 +9,6 @@ ORM's unit of work and identity map off this path; a batch of messages shares on
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -29,6 +28,7 @@ from tickets.batch_writes import (
     tickets,
 )
 from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
+from tickets.mail_threads import thread_headers
 from tickets.model import (
     Channel,
     CustomerRef,
@@ -52,7 +52,6 @@ from tickets.storage import insert_ignoring
 # Of a customer message, an agents' notice carries this much (one Telegram message with its header
 # and footer); the agents' feed sends the whole text of a longer one as a file.
 EXCERPT = 3500
-REFERENCES_KEPT = 20
 # A mail loop or a flood still reaches the agents, just without more receipts.
 RECEIPTS_PER_ADDRESS = RateRule("receipts_per_address", 3, timedelta(hours=1))
 # A Telegram customer's new tickets; over it, messages join their latest ticket.
@@ -93,13 +92,6 @@ _EARLIER = (
     .join(inbound_keys, inbound_keys.c.message_id == messages.c.id)
     .where(inbound_keys.c.source == bindparam("source"), inbound_keys.c.key == bindparam("key"))
 )
-_EARLIER_MAIL_IDS = (
-    select(mail_ids.c.message_id)
-    .where(mail_ids.c.ticket_id == bindparam("ticket_id"))
-    .order_by(mail_ids.c.id.desc())
-    .limit(REFERENCES_KEPT)
-)
-_NEW_MAIL_ID = insert(mail_ids)
 _WITHIN_WINDOW = "customer wrote within the reopen window"
 _OVER_LIMIT = "customer wrote over their limit of new tickets"
 _NEW_AUDIT = insert(audit_log)
@@ -476,45 +468,6 @@ class Receiver:
                 return replace(incoming, ticket=tagged.id, new_ticket=False), False
         return incoming, False
 
-    async def mail_headers(
-        self,
-        connection: AsyncConnection,
-        ticket_id: int,
-        subject: str,
-        in_reply_to: str | None,
-        kind: str,
-        at: datetime,
-        unwritten: Unwritten | None = None,
-    ) -> dict[str, Any]:
-        """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies.
-
-        With `unwritten`, the Message-ID is kept with the batch's other deferred writes.
-        """
-        message_id = f"<{kind}-{ticket_id}-{uuid.uuid4().hex[:16]}@{self._mail_domain}>"
-        mine: list[str] = []
-        if unwritten is not None:
-            mine = [m for m, t in reversed(unwritten.threads.items()) if t == ticket_id]
-        earlier: list[str] = []
-        if unwritten is None or ticket_id not in unwritten.opened:  # else all its mail is mine
-            found = await connection.execute(_EARLIER_MAIL_IDS, {"ticket_id": ticket_id})
-            earlier = list(found.scalars())
-        earlier = [*mine, *earlier][:REFERENCES_KEPT]
-        if unwritten is not None:
-            unwritten.add_mail_id(message_id, ticket_id, at)
-        else:
-            await connection.execute(
-                _NEW_MAIL_ID, {"message_id": message_id, "ticket_id": ticket_id, "created_at": at}
-            )
-        subject = subject or "Your support request"
-        if kind == "reply" and not subject.lower().startswith("re:"):
-            subject = f"Re: {subject}"
-        return {
-            "message_id": message_id,
-            "in_reply_to": in_reply_to,
-            "references": list(reversed(earlier)),
-            "subject_line": f"[#{ticket_id}] {subject}",
-        }
-
     async def _receipt(
         self,
         connection: AsyncConnection,
@@ -550,8 +503,15 @@ class Receiver:
         }
         if route is Route.EMAIL:
             payload.update(
-                await self.mail_headers(
-                    connection, ticket.id, ticket.subject, external_id, "receipt", at, unwritten
+                await thread_headers(
+                    connection,
+                    ticket_id=ticket.id,
+                    subject=ticket.subject,
+                    in_reply_to=external_id,
+                    kind="receipt",
+                    at=at,
+                    domain=self._mail_domain,
+                    unwritten=unwritten,
                 )
             )
         unwritten.outbox_rows.append(
