@@ -26,7 +26,7 @@ from accounts.ledger import (
 )
 from accounts.linking import is_address, linked_account
 from accounts.money import cents
-from accounts.refund_plans import eligibility_text
+from accounts.refund_plans import Reading, eligibility_summary
 from accounts.tables import Account
 from tickets import audit
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
@@ -142,26 +142,6 @@ async def identity_lines(
     }
 
 
-async def eligibility_summary(
-    session: AsyncSession,
-    summary: AccountSummary,
-    now: datetime,
-    templates: Renderer,
-    *,
-    local: bool,
-) -> str | None:
-    """The refund eligibility lines of a balance lookup (amounts, wallets, deadlines).
-
-    None when the answer names no account the desk holds (a custom adapter that does not say).
-    """
-    if summary.account_id is None:
-        return None
-    account = await session.get(Account, summary.account_id)
-    if account is None:
-        return None
-    return await eligibility_text(session, account, summary, now, templates, local=local)
-
-
 def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
     return [
         {
@@ -241,10 +221,24 @@ class BalanceLookups:
         await self._audit(
             agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
         )
+        eligibility = None
         async with self._sessions.begin() as session:
-            eligibility = await eligibility_summary(
-                session, summary, now, self._templates, local=self._billing.local
+            # None when the answer names no account the desk holds (a custom adapter that
+            # does not say)
+            account = (
+                await session.get(Account, summary.account_id)
+                if summary.account_id is not None
+                else None
             )
+            if account is not None:
+                eligibility = await eligibility_summary(
+                    session,
+                    account,
+                    Reading(summary),
+                    now,
+                    self._templates,
+                    local=self._billing.local,
+                )
         return self._templates.render(
             "agents/balance",
             ticket=ticket.id if ticket else None,

@@ -207,15 +207,15 @@ def plan_context(plan: RefundPlan) -> dict[str, Any]:
     return {"plan": plan, "usd": cents}
 
 
-async def eligibility_text(
+async def eligibility_summary(
     session: AsyncSession,
     account: Account,
-    summary: AccountSummary,
+    reading: Reading,
     now: datetime,
     templates: Renderer,
     *,
     local: bool,
 ) -> str:
     """A few lines saying what the account could have refunded now (for /balance and tickets)."""
-    plan = await plan_of(session, account, Reading(summary), now, RefundScope.ALL, local=local)
+    plan = await plan_of(session, account, reading, now, RefundScope.ALL, local=local)
     return templates.render("refunds/summary", **plan_context(plan))

@@ -37,6 +37,7 @@ from accounts.refund_plans import (
     DEFAULT_MAX_AGE,
     Reading,
     RefundRefused,
+    eligibility_summary,
     plan_context,
     plan_of,
     read_account,
@@ -167,10 +168,9 @@ class RefundDesk:
         async with self.sessions.begin() as session:
             local = await session.get(Account, account.id)
             assert local is not None
-            plan = await plan_of(
-                session, local, reading, self._clock(), RefundScope.ALL, local=self.billing.local
+            return await eligibility_summary(
+                session, local, reading, self._clock(), self._templates, local=self.billing.local
             )
-        return self._templates.render("refunds/summary", **plan_context(plan))
 
     # -- the panel ----------------------------------------------------------------------
 
