@@ -31,8 +31,8 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.money import money
-from accounts.uptime import Month
 from tickets.errors import SupportbotError
+from tickets.months import Month
 from tickets.outbox import Outcome
 
 DEFAULT_BILLING = "accounts.billing:ledger_billing"

@@ -36,8 +36,9 @@ from accounts.credits import (
 from accounts.ledger_billing import LedgerBilling
 from accounts.money import cents
 from accounts.tables import SlaCredit
-from accounts.uptime import Month, Uptime, UptimeError
+from accounts.uptime import Uptime, UptimeError
 from supportbot.settings import Settings, UptimeSettings
+from tickets.months import Month
 from tickets.notices import notify_agents
 from tickets.periodic import run_every
 from tickets.ports import Clock, Renderer

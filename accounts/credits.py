@@ -37,10 +37,11 @@ from accounts.ledger_billing import LedgerBilling, ledger_month
 from accounts.money import QUANTUM, cents
 from accounts.plans import mirror_rows
 from accounts.tables import Account, AccountLink, SlaCredit
-from accounts.uptime import Month, Uptime
+from accounts.uptime import Uptime
 from tickets import audit
 from tickets.errors import SupportbotError
 from tickets.model import OutboxKind, Plan, Route
+from tickets.months import Month
 from tickets.notices import notify_agents
 from tickets.outbox import enqueue
 from tickets.ports import Renderer

@@ -37,8 +37,8 @@ from accounts.billing import (
     WriteKind,
 )
 from accounts.money import MoneyError, money
-from accounts.uptime import Month
 from tickets.model import OutboxKind, Route
+from tickets.months import Month
 from tickets.outbox import Delivered, Failed, OneByOne, OutboxItem, Outcome, RetryLater, enqueue
 
 log = logging.getLogger(__name__)

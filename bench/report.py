@@ -102,7 +102,7 @@ async def seed(data: Database, policy: SlaPolicy, rng: random.Random) -> Seeded:
     """Bulk-insert customers, agents, tickets, answers and responses; then ANALYZE."""
     began = time.perf_counter()
     calendar = policy.calendar
-    start, end = MONTH.start(policy), MONTH.next().start(policy)
+    start, end = MONTH.start_in(policy.calendar.tz), MONTH.next().start_in(policy.calendar.tz)
     month_us = int((end - start) / timedelta(microseconds=1))
     in_month: list[float] = []
     async with data.sessions.begin() as session:

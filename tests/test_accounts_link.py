@@ -33,7 +33,6 @@ from accounts.linking import (
 )
 from accounts.lookups import BalanceLookups, NoAccount, Target, identity_notes, parse_target
 from accounts.tables import AccountLink, LinkCode
-from accounts.uptime import Month
 from supportbot.templates import Templates
 from tests import helpers
 from tests.conftest import START, Clock, Database
@@ -42,6 +41,7 @@ from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.errors import InvalidAction
 from tickets.model import Role
+from tickets.months import Month
 from tickets.outbox import Failed, Outcome
 from tickets.tables import Customer
 

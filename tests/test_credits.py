@@ -20,7 +20,7 @@ from accounts.credits import (
 from accounts.ledger import balance
 from accounts.ledger_billing import Assessment, MonthTotals, assess
 from accounts.tables import LedgerEntry, LedgerImport, SlaCredit
-from accounts.uptime import Month, given
+from accounts.uptime import given
 from mail.smtp import SmtpSender
 from supportbot import db
 from supportbot.templates import Templates
@@ -30,6 +30,7 @@ from tests.ledger_data import Entry, add_account
 from tests.mailservers import SUPPORT, SmtpServer, smtp_server_fixture  # noqa: F401 - a fixture
 from tickets.desk import Desk
 from tickets.model import Route
+from tickets.months import Month
 from tickets.outbox_worker import OutboxWorker
 from tickets.tables import AuditEntry, OutboxRow
 
