@@ -33,7 +33,7 @@ from accounts.records import (
     check_records,
     read_file,
 )
-from accounts.refunds import Purpose
+from accounts.refund_rules import Purpose
 from accounts.tables import Account, LedgerEntry, LedgerImport, Payment
 from tickets import audit
 from tickets.ports import Renderer

@@ -39,7 +39,7 @@ from accounts.billing import (
 from accounts.ledger import address_account, tied_account
 from accounts.tables import Account, AccountLink
 from tickets import audit
-from tickets.batch_writes import customers, tickets
+from tickets.deferred_writes import customers, tickets
 from tickets.model import OutboxKind, OutboxStatus, Plan, TicketStatus
 from tickets.months import Month
 from tickets.notices import notify_agents

@@ -22,7 +22,7 @@ from typing import Any
 
 from accounts.ledger import normalise_email
 from accounts.money import MoneyError, money
-from accounts.refunds import Purpose
+from accounts.refund_rules import Purpose
 from tickets.errors import SupportbotError
 
 ID_LIMIT = 200

@@ -12,15 +12,15 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError
 from telegram.request import HTTPXRequest
 
 from accounts.payouts import PayoutDesk
-from accounts.refunding import RefundDesk
+from accounts.refund_desk import RefundDesk
 from bot.accounts import AccountServices
 from bot.agents import AGENT_COMMANDS, AgentGroup
 from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
-from bot.intake import Poller
 from bot.limits import TelegramLimiter
 from bot.outage import GroupOutage
 from bot.places import PlaceBook
+from bot.polling import Poller
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from mail.compose import FileData

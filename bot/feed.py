@@ -38,9 +38,9 @@ from bot.format import (
 )
 from bot.limits import TelegramLimiter
 from bot.outage import GroupAlarm, GroupOutage
-from bot.outcomes import outcome_for, quiet_httpx
 from bot.places import MessageFacts, Place, PlaceBook, TicketFacts
 from bot.posting import FeedStats, GroupPoster, OutOfBudget
+from bot.sending import outcome_for, quiet_httpx
 from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, Report
 from tickets.ports import Clock, Renderer
 

@@ -21,8 +21,8 @@ from telegram.error import BadRequest
 from bot.buttons import ButtonSigner
 from bot.format import CardFacts, card_text, escape, sla_state, topic_title
 from bot.limits import TelegramLimiter
-from bot.outcomes import send_file
 from bot.places import CARD, POST, TOPIC, MessageFacts, Place, PlaceBook, TicketFacts
+from bot.sending import send_file
 
 log = logging.getLogger(__name__)
 

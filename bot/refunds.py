@@ -15,12 +15,12 @@ from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, MaybeInaccessible
 from accounts.ledger import Identity, owner_of_customer
 from accounts.money import cents
 from accounts.payouts import PayoutDesk
-from accounts.refunding import Panel, PlanChanged, RefundDesk, RefundResult, RefundStatus
-from accounts.refunds import RefundScope
+from accounts.refund_desk import Panel, PlanChanged, RefundDesk, RefundResult, RefundStatus
+from accounts.refund_rules import RefundScope
 from bot.buttons import Action, ButtonSigner, Press
 from bot.limits import TelegramLimiter
-from bot.outcomes import answer_agent
 from bot.places import POST, PlaceBook
+from bot.sending import answer_agent
 from supportbot.templates import Templates
 from tickets.desk import Desk
 from tickets.errors import SupportbotError

@@ -19,7 +19,7 @@ from telegram.error import Forbidden, TelegramError
 from bot.feed import AgentFeed
 from bot.format import fits_caption, split_text
 from bot.limits import TelegramLimiter
-from bot.outcomes import CAPTIONED, outcome_for, quiet_httpx, send_file
+from bot.sending import CAPTIONED, outcome_for, quiet_httpx, send_file
 from tickets.outbox import (
     Deferred,
     Delivered,

@@ -49,8 +49,8 @@ from mail.compose import LOOP_HEADER
 from mail.imap_client import FetchedMail, ImapError, ImapSession
 from mail.parse import parse_mail
 from supportbot.settings import ImapSettings
-from tickets.batching import unreachable
 from tickets.desk import Desk
+from tickets.group_commit import unreachable
 from tickets.model import (
     Attachment,
     Channel,

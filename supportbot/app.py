@@ -20,7 +20,7 @@ from accounts.linking import Linker
 from accounts.lookups import BalanceLookups
 from accounts.payouts import PayoutDesk
 from accounts.plans import AddressPlans, PlanRefresh, following
-from accounts.refunding import RefundDesk
+from accounts.refund_desk import RefundDesk
 from bot.accounts import AccountServices
 from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, health_notices

@@ -29,7 +29,7 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
 from tests.telegram_harness import running_desk
 from tests.test_accounts_telegram import imported, mails_to, smtp_settings
 from tests.test_refunds_telegram import account_for
-from tickets.receiving import NEW_TICKETS_PER_CUSTOMER
+from tickets.customer_messages import NEW_TICKETS_PER_CUSTOMER
 from tickets.tables import Customer, InboxEvent, Message, OutboxRow, Ticket
 
 T = TypeVar("T")

@@ -12,15 +12,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert, bindparam, delete, insert, select, update
+from sqlalchemy import Insert, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tickets.batch_writes import customer_emails, customers
 from tickets.model import CustomerRef, Plan, storable_text
 from tickets.ports import AccountPlans
 from tickets.storage import insert_ignoring
+from tickets.tables import Customer, CustomerEmail
+
+# Taken from the tables here, not from `tickets.deferred_writes`, which needs this module's types.
+customers = cast(Table, Customer.__table__)
+customer_emails = cast(Table, CustomerEmail.__table__)
 
 NAME_LIMIT = 200
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tickets.batch_writes import audit_log, messages, outbox, tickets
+from tickets.deferred_writes import audit_log, messages, outbox, tickets
 from tickets.model import DeliveryState, Direction, OutboxKind, Route
 from tickets.notices import agents_notice
 from tickets.outbox import Delivery

@@ -14,11 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit, rate_limits
 from tickets.agents import active_agent
-from tickets.batch_writes import Unwritten
-from tickets.batching import Coalescer, in_transactions
 from tickets.customer_lookup import NAME_LIMIT  # noqa: F401 - part of the desk's contract
+from tickets.customer_messages import (  # noqa: F401 - the limits are part of the desk's contract
+    EXCERPT,
+    NEW_TICKETS_PER_CUSTOMER,
+    RECEIPTS_PER_ADDRESS,
+    Receiver,
+)
+from tickets.deferred_writes import Unwritten
 from tickets.delivery import DeliveryOutcomes
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
+from tickets.group_commit import Coalescer, in_transactions
 from tickets.mail_threads import thread_headers
 from tickets.model import (
     Attachment,
@@ -41,12 +47,6 @@ from tickets.outbox import Delivery, enqueue
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
-from tickets.receiving import (  # noqa: F401 - the limits are part of the desk's contract
-    EXCERPT,
-    NEW_TICKETS_PER_CUSTOMER,
-    RECEIPTS_PER_ADDRESS,
-    Receiver,
-)
 from tickets.tables import (
     Agent,
     Customer,

@@ -15,7 +15,7 @@ from typing import TypedDict
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tickets.batch_writes import Unwritten, mail_ids
+from tickets.deferred_writes import Unwritten, mail_ids
 
 # The References header names at most this many of a ticket's Message-IDs, the newest.
 REFERENCES_KEPT = 20

@@ -1,7 +1,7 @@
 """Notices to the agents' group: every writer of one builds its row here, the same way.
 
 `notify_agents` adds it to an ORM session; `agents_notice` gives the row's values for the
-Core writes of a batch (`tickets.batch_writes.Unwritten`) and of delivery outcomes.
+Core writes of a batch (`tickets.deferred_writes.Unwritten`) and of delivery outcomes.
 """
 
 from __future__ import annotations

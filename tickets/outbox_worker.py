@@ -28,8 +28,8 @@ from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from tickets.batch_writes import outbox
-from tickets.batching import Coalescer, in_transactions, unreachable
+from tickets.deferred_writes import outbox
+from tickets.group_commit import Coalescer, in_transactions, unreachable
 from tickets.model import OutboxKind, OutboxStatus, Route
 from tickets.outbox import (
     Deferred,

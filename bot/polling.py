@@ -34,9 +34,9 @@ from telegram.error import (
 
 from bot.agents import AgentGroup
 from bot.customers import CustomerChat
-from bot.outcomes import retry_after_seconds
-from tickets.batching import unreachable
+from bot.sending import retry_after_seconds
 from tickets.desk import Desk
+from tickets.group_commit import unreachable
 from tickets.inbox import Inbox, Kept
 from tickets.periodic import sleep_until_stopped
 

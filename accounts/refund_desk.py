@@ -44,7 +44,7 @@ from accounts.refund_plans import (
     stale,
     stale_refusal,
 )
-from accounts.refunds import RefundPlan, RefundScope
+from accounts.refund_rules import RefundPlan, RefundScope
 from accounts.tables import Account, Payment, Payout, Refund
 from tickets import audit
 from tickets.agents import active_agent

@@ -3,7 +3,7 @@
 Each message is a handful of statements on the caller's transaction: the dedup key, the customer
 (locked), the ticket (locked), the message, the ticket's wait, and the outbox rows. Core keeps the
 ORM's unit of work and identity map off this path; a batch of messages shares one transaction
-(see `tickets.batching`), and reads its senders and their recent receipts together first
+(see `tickets.group_commit`), and reads its senders and their recent receipts together first
 (`Receiver.read_ahead`).
 """
 
@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tickets.batch_writes import (
+from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
+from tickets.deferred_writes import (
     TicketState,
     Unwritten,
     audit_log,
@@ -27,7 +28,6 @@ from tickets.batch_writes import (
     messages,
     tickets,
 )
-from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
 from tickets.mail_threads import thread_headers
 from tickets.model import (
     Channel,
