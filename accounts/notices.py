@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tickets.mail_threads import thread_headers
 from tickets.model import Channel, Direction, OutboxKind, Route
 from tickets.outbox import enqueue
+from tickets.payloads import NoticePayload, add_mail_headers
 from tickets.ports import Renderer
 from tickets.tables import Message, Ticket
 
@@ -49,7 +50,7 @@ async def notify_customer(
     if last_in is None or not last_in.reply_address or last_in.channel is None:
         return None
     text = templates.render(template, ticket=ticket_id, **context)
-    payload: dict[str, Any] = {
+    payload: NoticePayload = {
         "text": text,
         "ticket": ticket_id,
         "subject": ticket.subject,
@@ -65,7 +66,7 @@ async def notify_customer(
             at=at,
             domain=mail_domain,
         )
-        payload.update(headers)
+        add_mail_headers(payload, headers)
     enqueue(
         session,
         route=Route(last_in.channel),

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
 
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +43,7 @@ from tickets.model import (
 )
 from tickets.notices import agents_notice
 from tickets.outbox import outbox_row
+from tickets.payloads import ReceiptPayload, add_mail_headers
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows
@@ -494,7 +494,7 @@ class Receiver:
             reopened=reopened,
             response_hours=self._policy.response_hours,
         )
-        payload: dict[str, Any] = {
+        payload: ReceiptPayload = {
             "text": text,
             "ticket": ticket.id,
             "subject": ticket.subject,
@@ -502,7 +502,8 @@ class Receiver:
             "automatic": True,
         }
         if route is Route.EMAIL:
-            payload.update(
+            add_mail_headers(
+                payload,
                 await thread_headers(
                     connection,
                     ticket_id=ticket.id,
@@ -512,7 +513,7 @@ class Receiver:
                     at=at,
                     domain=self._mail_domain,
                     unwritten=unwritten,
-                )
+                ),
             )
         unwritten.outbox_rows.append(
             outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)

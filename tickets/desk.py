@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,6 +43,7 @@ from tickets.model import (
 )
 from tickets.notices import notify_agents
 from tickets.outbox import Delivery, enqueue
+from tickets.payloads import ReplyPayload, add_mail_headers
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
@@ -369,7 +369,7 @@ class Desk:
             ).first()
             if last_in is None or not last_in.reply_address or last_in.channel is None:
                 raise InvalidAction(f"#{number} has no customer address to answer")
-            payload: dict[str, Any] = {
+            payload: ReplyPayload = {
                 "text": text,
                 "attachments": [a.to_json() for a in attachments],
                 "ticket": ticket.id,
@@ -378,7 +378,8 @@ class Desk:
                 "agent": agent.name,
             }
             if last_in.channel == Channel.EMAIL.value:
-                payload.update(
+                add_mail_headers(
+                    payload,
                     await thread_headers(
                         await session.connection(),
                         ticket_id=ticket.id,
@@ -387,7 +388,7 @@ class Desk:
                         kind="reply",
                         at=now,
                         domain=self._mail_domain,
-                    )
+                    ),
                 )
             message = Message(
                 ticket_id=ticket.id,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TypedDict
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.deferred_writes import Unwritten, mail_ids
+from tickets.payloads import MailHeaders
 
 # The References header names at most this many of a ticket's Message-IDs, the newest.
 REFERENCES_KEPT = 20
@@ -29,15 +29,6 @@ _EARLIER_MAIL_IDS = (
 _NEW_MAIL_ID = insert(mail_ids)
 
 
-class ThreadHeaders(TypedDict):
-    """What a mail's outbox payload carries to thread it into the ticket."""
-
-    message_id: str
-    in_reply_to: str | None
-    references: list[str]
-    subject_line: str
-
-
 async def thread_headers(
     connection: AsyncConnection,
     *,
@@ -48,7 +39,7 @@ async def thread_headers(
     at: datetime,
     domain: str,
     unwritten: Unwritten | None = None,
-) -> ThreadHeaders:
+) -> MailHeaders:
     """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies.
 
     `kind` names the mail in its Message-ID (reply, receipt, notice); a reply's subject gets

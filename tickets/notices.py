@@ -7,12 +7,13 @@ Core writes of a batch (`tickets.deferred_writes.Unwritten`) and of delivery out
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.model import OutboxKind, Route
 from tickets.outbox import outbox_row
+from tickets.payloads import AgentNoticePayload
 from tickets.ports import Renderer
 from tickets.tables import OutboxRow
 
@@ -41,23 +42,24 @@ def agents_payload(
     ticket: TicketFacts | None = None,
     ticket_id: int | None = None,
     **facts: Any,
-) -> dict[str, Any]:
+) -> AgentNoticePayload:
     """The outbox payload of a notice: its facts and the text of `agents/<event>.txt`.
 
     Given a `ticket`, its plan, channel, subject and due time are in the template's context
     too; `ticket_id` alone just places the notice in that ticket's topic or under its card.
     """
-    payload: dict[str, Any] = {"event": event, "ticket": ticket.id if ticket else ticket_id}
+    context: dict[str, Any] = {"event": event, "ticket": ticket.id if ticket else ticket_id}
     if ticket is not None:
-        payload.update(
+        context.update(
             plan=ticket.plan,
             channel=ticket.channel,
             subject=ticket.subject,
             due_at=ticket.due_at.isoformat() if ticket.due_at else None,
         )
-    payload.update(facts)
-    payload["text"] = renderer.render(f"agents/{event}", **payload)
-    return payload
+    context.update(facts)
+    text = renderer.render(f"agents/{event}", **context)
+    # The facts are the template's own context: open keys beside the typed ones.
+    return cast(AgentNoticePayload, {**context, "text": text})
 
 
 def agents_notice(
@@ -77,7 +79,7 @@ def agents_notice(
         OutboxKind.AGENT_NOTICE,
         payload,
         at,
-        ticket_id=payload["ticket"],
+        ticket_id=payload.get("ticket"),
     )
 
 

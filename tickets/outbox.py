@@ -14,11 +14,22 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.model import OutboxKind, OutboxStatus, Route
+from tickets.payloads import (
+    AgentNoticePayload,
+    AnswerPayload,
+    BillingKind,
+    BillingWritePayload,
+    LinkCodePayload,
+    NoticePayload,
+    OutboxPayload,
+    ReceiptPayload,
+    ReplyPayload,
+)
 from tickets.tables import OutboxRow
 
 
@@ -112,38 +123,238 @@ class DeliveryListener(Protocol):
     ) -> None: ...
 
 
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.REPLY],
+    payload: ReplyPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.RECEIPT],
+    payload: ReceiptPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.NOTICE],
+    payload: NoticePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.LINK_CODE],
+    payload: LinkCodePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.ANSWER],
+    payload: AnswerPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.AGENT_NOTICE],
+    payload: AgentNoticePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: BillingKind,
+    payload: BillingWritePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
 def enqueue(
     session: AsyncSession,
     *,
     route: Route,
     recipient: str,
     kind: OutboxKind,
-    payload: dict[str, Any],
+    payload: OutboxPayload,
     at: datetime,
     ticket_id: int | None = None,
     message_id: int | None = None,
 ) -> OutboxRow:
     """Write a row in the caller's transaction; it is sent only if that transaction commits."""
     row = OutboxRow(
-        **outbox_row(
-            route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id
-        )
+        **_row(route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id)
     )
     session.add(row)
     return row
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.REPLY],
+    payload: ReplyPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.RECEIPT],
+    payload: ReceiptPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.NOTICE],
+    payload: NoticePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.LINK_CODE],
+    payload: LinkCodePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.ANSWER],
+    payload: AnswerPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.AGENT_NOTICE],
+    payload: AgentNoticePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: BillingKind,
+    payload: BillingWritePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
 
 
 def outbox_row(
     route: Route,
     recipient: str,
     kind: OutboxKind,
-    payload: dict[str, Any],
+    payload: OutboxPayload,
     at: datetime,
     *,
     ticket_id: int | None = None,
     message_id: int | None = None,
 ) -> dict[str, Any]:
     """The column values of a new pending outbox row (for a Core insert)."""
+    return _row(route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id)
+
+
+def _row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: OutboxPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None,
+    message_id: int | None,
+) -> dict[str, Any]:
     return {
         "route": route.value,
         "recipient": recipient,
