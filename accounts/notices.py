@@ -10,15 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tickets.customer_messages import answering
 from tickets.mail_threads import thread_headers
-from tickets.model import Channel, Direction, OutboxKind, Route
+from tickets.model import Channel, OutboxKind, Route
 from tickets.outbox import enqueue
 from tickets.payloads import NoticePayload, add_mail_headers
 from tickets.ports import Renderer
-from tickets.tables import Message, Ticket
+from tickets.tables import Ticket
 
 
 async def notify_customer(
@@ -35,18 +35,7 @@ async def notify_customer(
     ticket = await session.get(Ticket, ticket_id)
     if ticket is None:
         return None
-    last_in = (
-        await session.scalars(
-            select(Message)
-            .where(
-                Message.ticket_id == ticket_id,
-                Message.direction == Direction.IN.value,
-                Message.counts_for_sla.is_(True),
-            )
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
-    ).first()
+    last_in = await answering(session, ticket_id)
     if last_in is None or not last_in.reply_address or last_in.channel is None:
         return None
     text = templates.render(template, ticket=ticket_id, **context)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import cache
 
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
 from tickets.deferred_writes import (
@@ -48,6 +48,7 @@ from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows
 from tickets.storage import insert_ignoring
+from tickets.tables import Message
 
 # Of a customer message, an agents' notice carries this much (one Telegram message with its header
 # and footer); the agents' feed sends the whole text of a longer one as a file.
@@ -519,6 +520,22 @@ class Receiver:
             outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)
         )
         return True
+
+
+async def answering(session: AsyncSession, ticket_id: int) -> Message | None:
+    """The customer message an answer on the ticket goes back to: the latest that counts for the
+    SLA (not an auto-reply or bounce: those come from addresses nobody reads)."""
+    found = await session.scalars(
+        select(Message)
+        .where(
+            Message.ticket_id == ticket_id,
+            Message.direction == Direction.IN.value,
+            Message.counts_for_sla.is_(True),
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    return found.first()
 
 
 def _reply_address(incoming: IncomingMessage) -> str:

@@ -19,6 +19,7 @@ from tickets.customer_messages import (  # noqa: F401 - the limits are part of t
     NEW_TICKETS_PER_CUSTOMER,
     RECEIPTS_PER_ADDRESS,
     Receiver,
+    answering,
 )
 from tickets.deferred_writes import Unwritten
 from tickets.delivery import DeliveryOutcomes
@@ -354,19 +355,7 @@ class Desk:
                     return int(earlier)
             if ticket.status == TicketStatus.CLOSED.value:
                 raise InvalidAction(f"#{number} is closed; reopen it to answer")
-            last_in = (
-                await session.scalars(
-                    select(Message)
-                    .where(
-                        Message.ticket_id == ticket.id,
-                        Message.direction == Direction.IN.value,
-                        # not an auto-reply or bounce: those come from addresses nobody reads
-                        Message.counts_for_sla.is_(True),
-                    )
-                    .order_by(Message.id.desc())
-                    .limit(1)
-                )
-            ).first()
+            last_in = await answering(session, ticket.id)
             if last_in is None or not last_in.reply_address or last_in.channel is None:
                 raise InvalidAction(f"#{number} has no customer address to answer")
             payload: ReplyPayload = {
