@@ -221,24 +221,7 @@ class BalanceLookups:
         await self._audit(
             agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
         )
-        eligibility = None
-        async with self._sessions.begin() as session:
-            # None when the answer names no account the desk holds (a custom adapter that
-            # does not say)
-            account = (
-                await session.get(Account, summary.account_id)
-                if summary.account_id is not None
-                else None
-            )
-            if account is not None:
-                eligibility = await eligibility_summary(
-                    session,
-                    account,
-                    Reading(summary),
-                    now,
-                    self._templates,
-                    local=self._billing.local,
-                )
+        eligibility = await self._eligibility(summary, now)
         return self._templates.render(
             "agents/balance",
             ticket=ticket.id if ticket else None,
@@ -253,6 +236,19 @@ class BalanceLookups:
             as_of=summary.as_of,
             local=self._billing.local,
         )
+
+    async def _eligibility(self, summary: AccountSummary, now: datetime) -> str | None:
+        """The refund eligibility lines of a lookup; None when the answer names no account the
+        desk holds (a custom adapter that does not say)."""
+        if summary.account_id is None:
+            return None
+        async with self._sessions.begin() as session:
+            account = await session.get(Account, summary.account_id)
+            if account is None:
+                return None
+            return await eligibility_summary(
+                session, account, Reading(summary), now, self._templates, local=self._billing.local
+            )
 
     async def _audit(
         self, agent: Agent, action: str, ticket: Ticket | None, now: datetime, **details: Any
