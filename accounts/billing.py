@@ -31,9 +31,10 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accounts.money import money
-from accounts.uptime import Month
 from tickets.errors import SupportbotError
+from tickets.months import Month
 from tickets.outbox import Outcome
+from tickets.payloads import BillingWritePayload
 
 DEFAULT_BILLING = "accounts.billing:ledger_billing"
 REFUND_WINDOW = timedelta(days=7)
@@ -149,7 +150,7 @@ class BillingWrite:
     uptime: str | None = None
     reason: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> BillingWritePayload:
         """The outbox payload of this write (amounts as exact decimal text)."""
         return {
             "kind": self.kind.value,

@@ -13,7 +13,6 @@ that is the `sla_credits` row's unique key, not this loop's memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,8 +37,10 @@ from accounts.ledger_billing import LedgerBilling
 from accounts.money import cents
 from accounts.settings import UptimeSettings
 from accounts.tables import SlaCredit
-from accounts.uptime import Month, Uptime, UptimeError
+from accounts.uptime import Uptime, UptimeError
+from tickets.months import Month
 from tickets.notices import notify_agents
+from tickets.periodic import run_every
 from tickets.ports import Clock, Renderer
 
 log = logging.getLogger(__name__)
@@ -106,15 +107,14 @@ class MonthlyCredits:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check at start and then every interval until `stop`; a failure waits for the next."""
-        while not stop.is_set():
-            try:
-                await self.run_once(self._clock())
-            except UptimeError as error:
-                log.warning("SLA credits: %s", error)
-            except Exception:
-                log.exception("SLA credits: the monthly run failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+        failed = "SLA credits: the monthly run failed; trying again later"
+        await run_every(self._interval, self._run_now, stop, log=log, failed=failed)
+
+    async def _run_now(self) -> None:
+        try:
+            await self.run_once(self._clock())
+        except UptimeError as error:
+            log.warning("SLA credits: %s", error)
 
     async def run_once(self, now: datetime) -> Applied | None:
         """Credit the previous month if `now` is the 1st to the 10th and it fell short; after

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -37,12 +36,14 @@ from accounts.ledger_billing import LedgerBilling, ledger_month
 from accounts.money import QUANTUM, cents
 from accounts.plans import mirror_rows
 from accounts.tables import Account, AccountLink, SlaCredit
-from accounts.uptime import Month, Uptime
+from accounts.uptime import Uptime
 from tickets import audit
 from tickets.errors import SupportbotError
 from tickets.model import OutboxKind, Plan, Route
+from tickets.months import Month
 from tickets.notices import notify_agents
 from tickets.outbox import enqueue
+from tickets.payloads import NoticePayload
 from tickets.ports import Renderer
 from tickets.storage import insert_ignore
 from tickets.tables import Customer
@@ -393,7 +394,7 @@ async def _tell_customer(
         "email": line.email,
     }
     text = templates.render("accounts/sla_credit", **facts)
-    payload: dict[str, Any] = {"event": "sla_credit", "text": text, "automatic": True}
+    payload: NoticePayload = {"event": "sla_credit", "text": text, "automatic": True}
     chat = None
     if routes.telegram:
         chat = await session.scalar(

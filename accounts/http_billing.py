@@ -37,9 +37,10 @@ from accounts.billing import (
     WriteKind,
 )
 from accounts.money import MoneyError, money
-from accounts.uptime import Month
 from tickets.model import OutboxKind, Route
+from tickets.months import Month
 from tickets.outbox import Delivered, Failed, OneByOne, OutboxItem, Outcome, RetryLater, enqueue
+from tickets.payloads import BillingKind
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ WRITE_PATHS = {
     WriteKind.DOWNGRADE: "downgrade",
     WriteKind.CREDIT: "credits",
 }
-WRITE_KINDS = {
+WRITE_KINDS: dict[WriteKind, BillingKind] = {
     WriteKind.REFUND: OutboxKind.BILLING_REFUND,
     WriteKind.DOWNGRADE: OutboxKind.BILLING_DOWNGRADE,
     WriteKind.CREDIT: OutboxKind.BILLING_CREDIT,

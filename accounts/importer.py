@@ -28,12 +28,12 @@ from accounts.records import (
     Batch,
     ImportRefused,
     PaymentRecord,
-    Purpose,
     RowProblem,
     UsageRecord,
     check_records,
     read_file,
 )
+from accounts.refund_rules import Purpose
 from accounts.tables import Account, LedgerEntry, LedgerImport, Payment
 from tickets import audit
 from tickets.ports import Renderer

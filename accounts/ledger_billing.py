@@ -40,7 +40,7 @@ from accounts.billing import (
 from accounts.ledger import normalise_email
 from accounts.money import Money, from_micros
 from accounts.tables import Account, LedgerEntry, LedgerImport, Payment
-from accounts.uptime import Month
+from tickets.months import Month
 from tickets.outbox import Failed, Outcome
 from tickets.tables import UTCDateTime
 

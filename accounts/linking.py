@@ -36,6 +36,7 @@ from accounts.tables import Account, AccountLink, LinkCode
 from tickets import audit, rate_limits
 from tickets.model import OutboxKind, Route
 from tickets.outbox import enqueue
+from tickets.payloads import LinkCodePayload
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule
 from tickets.tables import Customer
@@ -200,7 +201,7 @@ class Linker:
         text = self._templates.render(
             "link_code", code=code, minutes=int(CODE_TTL.total_seconds() // 60), ticket=ticket
         )
-        payload: dict[str, Any] = {
+        payload: LinkCodePayload = {
             "text": text,
             "subject_line": self._templates.render("link_code_subject"),
             "message_id": f"<link-{uuid.uuid4().hex}@{domain}>",

@@ -26,7 +26,7 @@ from accounts.ledger import (
 )
 from accounts.linking import is_address, linked_account
 from accounts.money import cents
-from accounts.refund_plans import eligibility_text
+from accounts.refund_plans import Reading, eligibility_summary
 from accounts.tables import Account
 from tickets import audit
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
@@ -142,26 +142,6 @@ async def identity_lines(
     }
 
 
-async def eligibility_summary(
-    session: AsyncSession,
-    summary: AccountSummary,
-    now: datetime,
-    templates: Renderer,
-    *,
-    local: bool,
-) -> str | None:
-    """The refund eligibility lines of a balance lookup (amounts, wallets, deadlines).
-
-    None when the answer names no account the desk holds (a custom adapter that does not say).
-    """
-    if summary.account_id is None:
-        return None
-    account = await session.get(Account, summary.account_id)
-    if account is None:
-        return None
-    return await eligibility_text(session, account, summary, now, templates, local=local)
-
-
 def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
     return [
         {
@@ -241,10 +221,7 @@ class BalanceLookups:
         await self._audit(
             agent, "balance_lookup", ticket, now, email=email, identity=identity.split(":")[0]
         )
-        async with self._sessions.begin() as session:
-            eligibility = await eligibility_summary(
-                session, summary, now, self._templates, local=self._billing.local
-            )
+        eligibility = await self._eligibility(summary, now)
         return self._templates.render(
             "agents/balance",
             ticket=ticket.id if ticket else None,
@@ -259,6 +236,19 @@ class BalanceLookups:
             as_of=summary.as_of,
             local=self._billing.local,
         )
+
+    async def _eligibility(self, summary: AccountSummary, now: datetime) -> str | None:
+        """The refund eligibility lines of a lookup; None when the answer names no account the
+        desk holds (a custom adapter that does not say)."""
+        if summary.account_id is None:
+            return None
+        async with self._sessions.begin() as session:
+            account = await session.get(Account, summary.account_id)
+            if account is None:
+                return None
+            return await eligibility_summary(
+                session, account, Reading(summary), now, self._templates, local=self._billing.local
+            )
 
     async def _audit(
         self, agent: Agent, action: str, ticket: Ticket | None, now: datetime, **details: Any

@@ -7,19 +7,18 @@ latest message on the ticket (as for an agent's answer); email notices thread in
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tickets.model import Channel, Direction, OutboxKind, Route
+from tickets.customer_messages import answering
+from tickets.mail_threads import thread_headers
+from tickets.model import Channel, OutboxKind, Route
 from tickets.outbox import enqueue
+from tickets.payloads import NoticePayload, add_mail_headers
 from tickets.ports import Renderer
-from tickets.tables import MailId, Message, Ticket
-
-REFERENCES_KEPT = 20
+from tickets.tables import Ticket
 
 
 async def notify_customer(
@@ -36,29 +35,27 @@ async def notify_customer(
     ticket = await session.get(Ticket, ticket_id)
     if ticket is None:
         return None
-    last_in = (
-        await session.scalars(
-            select(Message)
-            .where(
-                Message.ticket_id == ticket_id,
-                Message.direction == Direction.IN.value,
-                Message.counts_for_sla.is_(True),
-            )
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
-    ).first()
+    last_in = await answering(session, ticket_id)
     if last_in is None or not last_in.reply_address or last_in.channel is None:
         return None
     text = templates.render(template, ticket=ticket_id, **context)
-    payload: dict[str, Any] = {
+    payload: NoticePayload = {
         "text": text,
         "ticket": ticket_id,
         "subject": ticket.subject,
         "automatic": True,
     }
     if last_in.channel == Channel.EMAIL.value:
-        payload.update(await _mail_headers(session, ticket, last_in, at, mail_domain))
+        headers = await thread_headers(
+            await session.connection(),
+            ticket_id=ticket.id,
+            subject=ticket.subject,
+            in_reply_to=last_in.external_id,
+            kind="notice",
+            at=at,
+            domain=mail_domain,
+        )
+        add_mail_headers(payload, headers)
     enqueue(
         session,
         route=Route(last_in.channel),
@@ -70,24 +67,3 @@ async def notify_customer(
     )
     where = "email" if last_in.channel == Channel.EMAIL.value else "Telegram"
     return f"{where} ({last_in.reply_address})" if where == "email" else where
-
-
-async def _mail_headers(
-    session: AsyncSession, ticket: Ticket, answering: Message, at: datetime, domain: str
-) -> dict[str, Any]:
-    message_id = f"<notice-{ticket.id}-{uuid.uuid4().hex[:16]}@{domain}>"
-    earlier = (
-        await session.scalars(
-            select(MailId.message_id)
-            .where(MailId.ticket_id == ticket.id)
-            .order_by(MailId.id.desc())
-            .limit(REFERENCES_KEPT)
-        )
-    ).all()
-    session.add(MailId(message_id=message_id, ticket_id=ticket.id, created_at=at))
-    return {
-        "message_id": message_id,
-        "in_reply_to": answering.external_id,
-        "references": list(reversed(earlier)),
-        "subject_line": f"[#{ticket.id}] {ticket.subject or 'Your support request'}",
-    }

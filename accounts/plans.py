@@ -18,7 +18,6 @@ proof (see docs/decisions.md, "Plans").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -39,11 +38,12 @@ from accounts.billing import (
 )
 from accounts.ledger import address_account, tied_account
 from accounts.tables import Account, AccountLink
-from accounts.uptime import Month
 from tickets import audit
 from tickets.model import OutboxKind, OutboxStatus, Plan, TicketStatus
+from tickets.months import Month
 from tickets.notices import notify_agents
 from tickets.outbox import Outcome
+from tickets.periodic import run_every
 from tickets.ports import Clock, Renderer
 from tickets.tables import Customer, CustomerEmail, OutboxRow, SlaAlert, Ticket, customers, tickets
 
@@ -455,13 +455,8 @@ class PlanRefresh:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh at start and then every interval until `stop`; a failure waits for the next."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("plan refresh failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
+        failed = "plan refresh failed; trying again later"
+        await run_every(self.interval, self.run_once, stop, log=log, failed=failed)
 
     async def run_once(self) -> list[PlanChange]:
         """Read the accounts behind open tickets again and follow their plans."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from accounts.ledger import normalise_email
 from accounts.money import MoneyError, money
+from accounts.refund_rules import Purpose
 from tickets.errors import SupportbotError
 
 ID_LIMIT = 200
@@ -43,13 +44,6 @@ class RecordType(StrEnum):
     ACCOUNT = "account"
     PAYMENT = "payment"
     USAGE = "usage"
-
-
-class Purpose(StrEnum):
-    """What a payment bought: balance (a top-up) or the lifetime Pro plan."""
-
-    TOPUP = "topup"
-    PRO_UPGRADE = "pro_upgrade"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Refund plans from the system of record: what the Billing port answers, made into a plan.
 
 The port's answer (balance, recent payments, whether Pro-tier limits were used, `as_of`) is
-turned into the pure policy's facts (`accounts.refunds`). Payments are matched to the desk's
+turned into the pure policy's facts (`accounts.refund_rules`). Payments are matched to the desk's
 own rows by the billing system's payment id (mirrored there when the billing system is not the
 desk's ledger), because payouts refer to them and a payment is refunded at most once, ever.
 While a refund debit the desk decided has not reached a remote billing system yet, its amount
@@ -27,8 +27,8 @@ from accounts.billing import (
     PaymentLine,
 )
 from accounts.money import cents
-from accounts.refunds import AccountFacts, PaymentFacts, Purpose, RefundPlan, RefundScope
-from accounts.refunds import plan_refund as policy
+from accounts.refund_rules import AccountFacts, PaymentFacts, Purpose, RefundPlan, RefundScope
+from accounts.refund_rules import plan_refund as policy
 from accounts.tables import Account, Payment, Payout
 from tickets.errors import SupportbotError
 from tickets.model import OutboxKind, OutboxStatus
@@ -207,15 +207,15 @@ def plan_context(plan: RefundPlan) -> dict[str, Any]:
     return {"plan": plan, "usd": cents}
 
 
-async def eligibility_text(
+async def eligibility_summary(
     session: AsyncSession,
     account: Account,
-    summary: AccountSummary,
+    reading: Reading,
     now: datetime,
     templates: Renderer,
     *,
     local: bool,
 ) -> str:
     """A few lines saying what the account could have refunded now (for /balance and tickets)."""
-    plan = await plan_of(session, account, Reading(summary), now, RefundScope.ALL, local=local)
+    plan = await plan_of(session, account, reading, now, RefundScope.ALL, local=local)
     return templates.render("refunds/summary", **plan_context(plan))

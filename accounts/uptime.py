@@ -30,6 +30,7 @@ from fractions import Fraction
 from typing import Any
 
 from tickets.errors import SupportbotError
+from tickets.months import InvalidMonth, Month
 
 PLACES = Decimal("0.0001")
 MINUTE = timedelta(minutes=1)
@@ -45,53 +46,12 @@ class UptimeError(SupportbotError):
     """Uptime data that cannot be used; the message names the file and the line or field."""
 
 
-@dataclass(frozen=True, order=True)
-class Month:
-    """A calendar month in UTC, as credits are granted per month."""
-
-    year: int
-    month: int
-
-    @classmethod
-    def parse(cls, text: str) -> Month:
-        """`YYYY-MM`, as the command line and the SlaCredit rows write it."""
-        problem = UptimeError(f"expected a month as YYYY-MM, such as 2026-03, got {text!r}")
-        try:
-            year_text, month_text = text.strip().split("-")
-            year, month = int(year_text), int(month_text)
-        except ValueError:
-            raise problem from None
-        if not (1 <= month <= 12 and 2000 <= year < 9999):  # 9999-12 would end in year 10000
-            raise problem
-        return cls(year, month)
-
-    @classmethod
-    def of(cls, moment: datetime) -> Month:
-        """The month a moment falls in, in UTC."""
-        utc = moment.astimezone(UTC)
-        return cls(utc.year, utc.month)
-
-    @property
-    def start(self) -> datetime:
-        return datetime(self.year, self.month, 1, tzinfo=UTC)
-
-    @property
-    def end(self) -> datetime:
-        return self.next().start
-
-    def next(self) -> Month:
-        return Month(self.year + self.month // 12, self.month % 12 + 1)
-
-    def previous(self) -> Month:
-        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
-
-    @property
-    def label(self) -> str:
-        """As customers read it: `March 2026`."""
-        return self.start.strftime("%B %Y")
-
-    def __str__(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
+def credit_month(text: str) -> Month:
+    """`YYYY-MM`, as the credits command takes it; anything else is an `UptimeError`."""
+    try:
+        return Month.parse(text)
+    except InvalidMonth:
+        raise UptimeError(f"expected a month as YYYY-MM, such as 2026-03, got {text!r}") from None
 
 
 @dataclass(frozen=True)

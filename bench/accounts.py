@@ -14,7 +14,7 @@ Targets, on SQLite and on PostgreSQL:
 * **eligibility for an account with 10,000 entries ≤ 50 ms**: the input-gathering half — the
   balance and the account's recent payments, read through the port for the busy account
   (`LedgerBilling.lookup`), which is what the refund eligibility rule takes. The rule itself is
-  pure arithmetic over those inputs (`accounts/refunds.py`).
+  pure arithmetic over those inputs (`accounts/refund_rules.py`).
 
 The data: 100,000 accounts (20 % Pro); one of them has 10,000 entries (200 top-ups over 90
 days, 15 of them in the last 7 days, and 9,800 usage entries); the other 99,999 share 990,000

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import platform
+import random
 import secrets
 import signal
 import sqlite3
@@ -25,16 +26,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import text
+from sqlalchemy import Row, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from supportbot import db
 from supportbot.schema import metadata
+from tickets.tables import Agent, Customer
 
 KINDS = ("sqlite", "postgresql")
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -130,6 +132,45 @@ async def database(kind: str, postgres_url: str) -> AsyncIterator[Database]:
             await engine.dispose()
     finally:
         await _admin(postgres_url, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def seed_people(
+    session: AsyncSession,
+    at: datetime,
+    rng: random.Random,
+    *,
+    customers: int,
+    agents: int,
+    pro_share: float,
+) -> tuple[list[Row[int, str]], list[int]]:
+    """Bulk-insert Telegram customers (a `pro_share` of them Pro) and agents, all a year old at
+    `at`; returns the customers' (id, plan) and the agents' ids."""
+    await session.execute(
+        insert(Customer),
+        [
+            {
+                "telegram_id": 10_000_000 + n,
+                "name": f"Customer {n}",
+                "plan": "pro" if rng.random() < pro_share else "basic",
+                "created_at": at - timedelta(days=365),
+            }
+            for n in range(customers)
+        ],
+    )
+    await session.execute(
+        insert(Agent),
+        [
+            {
+                "telegram_id": 500 + n,
+                "name": f"Agent {n}",
+                "role": "agent",
+                "added_at": at - timedelta(days=365),
+            }
+            for n in range(agents)
+        ],
+    )
+    found = list((await session.execute(select(Customer.id, Customer.plan))).all())
+    return found, list((await session.scalars(select(Agent.id))).all())
 
 
 async def analyze(database: Database) -> None:

@@ -34,8 +34,9 @@ from sqlalchemy import insert  # noqa: E402
 
 from accounts.credits import CreditPlan, NoticeRoutes, apply_credits, plan_credits  # noqa: E402
 from accounts.tables import Account, LedgerEntry  # noqa: E402
-from accounts.uptime import Month, given  # noqa: E402
+from accounts.uptime import given  # noqa: E402
 from bench.common import Database, analyze, arguments, database, launch, machine, table  # noqa: E402
+from tickets.months import Month  # noqa: E402
 from tickets.rendering import Templates  # noqa: E402
 
 ACCOUNTS = 100_000

@@ -83,6 +83,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import mail.imap  # noqa: E402
 import mail.smtp  # noqa: E402
+import tickets.customer_messages  # noqa: E402
 from bench.common import (  # noqa: E402
     DEFAULT_POSTGRES_URL,
     KINDS,
@@ -100,6 +101,7 @@ from mail.settings import SmtpSettings, Tls  # noqa: E402
 from mail.smtp import SmtpSender  # noqa: E402
 from tests.mailservers import PASSWORD, SUPPORT, USER, Dovecot, dovecot_binary  # noqa: E402
 from tickets.agents import add_agent  # noqa: E402
+from tickets.customer_messages import Receiver  # noqa: E402
 from tickets.desk import Desk  # noqa: E402
 from tickets.model import (  # noqa: E402
     Channel,
@@ -115,7 +117,6 @@ from tickets.outbox import Wakeups  # noqa: E402
 from tickets.outbox_worker import OutboxWorker  # noqa: E402
 from tickets.policy import SlaPolicy  # noqa: E402
 from tickets.ports import utcnow  # noqa: E402
-from tickets.receiving import Receiver  # noqa: E402
 from tickets.rendering import Templates  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
 from tickets.tables import Customer, InboundKey, Message, OutboxRow, Quarantined, Ticket  # noqa: E402
@@ -479,7 +480,7 @@ INTAKE_STEPS: tuple[Step, ...] = (
     (Receiver, "_thread", "    in it: _thread"),
     (Receiver, "_ticket_for", "    in it: _ticket_for"),
     (Receiver, "_receipt", "    in it: _receipt (flood check, headers, row)"),
-    (Receiver, "agents_notice", "    in it: agents_notice (render)"),
+    (tickets.customer_messages, "agents_notice", "    in it: agents_notice (render)"),
 )
 REPLY_STEPS: tuple[Step, ...] = (
     (OutboxWorker, "_claim", "OutboxWorker._claim (100 rows)"),

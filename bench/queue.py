@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     database,
     launch,
     machine,
+    seed_people,
     table,
     verdict,
 )
@@ -53,7 +54,7 @@ from tickets import queue  # noqa: E402
 from tickets.model import Plan  # noqa: E402
 from tickets.policy import SlaPolicy, queue_key  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
-from tickets.tables import Agent, Customer, Ticket  # noqa: E402
+from tickets.tables import Ticket  # noqa: E402
 
 TICKETS = 100_000
 CUSTOMERS = 5_000
@@ -92,32 +93,9 @@ async def seed(data: Database, policy: SlaPolicy, now: datetime, rng: random.Ran
     """Bulk-insert the customers, agents and tickets; then ANALYZE."""
     began = time.perf_counter()
     async with data.sessions.begin() as session:
-        await session.execute(
-            insert(Customer),
-            [
-                {
-                    "telegram_id": 10_000_000 + n,
-                    "name": f"Customer {n}",
-                    "plan": Plan.PRO.value if rng.random() < PRO_SHARE else Plan.BASIC.value,
-                    "created_at": now - timedelta(days=365),
-                }
-                for n in range(CUSTOMERS)
-            ],
+        customers, agents = await seed_people(
+            session, now, rng, customers=CUSTOMERS, agents=AGENTS, pro_share=PRO_SHARE
         )
-        await session.execute(
-            insert(Agent),
-            [
-                {
-                    "telegram_id": 500 + n,
-                    "name": f"Agent {n}",
-                    "role": "agent",
-                    "added_at": now - timedelta(days=365),
-                }
-                for n in range(AGENTS)
-            ],
-        )
-        customers = (await session.execute(select(Customer.id, Customer.plan))).all()
-        agents = list((await session.scalars(select(Agent.id))).all())
         span = int(2 * SPREAD / timedelta(microseconds=1))
         rows: list[dict[str, Any]] = []
         for n in range(TICKETS):

@@ -36,7 +36,7 @@ from sqlalchemy import insert, select  # noqa: E402
 from accounts.ledger_billing import LedgerBilling  # noqa: E402
 from accounts.money import cents  # noqa: E402
 from accounts.refund_plans import plan_of, read_account  # noqa: E402
-from accounts.refunds import RefundScope  # noqa: E402
+from accounts.refund_rules import RefundScope  # noqa: E402
 from accounts.tables import Account, LedgerEntry, Payment, Payout, Refund  # noqa: E402
 from bench.common import (  # noqa: E402
     Database,

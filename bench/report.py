@@ -35,7 +35,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from sqlalchemy import insert, select  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
 
 from bench.common import (  # noqa: E402
     CpuMeter,
@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     database,
     launch,
     machine,
+    seed_people,
     table,
     verdict,
 )
@@ -56,7 +57,7 @@ from tickets.reports import monthly  # noqa: E402
 from tickets.reports.chart import render_png  # noqa: E402
 from tickets.reports.figures import Month, nearest_rank  # noqa: E402
 from tickets.sla import BusinessCalendar  # noqa: E402
-from tickets.tables import Agent, Customer, Message, Response, Ticket  # noqa: E402
+from tickets.tables import Message, Response, Ticket  # noqa: E402
 
 TICKETS = 100_000
 WAITING = 1_000
@@ -103,36 +104,13 @@ async def seed(data: Database, policy: SlaPolicy, rng: random.Random) -> Seeded:
     """Bulk-insert customers, agents, tickets, answers and responses; then ANALYZE."""
     began = time.perf_counter()
     calendar = policy.calendar
-    start, end = MONTH.start(policy), MONTH.next().start(policy)
+    start, end = MONTH.start_in(policy.calendar.tz), MONTH.next().start_in(policy.calendar.tz)
     month_us = int((end - start) / timedelta(microseconds=1))
     in_month: list[float] = []
     async with data.sessions.begin() as session:
-        await session.execute(
-            insert(Customer),
-            [
-                {
-                    "telegram_id": 10_000_000 + n,
-                    "name": f"Customer {n}",
-                    "plan": "pro" if rng.random() < PRO_SHARE else "basic",
-                    "created_at": start - timedelta(days=365),
-                }
-                for n in range(CUSTOMERS)
-            ],
+        customers, agents = await seed_people(
+            session, start, rng, customers=CUSTOMERS, agents=AGENTS, pro_share=PRO_SHARE
         )
-        await session.execute(
-            insert(Agent),
-            [
-                {
-                    "telegram_id": 500 + n,
-                    "name": f"Agent {n}",
-                    "role": "agent",
-                    "added_at": start - timedelta(days=365),
-                }
-                for n in range(AGENTS)
-            ],
-        )
-        customers = (await session.execute(select(Customer.id, Customer.plan))).all()
-        agents = list((await session.scalars(select(Agent.id))).all())
         tickets: list[dict[str, Any]] = []
         answers: list[tuple[int, str, str, int, datetime, datetime, float]] = []
         for n in range(TICKETS + WAITING):

@@ -22,9 +22,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-from tickets.sla import DEFAULT_CALENDAR, BusinessCalendar
+from bench.common import cpu_model  # noqa: E402
+from tickets.sla import DEFAULT_CALENDAR, BusinessCalendar  # noqa: E402
 
 TARGET = 100_000
 MOMENTS = 200_000
@@ -92,16 +95,6 @@ def measure(
     for start in starts[:2000]:  # sanity: the two operations agree
         assert hours_between(start, add_hours(start, 24)) == 24
     return best_rate(run_add, len(starts)), best_rate(run_between, len(starts))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

@@ -14,9 +14,9 @@ from telegram.error import TelegramError
 from bot.buttons import Action, ButtonSigner
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
-from bot.outcomes import answer_agent
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
+from bot.sending import answer_agent
 from bot.store import PlaceBook
 from bot.transcripts import send_transcript
 from tickets import queue

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat
@@ -12,14 +12,14 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError
 from telegram.request import HTTPXRequest
 
 from accounts.payouts import PayoutDesk
-from accounts.refunding import RefundDesk
+from accounts.refund_desk import RefundDesk
 from bot.accounts import AccountServices
 from bot.agents import AGENT_COMMANDS, AgentGroup
 from bot.buttons import ButtonSigner
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
-from bot.intake import Poller
 from bot.limits import TelegramLimiter
 from bot.outage import GroupOutage
+from bot.polling import Poller
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from bot.settings import TelegramSettings
@@ -29,6 +29,7 @@ from tickets.errors import SupportbotError
 from tickets.inbox import Inbox
 from tickets.model import Attachment, Route
 from tickets.outbox import Sender
+from tickets.periodic import run_every
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, FileData
 from tickets.rendering import Templates
@@ -169,13 +170,14 @@ class TelegramChannel:
 
     async def _place(self, stop: asyncio.Event) -> None:
         assert self._feed is not None
-        while not stop.is_set():
-            try:
-                await self._feed.place_backlog(5)
-            except Exception:
-                log.exception("telegram: placing tickets in the agents' group failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._placement_interval)
+        failed = "telegram: placing tickets in the agents' group failed"
+        await run_every(
+            self._placement_interval,
+            partial(self._feed.place_backlog, 5),
+            stop,
+            log=log,
+            failed=failed,
+        )
 
     async def download(self, attachment: Attachment) -> FileData:
         """The bytes of a file an agent sent in Telegram, to attach it to an email answer."""

@@ -38,8 +38,8 @@ from bot.format import (
 )
 from bot.limits import TelegramLimiter
 from bot.outage import GroupAlarm, GroupOutage
-from bot.outcomes import outcome_for, quiet_httpx
 from bot.posting import FeedStats, GroupPoster, OutOfBudget
+from bot.sending import outcome_for, quiet_httpx
 from bot.store import MessageFacts, Place, PlaceBook, TicketFacts
 from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, Report
 from tickets.ports import Clock, Renderer

@@ -21,7 +21,7 @@ from telegram.error import BadRequest
 from bot.buttons import ButtonSigner
 from bot.format import CardFacts, card_text, escape, sla_state, topic_title
 from bot.limits import TelegramLimiter
-from bot.outcomes import send_file
+from bot.sending import send_file
 from bot.store import CARD, POST, TOPIC, MessageFacts, Place, PlaceBook, TicketFacts
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from telegram import Bot, CallbackQuery, InlineKeyboardMarkup, MaybeInaccessible
 from accounts.ledger import Identity, owner_of_telegram_user
 from accounts.money import cents
 from accounts.payouts import PayoutDesk
-from accounts.refunding import Panel, PlanChanged, RefundDesk, RefundResult, RefundStatus
-from accounts.refunds import RefundScope
+from accounts.refund_desk import Panel, PlanChanged, RefundDesk, RefundResult, RefundStatus
+from accounts.refund_rules import RefundScope
 from bot.buttons import Action, ButtonSigner, Press
 from bot.limits import TelegramLimiter
-from bot.outcomes import answer_agent
+from bot.sending import answer_agent
 from bot.store import POST, PlaceBook
 from tickets import queue
 from tickets.desk import Desk

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import telegram
@@ -18,8 +19,16 @@ from telegram.error import Forbidden, TelegramError
 from bot.feed import AgentFeed
 from bot.format import fits_caption, split_text
 from bot.limits import TelegramLimiter
-from bot.outcomes import CAPTIONED, outcome_for, quiet_httpx, send_file
-from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, Report
+from bot.sending import CAPTIONED, outcome_for, quiet_httpx, send_file
+from tickets.outbox import (
+    Deferred,
+    Delivered,
+    Failed,
+    OutboxItem,
+    Outcome,
+    Report,
+    deliver_in_order,
+)
 
 __all__ = ["AgentFeed", "CustomerSender", "Part", "parts_of"]
 
@@ -95,11 +104,7 @@ class CustomerSender:
 
     async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
         """Send the rows of one customer in order; stop at the first that did not go out."""
-        for item in items:
-            outcome = await self._deliver_one(item, report)
-            report.outcome(item, outcome)
-            if not isinstance(outcome, Delivered):
-                break
+        await deliver_in_order(items, report, partial(self._deliver_one, report=report))
 
     async def _deliver_one(self, item: OutboxItem, report: Report) -> Outcome:
         try:

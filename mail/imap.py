@@ -39,7 +39,6 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -51,24 +50,23 @@ from mail.imap_client import FetchedMail, ImapError, ImapSession
 from mail.parse import parse_mail
 from mail.settings import ImapSettings
 from tickets import email_lookups
-from tickets.batching import unreachable
 from tickets.desk import Desk
+from tickets.group_commit import unreachable
 from tickets.model import (
     Attachment,
     Channel,
     CustomerRef,
     IncomingMessage,
     Intake,
-    OutboxKind,
-    Route,
     bounded_id,
 )
-from tickets.outbox import enqueue
+from tickets.notices import notify_agents
+from tickets.periodic import sleep_until_stopped
 from tickets.ports import Clock, Renderer, utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HealthCallback", "ImapError", "ImapIntake", "StorageUnavailable", "notify_agents"]
+__all__ = ["HealthCallback", "ImapError", "ImapIntake", "StorageUnavailable", "health_notices"]
 
 HealthCallback = Callable[[bool, str], Awaitable[None]]
 """Called with (False, why) once when mail has not been readable for a while, (True, …) after."""
@@ -149,7 +147,7 @@ class ImapIntake:
                 await self._failing(f"{type(error).__name__}: {error}")
             else:
                 continue
-            await _sleep(stop, self._delay)
+            await sleep_until_stopped(stop, self._delay)
             self._delay = min(self._delay * 2, self._reconnect_max)
 
     async def sync_once(self) -> int:
@@ -420,7 +418,7 @@ class ImapIntake:
         return True
 
 
-def notify_agents(
+def health_notices(
     sessions: async_sessionmaker[AsyncSession],
     templates: Renderer,
     *,
@@ -430,18 +428,8 @@ def notify_agents(
     """A health callback that tells the agents' group through the outbox, like every notice."""
 
     async def notify(ok: bool, detail: str) -> None:
-        payload: dict[str, Any] = {"event": "mail_health", "ticket": None, "ok": ok}
-        payload["detail"] = detail
-        payload["text"] = templates.render("mail/imap_health", ok=ok, detail=detail)
         async with sessions.begin() as session:
-            enqueue(
-                session,
-                route=Route.AGENTS,
-                recipient="agents",
-                kind=OutboxKind.AGENT_NOTICE,
-                payload=payload,
-                at=clock(),
-            )
+            notify_agents(session, templates, "mail_health", at=clock(), ok=ok, detail=detail)
         if wakeup is not None:
             wakeup()
 
@@ -460,8 +448,3 @@ def _made_up_id(raw: bytes) -> str:
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

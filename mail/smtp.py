@@ -19,6 +19,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,15 @@ from mail.compose import (
 )
 from mail.settings import SmtpSettings, Tls
 from tickets.model import Attachment, OutboxKind
-from tickets.outbox import Delivered, Failed, OutboxItem, Outcome, Report, RetryLater
+from tickets.outbox import (
+    Delivered,
+    Failed,
+    OutboxItem,
+    Outcome,
+    Report,
+    RetryLater,
+    deliver_in_order,
+)
 from tickets.ports import Clock, FileData, FileSource, utcnow
 from tickets.rendering import default_directory
 
@@ -106,11 +115,7 @@ class SmtpSender:
                     line.closer.cancel()
                     line.closer = None
                 try:
-                    for item in items:
-                        outcome = await self._deliver_one(line, item)
-                        report.outcome(item, outcome)
-                        if not isinstance(outcome, Delivered):
-                            break
+                    await deliver_in_order(items, report, partial(self._deliver_one, line))
                 finally:
                     if line.client is not None:
                         loop = asyncio.get_running_loop()

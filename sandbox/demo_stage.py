@@ -11,9 +11,9 @@ from email.utils import format_datetime, make_msgid
 
 from sqlalchemy import func, select
 
+from bot.store import AgentPost
 from sandbox.mail import LocalMailServer
 from sandbox.telegram import LocalBotApi, SentMessage, SimChat, SimUser
-from bot.store import AgentPost
 from supportbot import app
 from tickets import queue
 from tickets.errors import SupportbotError

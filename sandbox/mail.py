@@ -24,9 +24,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from sandbox.imap.server import LocalImapServer
-from supportbot.settings import ImapSettings, SmtpSettings, Tls
 from mail.settings import ImapSettings, SmtpSettings, Tls
+from sandbox.imap.server import LocalImapServer
 
 __all__ = ["Delivery", "LocalMailServer", "SmtpSink"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -21,10 +20,10 @@ from accounts.linking import Linker
 from accounts.lookups import BalanceLookups
 from accounts.payouts import PayoutDesk
 from accounts.plans import AddressPlans, PlanRefresh, following
-from accounts.refunding import RefundDesk
+from accounts.refund_desk import RefundDesk
 from bot.accounts import AccountServices
 from bot.channel import TelegramChannel
-from mail.imap import ImapIntake, notify_agents
+from mail.imap import ImapIntake, health_notices
 from mail.smtp import SmtpSender
 from supportbot import db
 from supportbot.settings import Settings, notice_routes
@@ -33,6 +32,7 @@ from tickets.errors import SupportbotError
 from tickets.model import Route
 from tickets.outbox import Sender, Wakeups
 from tickets.outbox_worker import OutboxWorker, take_back_leases
+from tickets.periodic import run_every
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
 from tickets.rendering import Templates, default_directory
@@ -188,7 +188,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                 service.sessions,
                 settings.support_address,
                 clock=clock,
-                on_health=notify_agents(
+                on_health=health_notices(
                     service.sessions, service.templates, clock=clock, wakeup=service.wakeups
                 ),
             )
@@ -311,13 +311,8 @@ PAYOUT_CHECK_SECONDS = 600.0
 
 async def _every(seconds: float, job: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
     """Run a periodic job until `stop`; a failure is logged and tried again next time."""
-    while not stop.is_set():
-        try:
-            await job()
-        except Exception:
-            log.exception("periodic job %s failed", getattr(job, "__name__", job))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+    failed = f"periodic job {getattr(job, '__name__', job)} failed"
+    await run_every(seconds, job, stop, log=log, failed=failed)
 
 
 async def start_telegram(service: Service) -> TelegramChannel:

@@ -20,9 +20,10 @@ from accounts.credits import (
     record_refusal,
 )
 from accounts.money import cents
-from accounts.uptime import Month, Uptime, UptimeError, given
+from accounts.uptime import Uptime, UptimeError, credit_month, given
 from supportbot import app
 from supportbot.settings import notice_routes
+from tickets.months import Month
 
 
 def add_parser(commands: Any) -> None:
@@ -63,7 +64,7 @@ def _uptime(args: argparse.Namespace, service: app.Service, month: Month) -> Upt
 
 async def run(args: argparse.Namespace, service: app.Service) -> None:
     """Compute the plan from the uptime given; print it, and write it with --apply."""
-    month = Month.parse(args.month)
+    month = credit_month(args.month)
     applied = None
     try:
         uptime = _uptime(args, service, month)  # a bad file stops here, before any credit

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from bot.store import AgentPost
 from sandbox.service import local_settings, serving
 from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser
-from bot.store import AgentPost
 from supportbot.settings import Settings
 from tests.conftest import Database
 from tickets.agents import add_agent

@@ -15,9 +15,10 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.model import DeliveryState, Direction, OutboxKind, Route
+from tickets.notices import agents_notice
 from tickets.outbox import Delivery
 from tickets.policy import SlaPolicy
-from tickets.receiving import Receiver
+from tickets.ports import Renderer
 from tickets.tables import OutboxRow, Response, audit_log, messages, outbox, tickets
 
 responses = cast(Table, Response.__table__)
@@ -84,9 +85,9 @@ _NEW_AUDIT = insert(audit_log)
 class DeliveryOutcomes:
     """Stops the SLA clock on a delivered reply; reports a row that failed for good."""
 
-    def __init__(self, policy: SlaPolicy, receiver: Receiver) -> None:
+    def __init__(self, policy: SlaPolicy, templates: Renderer) -> None:
         self._policy = policy
-        self._receiver = receiver
+        self._templates = templates
 
     async def delivered(self, connection: AsyncConnection, deliveries: Sequence[Delivery]) -> None:
         """Replies reached their customers: this, and only this, stops the SLA clock.
@@ -134,9 +135,12 @@ class DeliveryOutcomes:
                 )
                 changed[wait.id] = wait
             notices.append(
-                self._receiver.agents_notice(
+                agents_notice(
+                    self._templates,
                     "delivered",
-                    _TicketFacts(wait.id, wait.plan, wait.channel, wait.subject, wait.due_at),
+                    ticket=_TicketFacts(
+                        wait.id, wait.plan, wait.channel, wait.subject, wait.due_at
+                    ),
                     at=delivery.at,
                     message_id=message.id,
                     address=delivery.row.recipient,
@@ -227,9 +231,9 @@ class DeliveryOutcomes:
         if row.route == Route.BILLING.value:
             # A write back to the billing system: the agents must put it right by hand.
             write = (await connection.execute(_PAYLOAD, {"row_id": row.id})).scalar() or {}
-            notice = self._receiver.agents_notice(
+            notice = agents_notice(
+                self._templates,
                 "billing_failed",
-                None,
                 at=at,
                 ticket_id=row.ticket_id,
                 kind=row.kind,
@@ -243,9 +247,12 @@ class DeliveryOutcomes:
             return  # the agents' group itself is unreachable; the log and audit entry remain
         ticket = (await connection.execute(_TICKET, {"ticket_id": row.ticket_id})).first()
         if ticket is not None:
-            notice = self._receiver.agents_notice(
+            notice = agents_notice(
+                self._templates,
                 "delivery_failed",
-                _TicketFacts(ticket.id, ticket.plan, ticket.channel, ticket.subject, ticket.due_at),
+                ticket=_TicketFacts(
+                    ticket.id, ticket.plan, ticket.channel, ticket.subject, ticket.due_at
+                ),
                 at=at,
                 kind=row.kind,
                 address=row.recipient,

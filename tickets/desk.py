@@ -7,18 +7,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit, rate_limits
 from tickets.agents import active_agent
-from tickets.batch_writes import Unwritten
-from tickets.batching import Coalescer, in_transactions
 from tickets.customer_lookup import NAME_LIMIT  # noqa: F401 - part of the desk's contract
+from tickets.customer_messages import (  # noqa: F401 - the limits are part of the desk's contract
+    EXCERPT,
+    NEW_TICKETS_PER_CUSTOMER,
+    RECEIPTS_PER_ADDRESS,
+    Receiver,
+    answering,
+)
+from tickets.deferred_writes import Unwritten
 from tickets.delivery import DeliveryOutcomes
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
+from tickets.group_commit import Coalescer, in_transactions
+from tickets.mail_threads import thread_headers
 from tickets.model import (
     Attachment,
     Channel,
@@ -35,17 +42,12 @@ from tickets.model import (
     bounded_id,
     storable_text,
 )
+from tickets.notices import notify_agents
 from tickets.outbox import Delivery, enqueue
+from tickets.payloads import ReplyPayload, add_mail_headers
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
-from tickets.receiving import (  # noqa: F401 - the limits are part of the desk's contract
-    EXCERPT,
-    NEW_TICKETS_PER_CUSTOMER,
-    RECEIPTS_PER_ADDRESS,
-    REFERENCES_KEPT,
-    Receiver,
-)
 from tickets.tables import (
     Agent,
     Customer,
@@ -81,8 +83,9 @@ class Desk:
         self._templates = templates
         self._clock = clock
         self._wakeup = wakeup or (lambda: None)
+        self._mail_domain = mail_domain
         self._receiver = Receiver(policy, templates, mail_domain=mail_domain, plans=plans)
-        self._outcomes = DeliveryOutcomes(policy, self._receiver)
+        self._outcomes = DeliveryOutcomes(policy, templates)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
 
     # -- customers -------------------------------------------------------------------------
@@ -139,11 +142,6 @@ class Desk:
                 .where(Ticket.customer_id == customer_id, Ticket.status == TicketStatus.OPEN.value)
                 .values(plan=plan.value)
             )
-
-    def _notify_agents(
-        self, session: AsyncSession, event: str, ticket: Ticket, *, at: datetime, **facts: Any
-    ) -> None:
-        session.add(OutboxRow(**self._receiver.agents_notice(event, ticket, at=at, **facts)))
 
     async def customer_banned(self, ref: CustomerRef) -> bool:
         """Whether an admin banned this customer (then they get nothing at all)."""
@@ -233,10 +231,11 @@ class Desk:
             session.add(MessageEdit(message_id=message.id, text=message.text, edited_at=at or now))
             message.text = text
             customer = await session.get(Customer, ticket.customer_id)
-            self._notify_agents(
+            notify_agents(
                 session,
+                self._templates,
                 "edited",
-                ticket,
+                ticket=ticket,
                 at=now,
                 customer=customer.name if customer else "",
                 text=text[:EXCERPT],
@@ -270,22 +269,15 @@ class Desk:
             )
             session.add(row)
             await session.flush()
-            payload: dict[str, Any] = {
-                "event": "quarantined",
-                "ticket": None,
-                "quarantine_id": row.id,
-                "source": source,
-                "reference": reference[:200],
-                "error": error[:300],
-            }
-            payload["text"] = self._templates.render("agents/quarantined", **payload)
-            enqueue(
+            notify_agents(
                 session,
-                route=Route.AGENTS,
-                recipient="agents",
-                kind=OutboxKind.AGENT_NOTICE,
-                payload=payload,
+                self._templates,
+                "quarantined",
                 at=now,
+                quarantine_id=row.id,
+                source=source,
+                reference=reference[:200],
+                error=error[:300],
             )
             quarantine_id = row.id
         self._wakeup()
@@ -363,22 +355,10 @@ class Desk:
                     return int(earlier)
             if ticket.status == TicketStatus.CLOSED.value:
                 raise InvalidAction(f"#{number} is closed; reopen it to answer")
-            last_in = (
-                await session.scalars(
-                    select(Message)
-                    .where(
-                        Message.ticket_id == ticket.id,
-                        Message.direction == Direction.IN.value,
-                        # not an auto-reply or bounce: those come from addresses nobody reads
-                        Message.counts_for_sla.is_(True),
-                    )
-                    .order_by(Message.id.desc())
-                    .limit(1)
-                )
-            ).first()
+            last_in = await answering(session, ticket.id)
             if last_in is None or not last_in.reply_address or last_in.channel is None:
                 raise InvalidAction(f"#{number} has no customer address to answer")
-            payload: dict[str, Any] = {
+            payload: ReplyPayload = {
                 "text": text,
                 "attachments": [a.to_json() for a in attachments],
                 "ticket": ticket.id,
@@ -387,15 +367,17 @@ class Desk:
                 "agent": agent.name,
             }
             if last_in.channel == Channel.EMAIL.value:
-                payload.update(
-                    await self._receiver.mail_headers(
+                add_mail_headers(
+                    payload,
+                    await thread_headers(
                         await session.connection(),
-                        ticket.id,
-                        ticket.subject,
-                        last_in.external_id,
-                        "reply",
-                        now,
-                    )
+                        ticket_id=ticket.id,
+                        subject=ticket.subject,
+                        in_reply_to=last_in.external_id,
+                        kind="reply",
+                        at=now,
+                        domain=self._mail_domain,
+                    ),
                 )
             message = Message(
                 ticket_id=ticket.id,

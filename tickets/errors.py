@@ -29,19 +29,3 @@ class NotAllowed(SupportbotError):
 
 class InvalidAction(SupportbotError):
     """The action makes no sense in the ticket's current state."""
-
-
-class DeliveryError(SupportbotError):
-    """A channel could not deliver an outbox row."""
-
-
-class TemporaryDeliveryError(DeliveryError):
-    """Delivery failed but may work later; `retry_after` is the peer's own hint in seconds."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentDeliveryError(DeliveryError):
-    """Delivery can never work (blocked bot, rejected address); retrying would only repeat it."""

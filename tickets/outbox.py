@@ -14,11 +14,22 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.model import OutboxKind, OutboxStatus, Route
+from tickets.payloads import (
+    AgentNoticePayload,
+    AnswerPayload,
+    BillingKind,
+    BillingWritePayload,
+    LinkCodePayload,
+    NoticePayload,
+    OutboxPayload,
+    ReceiptPayload,
+    ReplyPayload,
+)
 from tickets.tables import OutboxRow
 
 
@@ -112,32 +123,255 @@ class DeliveryListener(Protocol):
     ) -> None: ...
 
 
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.REPLY],
+    payload: ReplyPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.RECEIPT],
+    payload: ReceiptPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.NOTICE],
+    payload: NoticePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.LINK_CODE],
+    payload: LinkCodePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.ANSWER],
+    payload: AnswerPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.AGENT_NOTICE],
+    payload: AgentNoticePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: BillingKind,
+    payload: BillingWritePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
 def enqueue(
     session: AsyncSession,
     *,
     route: Route,
     recipient: str,
     kind: OutboxKind,
-    payload: dict[str, Any],
+    payload: OutboxPayload,
     at: datetime,
     ticket_id: int | None = None,
     message_id: int | None = None,
 ) -> OutboxRow:
     """Write a row in the caller's transaction; it is sent only if that transaction commits."""
     row = OutboxRow(
-        route=route.value,
-        recipient=recipient,
-        kind=kind.value,
-        payload=payload,
-        ticket_id=ticket_id,
-        message_id=message_id,
-        status=OutboxStatus.PENDING.value,
-        attempts=0,
-        available_at=at,
-        created_at=at,
+        **_row(route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id)
     )
     session.add(row)
     return row
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.REPLY],
+    payload: ReplyPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.RECEIPT],
+    payload: ReceiptPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.NOTICE],
+    payload: NoticePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.LINK_CODE],
+    payload: LinkCodePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.ANSWER],
+    payload: AnswerPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.AGENT_NOTICE],
+    payload: AgentNoticePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: BillingKind,
+    payload: BillingWritePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: OutboxPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]:
+    """The column values of a new pending outbox row (for a Core insert)."""
+    return _row(route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id)
+
+
+def _row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: OutboxPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None,
+    message_id: int | None,
+) -> dict[str, Any]:
+    return {
+        "route": route.value,
+        "recipient": recipient,
+        "kind": kind.value,
+        "payload": payload,
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "available_at": at,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": None,
+        "created_at": at,
+        "delivered_at": None,
+        "external_id": None,
+    }
 
 
 class Wakeups:
@@ -191,6 +425,17 @@ class RetryPolicy:
 DeliverFunction = Callable[[OutboxItem], Awaitable[Outcome]]
 
 
+async def deliver_in_order(
+    items: Sequence[OutboxItem], report: Report, deliver_one: DeliverFunction
+) -> None:
+    """Deliver rows one after another, reporting each; stop at the first that did not go out."""
+    for item in items:
+        outcome = await deliver_one(item)
+        report.outcome(item, outcome)
+        if not isinstance(outcome, Delivered):
+            break
+
+
 class OneByOne:
     """A Sender built from a function that delivers a single row; stops at the first failure."""
 
@@ -198,8 +443,4 @@ class OneByOne:
         self._deliver_one = deliver_one
 
     async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
-        for item in items:
-            outcome = await self._deliver_one(item)
-            report.outcome(item, outcome)
-            if not isinstance(outcome, Delivered):
-                break
+        await deliver_in_order(items, report, self._deliver_one)

@@ -16,7 +16,6 @@ inside its IMMEDIATE transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 import zlib
@@ -29,7 +28,7 @@ from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from tickets.batching import Coalescer, in_transactions, unreachable
+from tickets.group_commit import Coalescer, in_transactions, unreachable
 from tickets.model import OutboxKind, OutboxStatus, Route
 from tickets.outbox import (
     Deferred,
@@ -44,6 +43,7 @@ from tickets.outbox import (
     Sender,
     Wakeup,
 )
+from tickets.periodic import sleep_until_stopped
 from tickets.ports import Clock
 from tickets.tables import OutboxRow, outbox
 
@@ -205,8 +205,7 @@ class OutboxWorker:
         """Every third of a lease, extend the leases of the rows this worker holds."""
         every = self._lease.total_seconds() / 3
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+            await sleep_until_stopped(stop, every)
             held = sorted(self._held)
             if not held or stop.is_set():
                 continue

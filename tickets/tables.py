@@ -300,7 +300,7 @@ class RateWindow(Base):
 
 class InboxEvent(Base):
     """An inbound event kept from when it was fetched, before its source is told so, until it
-    has been handled (Telegram updates: `bot/intake.py`)."""
+    has been handled (Telegram updates: `bot/polling.py`)."""
 
     __tablename__ = "inbox"
 

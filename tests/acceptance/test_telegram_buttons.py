@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from accounts.tables import Payout, Refund
-from sandbox.telegram import SentMessage, SimUser
 from bot.store import AgentPost
+from sandbox.telegram import SentMessage, SimUser
 from tests import helpers
 from tests.acceptance.test_refunds_telegram import account_for, press
 from tests.conftest import Database

@@ -30,7 +30,7 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     smtp_server_fixture,
 )
 from tests.telegram_harness import running_desk
-from tickets.receiving import NEW_TICKETS_PER_CUSTOMER
+from tickets.customer_messages import NEW_TICKETS_PER_CUSTOMER
 from tickets.tables import Customer, InboxEvent, Message, OutboxRow, Ticket
 
 T = TypeVar("T")

@@ -29,13 +29,13 @@ from accounts.linking import (
 )
 from accounts.lookups import BalanceLookups, NoAccount, Target, identity_notes
 from accounts.tables import AccountLink, LinkCode
-from accounts.uptime import Month
 from tests import helpers
 from tests.conftest import START, Clock, Database
 from tests.integration.test_accounts_import import CSV
 from tickets.agents import add_agent
 from tickets.desk import Desk
 from tickets.model import Role
+from tickets.months import Month
 from tickets.outbox import Failed, Outcome
 from tickets.rendering import Templates
 from tickets.tables import Customer

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import Database
-from tickets.batching import in_transactions
+from tickets.group_commit import in_transactions
 from tickets.tables import AuditEntry
 
 audit_log = cast(Table, AuditEntry.__table__)

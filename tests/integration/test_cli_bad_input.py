@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from accounts.tables import Account, LedgerEntry, Payment, SlaCredit
-from accounts.uptime import Month
 from tests import helpers
 from tests.conftest import Database
 from tests.integration.test_cli import cli
+from tickets.months import Month
 from tickets.tables import Agent, AuditEntry
 
 TOO_BIG = str(2**63)

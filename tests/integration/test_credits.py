@@ -18,7 +18,7 @@ from accounts.credits import (
 )
 from accounts.ledger import balance
 from accounts.tables import LedgerEntry, LedgerImport, SlaCredit
-from accounts.uptime import Month, given
+from accounts.uptime import given
 from mail.smtp import SmtpSender
 from supportbot import db
 from tests import helpers
@@ -27,6 +27,7 @@ from tests.ledger_data import Entry, add_account
 from tests.mailservers import SUPPORT, SmtpServer, smtp_server_fixture  # noqa: F401 - a fixture
 from tickets.desk import Desk
 from tickets.model import Route
+from tickets.months import Month
 from tickets.outbox_worker import OutboxWorker
 from tickets.rendering import Templates
 from tickets.tables import AuditEntry, OutboxRow

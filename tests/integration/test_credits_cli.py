@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from accounts.tables import LedgerEntry, SlaCredit
-from accounts.uptime import Month
 from tests import helpers
 from tests.conftest import Database
 from tests.integration.test_cli import cli
 from tests.integration.test_credits import march_ledgers
+from tickets.months import Month
 from tickets.tables import OutboxRow
 
 MARCH = Month(2026, 3)

@@ -20,8 +20,8 @@ from accounts.billing import (
     WriteKind,
 )
 from accounts.http_billing import HttpBilling, HttpBillingConfig, write_body
-from accounts.uptime import Month
 from tests.billing_server import TOKEN, BillingServer, Fault
+from tickets.months import Month
 from tickets.outbox import Delivered, Failed, RetryLater
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from mail.imap import ImapError, ImapIntake, StorageUnavailable, notify_agents
+from mail.imap import ImapError, ImapIntake, StorageUnavailable, health_notices
 from mail.settings import Tls
 from mail.store import MailCursor
 from supportbot import db
@@ -433,7 +433,7 @@ async def test_dovecot_restart_is_survived_and_agents_hear_about_the_outage(
     dovecot: Dovecot, mailbox: str, desk: Desk, database: Database, clock: Clock
 ) -> None:
     told: list[tuple[bool, str]] = []
-    to_agents = notify_agents(database.sessions, Templates(), clock=clock)
+    to_agents = health_notices(database.sessions, Templates(), clock=clock)
 
     async def on_health(ok: bool, detail: str) -> None:
         told.append((ok, detail))

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from mail.compose import FileData
-from mail.compose import ComposeError, OutgoingMail, message_bytes
 from mail.settings import Tls
 from mail.smtp import SmtpSender
 from tests import helpers

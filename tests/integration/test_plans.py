@@ -11,7 +11,7 @@ from accounts.importer import import_file
 from accounts.ledger_billing import LedgerBilling
 from accounts.lookups import identity_notes
 from accounts.plans import AddressPlans, PlanRefresh, sync_plans
-from accounts.refunding import RefundDesk
+from accounts.refund_desk import RefundDesk
 from accounts.tables import Account
 from tests import helpers
 from tests import refund_data as data

@@ -25,7 +25,6 @@ from tickets import rate_limits
 from tickets.desk import Desk
 from tickets.policy import SlaPolicy
 from tickets.rate_limits import RateRule
-from tickets.rate_limits import RateRule, Window
 from tickets.rendering import Templates
 from tickets.tables import OutboxRow, RateWindow
 

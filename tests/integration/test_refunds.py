@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from accounts.ledger import balance
 from accounts.payouts import PayoutDesk
+from accounts.refund_desk import PlanChanged, RefundDesk, RefundStatus
 from accounts.refund_plans import RefundRefused
-from accounts.refunding import PlanChanged, RefundDesk, RefundStatus
-from accounts.refunds import RefundScope
+from accounts.refund_rules import RefundScope
 from accounts.tables import Account, LedgerEntry, Payout, Refund
 from supportbot import db
 from tests import helpers

@@ -17,11 +17,10 @@ import pytest
 
 from mail.imap import ImapError, ImapIntake
 from mail.imap_client import ConnectionLost, ImapSession
-from mail.smtp import SmtpSender
-from sandbox.mail import LocalMailServer
-from supportbot.settings import ImapSettings
 from mail.settings import ImapSettings
+from mail.smtp import SmtpSender
 from mail.store import MailCursor
+from sandbox.mail import LocalMailServer
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.mailservers import customer_mail, eventually

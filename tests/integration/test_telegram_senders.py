@@ -24,10 +24,8 @@ from bot.format import (
 )
 from bot.limits import TelegramLimiter
 from bot.senders import AgentFeed, CustomerSender
-from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser, sample_png
-from bot.limits import Budget, TelegramLimiter
-from bot.senders import AgentFeed, CustomerSender, parts_of
 from bot.store import AgentPost
+from sandbox.telegram import LocalBotApi, RateLimits, SentMessage, SimChat, SimUser, sample_png
 from tests import helpers
 from tests.conftest import Database
 from tests.unit.test_telegram_texts_and_limits import HOSTILE

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import pytest
-
 from tests import helpers
 from tests.conftest import Clock, Database
 from tests.helpers import email, telegram
@@ -16,7 +14,6 @@ from tickets.model import Role
 from tickets.outbox import Delivery
 from tickets.policy import SlaPolicy
 from tickets.rendering import Templates
-from tickets.sla import BusinessCalendar
 from tickets.tables import AuditEntry, OutboxRow, SlaAlert
 from tickets.watch import Alert, SlaWatch, WatchRules
 

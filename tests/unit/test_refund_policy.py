@@ -1,4 +1,4 @@
-"""Refund eligibility (accounts/refunds.py): pure tables of cases, no database."""
+"""Refund eligibility (accounts/refund_rules.py): pure tables of cases, no database."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from accounts.refunds import AccountFacts, PaymentFacts, Purpose, plan_refund
+from accounts.refund_rules import AccountFacts, PaymentFacts, Purpose, plan_refund
 from supportbot.settings import SettingsError, load_settings
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -51,7 +51,7 @@ def test_report_agrees_with_the_brute_force(
 
     end_after = max(end_after, 1)
     period_end = moment(end_after)
-    period = Period(Month.of(origin, policy), origin, period_end, complete=True)
+    period = Period(Month.of(origin, policy.calendar.tz), origin, period_end, complete=True)
     responses: list[ResponseRow] = []
     waits: list[WaitRow] = []
     expected_answered: list[int] = []

@@ -187,7 +187,7 @@ def test_months_parse_and_a_future_month_is_refused() -> None:
 def test_months_follow_the_calendars_time_zone() -> None:
     berlin = SlaPolicy(calendar=BusinessCalendar(tz="Europe/Berlin"))
     late_evening = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)  # 00:30 on 1 December in Berlin
-    assert Month.of(late_evening, berlin) == Month(2026, 12)
+    assert Month.of(late_evening, berlin.calendar.tz) == Month(2026, 12)
     period = period_of(NOVEMBER, berlin, AFTER)
     assert period.start == datetime(2026, 10, 31, 23, tzinfo=UTC)
     assert period.end == datetime(2026, 11, 30, 23, tzinfo=UTC)

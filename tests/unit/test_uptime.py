@@ -16,9 +16,9 @@ import pytest
 
 from accounts.uptime import (
     Check,
-    Month,
     UptimeError,
     Window,
+    credit_month,
     from_checks,
     from_incidents,
     given,
@@ -26,6 +26,7 @@ from accounts.uptime import (
     parse_instatus,
     parse_windows,
 )
+from tickets.months import Month
 
 FEB = Month(2026, 2)
 MINUTES = 40_320
@@ -57,7 +58,7 @@ def month_of_checks(down: Set[int] = frozenset(), missing: Set[int] = frozenset(
     ],
 )
 def test_months(text: str, month: Month, previous: Month, end: datetime) -> None:
-    parsed = Month.parse(text)
+    parsed = credit_month(text)
     assert parsed == month and parsed.previous() == previous and parsed.end == end
     assert str(parsed) == text.strip()
 
@@ -65,7 +66,7 @@ def test_months(text: str, month: Month, previous: Month, end: datetime) -> None
 @pytest.mark.parametrize("text", ["2026-13", "2026", "March", "2026-00", "26-03", "2026-03-01"])
 def test_bad_months_are_refused(text: str) -> None:
     with pytest.raises(UptimeError, match="YYYY-MM"):
-        Month.parse(text)
+        credit_month(text)
 
 
 def test_month_of_a_moment_is_taken_in_utc() -> None:

@@ -43,7 +43,7 @@ def render_png(report: MonthlyReport) -> bytes:
     edges.append(cap + max(2.0, cap / 12))  # the overflow bar
     so_far = "" if report.period.complete else " (so far)"
     figure.suptitle(
-        f"Response times, {report.period.month.title}{so_far} — business hours, per plan",
+        f"Response times, {report.period.month.label}{so_far} — business hours, per plan",
         fontsize=13,
     )
     for ax, (plan, values) in zip(axes, panels, strict=True):

@@ -23,14 +23,13 @@ Definitions (the README's "Reports" section repeats them for agents):
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from tickets.errors import SupportbotError
+from tickets.months import InvalidMonth, Month
 from tickets.policy import SlaPolicy
 
 __all__ = [
@@ -50,65 +49,7 @@ __all__ = [
     "report_from_times",
 ]
 
-_MONTH_RE: Final = re.compile(r"(\d{4})-(\d{2})")
-_MONTH_NAMES: Final = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 NO_AGENT: Final = "(no agent)"
-
-
-class InvalidMonth(SupportbotError):
-    """A report month that is malformed or lies in the future."""
-
-
-@dataclass(frozen=True, order=True)
-class Month:
-    """A calendar month, e.g. 2026-11."""
-
-    year: int
-    month: int
-
-    @classmethod
-    def parse(cls, text: str) -> Month:
-        """Read `YYYY-MM`, the form agents type after /report and on the command line."""
-        match = _MONTH_RE.fullmatch(text.strip())
-        if match is None:
-            raise InvalidMonth(f"expected a month as YYYY-MM, e.g. 2026-11, got {text.strip()!r}")
-        year, month = int(match.group(1)), int(match.group(2))
-        if not 1 <= month <= 12 or not 1970 <= year < 9999:  # 9999-12 would end in year 10000
-            raise InvalidMonth(f"there is no month {text.strip()!r}")
-        return cls(year, month)
-
-    @classmethod
-    def of(cls, moment: datetime, policy: SlaPolicy) -> Month:
-        """The month `moment` falls in, in the SLA calendar's time zone."""
-        local = moment.astimezone(policy.calendar.tz)
-        return cls(local.year, local.month)
-
-    def next(self) -> Month:
-        return Month(self.year + self.month // 12, self.month % 12 + 1)
-
-    def start(self, policy: SlaPolicy) -> datetime:
-        """Local midnight of the month's first day in the SLA calendar's zone."""
-        return datetime(self.year, self.month, 1, tzinfo=policy.calendar.tz)
-
-    def __str__(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
-
-    @property
-    def title(self) -> str:
-        return f"{_MONTH_NAMES[self.month - 1]} {self.year}"
 
 
 @dataclass(frozen=True)
@@ -123,7 +64,8 @@ class Period:
 
 def period_of(month: Month, policy: SlaPolicy, now: datetime) -> Period:
     """The period of a report on `month` asked for at `now`; a future month is refused."""
-    start, end = month.start(policy), month.next().start(policy)
+    tz = policy.calendar.tz
+    start, end = month.start_in(tz), month.next().start_in(tz)
     if start > now:
         raise InvalidMonth(f"{month} has not begun yet")
     return Period(month, start, min(end, now), complete=end <= now)

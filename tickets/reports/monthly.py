@@ -103,7 +103,7 @@ async def load(
 ) -> tuple[MonthlyReport, list[ResponseRow]]:
     """A month's report (default: the current month so far); with `rows`, also every response
     it counts as a whole row (for the CSV), else only those over the SLA."""
-    period = period_of(month or Month.of(now, policy), policy, now)
+    period = period_of(month or Month.of(now, policy.calendar.tz), policy, now)
     async with sessions() as session:
         waits = await query.open_waits(session, period.end)
         if rows:

@@ -17,6 +17,17 @@ CHUNK = 10_000
 # Slow responses are read back by id in batches of this many (under every driver's limit).
 ID_BATCH = 5_000
 
+# What a report reads of each response.
+_RESPONSE_COLUMNS = (
+    Response.ticket_id,
+    Response.plan,
+    Response.channel,
+    Response.agent_id,
+    Response.waiting_since,
+    Response.answered_at,
+    Response.business_hours,
+)
+
 
 async def agent_names(session: AsyncSession) -> dict[int, str]:
     """Agents by id, named as the group knows them (their name, else their Telegram id)."""
@@ -35,15 +46,7 @@ async def _responses(
     names = await agent_names(session)
     connection = await session.connection()
     result = await connection.stream(
-        select(
-            Response.ticket_id,
-            Response.plan,
-            Response.channel,
-            Response.agent_id,
-            Response.waiting_since,
-            Response.answered_at,
-            Response.business_hours,
-        )
+        select(*_RESPONSE_COLUMNS)
         .where(Response.answered_at >= start, Response.answered_at < end)
         .order_by(Response.answered_at, Response.id)
         .execution_options(yield_per=CHUNK)
@@ -93,15 +96,7 @@ async def response_times(
     late: list[ResponseRow] = []
     for first in range(0, len(slow), ID_BATCH):
         rows = await connection.execute(
-            select(
-                Response.ticket_id,
-                Response.plan,
-                Response.channel,
-                Response.agent_id,
-                Response.waiting_since,
-                Response.answered_at,
-                Response.business_hours,
-            ).where(Response.id.in_(slow[first : first + ID_BATCH]))
+            select(*_RESPONSE_COLUMNS).where(Response.id.in_(slow[first : first + ID_BATCH]))
         )
         late.extend(
             ResponseRow(t, plan, channel, names.get(a) if a is not None else None, since, at, h)

@@ -5,7 +5,7 @@
 (`tickets/rate_limits.py`). Receipts were limited by counting recent outbox rows, so their index
 `ix_outbox_recipient_kind_created` goes. `inbox` keeps Telegram updates from when they are
 fetched until they are handled, so the bot can confirm them to Telegram and poll again while one
-chat's backlog is still being worked through (`bot/intake.py`).
+chat's backlog is still being worked through (`bot/polling.py`).
 
 Revision ID: 0007
 Revises: 0005

@@ -16,7 +16,6 @@ lane. What a crash interrupted is found in the inbox at the next start and handl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -35,10 +34,11 @@ from telegram.error import (
 
 from bot.agents import AgentGroup
 from bot.customers import CustomerChat
-from bot.outcomes import retry_after_seconds
-from tickets.batching import unreachable
+from bot.sending import retry_after_seconds
 from tickets.desk import Desk
+from tickets.group_commit import unreachable
 from tickets.inbox import Inbox, Kept
+from tickets.periodic import sleep_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +105,18 @@ class Poller:
             except asyncio.CancelledError:
                 raise
             except RetryAfter as error:
-                await _sleep(stop, retry_after_seconds(error))
+                await sleep_until_stopped(stop, retry_after_seconds(error))
             except Conflict:
                 log.error(
                     "telegram intake: another process is polling with this bot token (or a "
                     "webhook is set); retrying in %.0fs",
                     backoff,
                 )
-                await _sleep(stop, backoff)
+                await sleep_until_stopped(stop, backoff)
                 backoff = min(backoff * 2, 60.0)
             except (Transient, TelegramError, DBAPIError, OSError) as error:
                 log.warning("telegram intake: %s; retrying in %.0fs", error, backoff)
-                await _sleep(stop, backoff)
+                await sleep_until_stopped(stop, backoff)
                 backoff = min(backoff * 2, 60.0)
 
     async def _recover(self, stop: asyncio.Event) -> None:
@@ -128,7 +128,7 @@ class Poller:
                 break
             except (DBAPIError, OSError) as error:
                 log.warning("telegram intake: reading kept updates: %s; retrying", error)
-                await _sleep(stop, backoff)
+                await sleep_until_stopped(stop, backoff)
                 backoff = min(backoff * 2, 60.0)
         else:
             return
@@ -237,7 +237,7 @@ class Poller:
                     error,
                     backoff,
                 )
-            await _sleep(self._stop, backoff)
+            await sleep_until_stopped(self._stop, backoff)
             if self._stop.is_set():
                 return False
             backoff = min(backoff * 2, 60.0)
@@ -312,8 +312,3 @@ class Poller:
             await self._customers.on_edit(message)
         else:
             await self._customers.on_message(message)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

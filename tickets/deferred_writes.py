@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tickets.model import Intake, OutboxKind, OutboxStatus, Route
+from tickets.model import Intake
 from tickets.rate_limits import RateKey, Window, lock_windows, save_windows
 from tickets.storage import insert_ignoring
 from tickets.tables import (
@@ -126,33 +126,3 @@ class Unwritten:
             keep = insert_ignoring(connection.dialect.name, mail_ids)
             await connection.execute(keep, self.mail_ids)
         await save_windows(connection, self.windows.items())
-
-
-def outbox_row(
-    route: Route,
-    recipient: str,
-    kind: OutboxKind,
-    payload: dict[str, Any],
-    at: datetime,
-    *,
-    ticket_id: int | None = None,
-    message_id: int | None = None,
-) -> dict[str, Any]:
-    """The column values of a new pending outbox row (for a Core insert)."""
-    return {
-        "route": route.value,
-        "recipient": recipient,
-        "kind": kind.value,
-        "payload": payload,
-        "ticket_id": ticket_id,
-        "message_id": message_id,
-        "status": OutboxStatus.PENDING.value,
-        "attempts": 0,
-        "available_at": at,
-        "lease_owner": None,
-        "lease_until": None,
-        "last_error": None,
-        "created_at": at,
-        "delivered_at": None,
-        "external_id": None,
-    }

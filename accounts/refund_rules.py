@@ -36,6 +36,8 @@ ZERO = Decimal(0)
 
 
 class Purpose(StrEnum):
+    """What a payment bought: balance (a top-up) or the lifetime Pro plan."""
+
     TOPUP = "topup"
     PRO_UPGRADE = "pro_upgrade"
 

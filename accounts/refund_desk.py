@@ -37,13 +37,14 @@ from accounts.refund_plans import (
     DEFAULT_MAX_AGE,
     Reading,
     RefundRefused,
+    eligibility_summary,
     plan_context,
     plan_of,
     read_account,
     stale,
     stale_refusal,
 )
-from accounts.refunds import RefundPlan, RefundScope
+from accounts.refund_rules import RefundPlan, RefundScope
 from accounts.tables import Account, Payment, Payout, Refund
 from tickets import audit
 from tickets.agents import active_agent
@@ -167,10 +168,9 @@ class RefundDesk:
         async with self.sessions.begin() as session:
             local = await session.get(Account, account.id)
             assert local is not None
-            plan = await plan_of(
-                session, local, reading, self._clock(), RefundScope.ALL, local=self.billing.local
+            return await eligibility_summary(
+                session, local, reading, self._clock(), self._templates, local=self.billing.local
             )
-        return self._templates.render("refunds/summary", **plan_context(plan))
 
     # -- the panel ----------------------------------------------------------------------
 

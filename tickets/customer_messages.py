@@ -3,24 +3,23 @@
 Each message is a handful of statements on the caller's transaction: the dedup key, the customer
 (locked), the ticket (locked), the message, the ticket's wait, and the outbox rows. Core keeps the
 ORM's unit of work and identity map off this path; a batch of messages shares one transaction
-(see `tickets.batching`), and reads its senders and their recent receipts together first
+(see `tickets.group_commit`), and reads its senders and their recent receipts together first
 (`Receiver.read_ahead`).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
 
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from tickets.batch_writes import TicketState, Unwritten, outbox_row
 from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
+from tickets.deferred_writes import TicketState, Unwritten
+from tickets.mail_threads import thread_headers
 from tickets.model import (
     Channel,
     CustomerRef,
@@ -34,17 +33,18 @@ from tickets.model import (
     bounded_id,
     storable_text,
 )
-from tickets.notices import TicketFacts, agents_payload
+from tickets.notices import agents_notice
+from tickets.outbox import outbox_row
+from tickets.payloads import ReceiptPayload, add_mail_headers
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows
 from tickets.storage import insert_ignoring
-from tickets.tables import audit_log, inbound_keys, mail_ids, messages, tickets
+from tickets.tables import Message, audit_log, inbound_keys, mail_ids, messages, tickets
 
 # Of a customer message, an agents' notice carries this much (one Telegram message with its header
 # and footer); the agents' feed sends the whole text of a longer one as a file.
 EXCERPT = 3500
-REFERENCES_KEPT = 20
 # A mail loop or a flood still reaches the agents, just without more receipts.
 RECEIPTS_PER_ADDRESS = RateRule("receipts_per_address", 3, timedelta(hours=1))
 # A Telegram customer's new tickets; over it, messages join their latest ticket.
@@ -85,13 +85,6 @@ _EARLIER = (
     .join(inbound_keys, inbound_keys.c.message_id == messages.c.id)
     .where(inbound_keys.c.source == bindparam("source"), inbound_keys.c.key == bindparam("key"))
 )
-_EARLIER_MAIL_IDS = (
-    select(mail_ids.c.message_id)
-    .where(mail_ids.c.ticket_id == bindparam("ticket_id"))
-    .order_by(mail_ids.c.id.desc())
-    .limit(REFERENCES_KEPT)
-)
-_NEW_MAIL_ID = insert(mail_ids)
 _WITHIN_WINDOW = "customer wrote within the reopen window"
 _OVER_LIMIT = "customer wrote over their limit of new tickets"
 _NEW_AUDIT = insert(audit_log)
@@ -195,9 +188,10 @@ class Receiver:
         if bounced:
             event = "bounced"
         rows.append(
-            self.agents_notice(
+            agents_notice(
+                self._templates,
                 event,
-                ticket,
+                ticket=ticket,
                 at=now,
                 customer=customer.name,
                 text=storable_text(incoming.text[:EXCERPT]),
@@ -467,45 +461,6 @@ class Receiver:
                 return replace(incoming, ticket=tagged.id, new_ticket=False), False
         return incoming, False
 
-    async def mail_headers(
-        self,
-        connection: AsyncConnection,
-        ticket_id: int,
-        subject: str,
-        in_reply_to: str | None,
-        kind: str,
-        at: datetime,
-        unwritten: Unwritten | None = None,
-    ) -> dict[str, Any]:
-        """Threading headers for a mail we send on a ticket; its Message-ID is kept for replies.
-
-        With `unwritten`, the Message-ID is kept with the batch's other deferred writes.
-        """
-        message_id = f"<{kind}-{ticket_id}-{uuid.uuid4().hex[:16]}@{self._mail_domain}>"
-        mine: list[str] = []
-        if unwritten is not None:
-            mine = [m for m, t in reversed(unwritten.threads.items()) if t == ticket_id]
-        earlier: list[str] = []
-        if unwritten is None or ticket_id not in unwritten.opened:  # else all its mail is mine
-            found = await connection.execute(_EARLIER_MAIL_IDS, {"ticket_id": ticket_id})
-            earlier = list(found.scalars())
-        earlier = [*mine, *earlier][:REFERENCES_KEPT]
-        if unwritten is not None:
-            unwritten.add_mail_id(message_id, ticket_id, at)
-        else:
-            await connection.execute(
-                _NEW_MAIL_ID, {"message_id": message_id, "ticket_id": ticket_id, "created_at": at}
-            )
-        subject = subject or "Your support request"
-        if kind == "reply" and not subject.lower().startswith("re:"):
-            subject = f"Re: {subject}"
-        return {
-            "message_id": message_id,
-            "in_reply_to": in_reply_to,
-            "references": list(reversed(earlier)),
-            "subject_line": f"[#{ticket_id}] {subject}",
-        }
-
     async def _receipt(
         self,
         connection: AsyncConnection,
@@ -532,7 +487,7 @@ class Receiver:
             reopened=reopened,
             response_hours=self._policy.response_hours,
         )
-        payload: dict[str, Any] = {
+        payload: ReceiptPayload = {
             "text": text,
             "ticket": ticket.id,
             "subject": ticket.subject,
@@ -540,35 +495,39 @@ class Receiver:
             "automatic": True,
         }
         if route is Route.EMAIL:
-            payload.update(
-                await self.mail_headers(
-                    connection, ticket.id, ticket.subject, external_id, "receipt", at, unwritten
-                )
+            add_mail_headers(
+                payload,
+                await thread_headers(
+                    connection,
+                    ticket_id=ticket.id,
+                    subject=ticket.subject,
+                    in_reply_to=external_id,
+                    kind="receipt",
+                    at=at,
+                    domain=self._mail_domain,
+                    unwritten=unwritten,
+                ),
             )
         unwritten.outbox_rows.append(
             outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)
         )
         return True
 
-    def agents_notice(
-        self,
-        event: str,
-        ticket: TicketFacts | None,
-        *,
-        at: datetime,
-        ticket_id: int | None = None,
-        **facts: Any,
-    ) -> dict[str, Any]:
-        """The outbox row of a notice to the agents' group (about a ticket, or placed in one)."""
-        payload = agents_payload(self._templates, event, ticket, ticket_id, **facts)
-        return outbox_row(
-            Route.AGENTS,
-            "agents",
-            OutboxKind.AGENT_NOTICE,
-            payload,
-            at,
-            ticket_id=payload["ticket"],
+
+async def answering(session: AsyncSession, ticket_id: int) -> Message | None:
+    """The customer message an answer on the ticket goes back to: the latest that counts for the
+    SLA (not an auto-reply or bounce: those come from addresses nobody reads)."""
+    found = await session.scalars(
+        select(Message)
+        .where(
+            Message.ticket_id == ticket_id,
+            Message.direction == Direction.IN.value,
+            Message.counts_for_sla.is_(True),
         )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    return found.first()
 
 
 def _reply_address(incoming: IncomingMessage) -> str:
