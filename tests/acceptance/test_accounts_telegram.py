@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from accounts.tables import AccountLink
 from tests import helpers
 from tests.conftest import Database
@@ -37,6 +39,7 @@ async def mails_to(server: SmtpServer, address: str) -> list[Received]:
     return [r for r in server.received if address in r.rcpt_tos]
 
 
+@pytest.mark.slow
 async def test_link_by_mailed_code_then_balance_for_customer_and_agents(
     database: Database, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:

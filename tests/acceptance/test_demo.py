@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(r"^ *\d+\.\d+s  (?P<header>.+)\n(?P<body>(?: {8}│.*\n?)*)", re.MULTILINE)
 
@@ -27,6 +29,8 @@ def header(text: str, name: str) -> str:
     return found.group(1)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(150)
 def test_demo_shows_both_sides_and_the_queue(tmp_path: Path) -> None:
     environ = {
         k: v

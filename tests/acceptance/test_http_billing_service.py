@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from accounts.credit_run import MonthlyCredits
 from accounts.credits import NoticeRoutes
 from accounts.http_billing import HttpBilling, HttpBillingConfig, write_sender
@@ -79,6 +81,7 @@ async def billed_desk(
         await billing.stop()
 
 
+@pytest.mark.slow
 async def test_a_refund_reads_through_http_and_is_written_back_once_despite_faults(
     database: Database,
 ) -> None:
@@ -166,6 +169,7 @@ async def test_a_write_refused_for_good_is_reported_to_the_agents(database: Data
     assert billing.applied == []
 
 
+@pytest.mark.slow
 async def test_an_upgrade_bought_while_a_ticket_waits_moves_it_up(database: Database) -> None:
     async with billed_desk(database) as (desk, billing, number):
         assert (await helpers.ticket(database, number)).plan == "basic"

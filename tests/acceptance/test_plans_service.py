@@ -12,6 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from accounts.importer import import_file
@@ -70,6 +71,7 @@ async def card_text(desk: Desk, number: int) -> str:
     return str(shown.get("text") or "")
 
 
+@pytest.mark.slow
 async def test_import_then_mail_from_the_pro_address_gives_a_pro_ticket_first(
     database: Database, dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
@@ -152,6 +154,7 @@ async def test_link_turns_an_open_basic_ticket_into_a_pro_one(
     assert moved.ticket_id == ticket.id and moved.details["reason"] == "linked to ann@example.com"
 
 
+@pytest.mark.slow
 async def test_refunding_the_upgrade_puts_the_customer_back_on_basic_and_requeues(
     database: Database,
 ) -> None:

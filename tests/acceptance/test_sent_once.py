@@ -166,6 +166,8 @@ async def killed_mid_row(
     return row
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 async def test_a_killed_service_sends_the_rest_of_a_notice_and_nothing_twice(
     database: Database, tmp_path: Path
 ) -> None:
@@ -190,6 +192,8 @@ async def test_a_killed_service_sends_the_rest_of_a_notice_and_nothing_twice(
         assert len(notices) == 1, [m.text for m in server.sent_to(group)]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 async def test_a_killed_service_sends_the_rest_of_a_long_reply_and_nothing_twice(
     database: Database, tmp_path: Path
 ) -> None:
@@ -261,6 +265,7 @@ async def test_a_dropped_database_connection_does_not_send_a_reply_twice(
 
 
 @pytest.mark.parametrize("fault", ["held", "502"])
+@pytest.mark.slow
 async def test_a_reply_telegram_delivered_without_answering_is_sent_again_once(
     database: Database, fault: str
 ) -> None:

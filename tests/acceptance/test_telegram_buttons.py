@@ -176,6 +176,7 @@ async def test_approval_presses_are_audited_on_the_refunds_ticket(database: Data
         assert sum(t.startswith("✅ Refund") for t in desk.group_texts()) == 1
 
 
+@pytest.mark.slow
 async def test_one_agent_waiting_for_telegram_holds_back_no_other_agent(
     database: Database,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from sqlalchemy import select
 
 from sandbox.telegram import RateLimits, sample_png
@@ -237,6 +238,7 @@ async def test_a_429_is_waited_out_and_the_answer_arrives_once(database: Databas
         assert texts.count("Answer after a flood wait") == 1
 
 
+@pytest.mark.slow
 async def test_a_burst_is_coalesced_without_loss_or_429(database: Database) -> None:
     async with running_desk(database, limits=RateLimits.telegram()) as desk:
         customers = [desk.server.add_user(f"C{i}") for i in range(120)]

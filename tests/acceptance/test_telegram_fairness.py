@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 from sqlalchemy import func, select
 
 from accounts.tables import LinkCode
@@ -68,6 +69,7 @@ async def rows_to(database: Database, chat: int, kind: str) -> list[OutboxRow]:
     )
 
 
+@pytest.mark.slow
 async def test_a_customer_whose_answer_hangs_holds_back_no_other_chat(database: Database) -> None:
     async with running_desk(database) as desk:
         zoe, ticket = await desk.customer_opens("Zoe", "my invoice is wrong")

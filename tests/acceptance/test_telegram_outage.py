@@ -21,6 +21,8 @@ OUTAGE = 10.0
 
 
 @pytest.mark.parametrize("forum", [False, True], ids=["cards", "topics"])
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 async def test_a_follow_up_written_during_a_ten_second_403_reaches_the_agents(
     database: Database, caplog: pytest.LogCaptureFixture, forum: bool
 ) -> None:

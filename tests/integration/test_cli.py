@@ -86,6 +86,8 @@ def test_sqlite_default_creates_and_upgrades_itself(tmp_path: Path) -> None:
     assert (tmp_path / "supportbot.db").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 async def test_tickets_and_agents_commands(
     database: Database, database_url: str, clock: Clock, policy: SlaPolicy, tmp_path: Path
 ) -> None:
@@ -164,6 +166,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 async def test_mail_quarantine_list_and_retry(
     database: Database, database_url: str, clock: Clock, policy: SlaPolicy, tmp_path: Path
 ) -> None:

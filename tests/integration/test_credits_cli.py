@@ -6,6 +6,8 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from accounts.tables import LedgerEntry, SlaCredit
 from tests import helpers
 from tests.conftest import Database
@@ -139,6 +141,7 @@ async def test_a_bad_file_is_one_line_and_nothing_is_applied(
     assert "line 44642" in refusal.details["reason"]
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_one_line(tmp_path: Path) -> None:
     cases = {
         ("--month", "March", "--uptime", "99"): "expected a month as YYYY-MM",

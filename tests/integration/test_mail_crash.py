@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from mail.store import MailCursor
@@ -49,6 +50,7 @@ async def stored(database: Database) -> int:
         return int(await session.scalar(select(func.count()).select_from(Message)) or 0)
 
 
+@pytest.mark.slow
 async def test_sigkill_mid_batch_then_restart_stores_every_mail_once(
     database: Database, dovecot: Dovecot, mailbox: str, tmp_path: Path
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from accounts.tables import Payout
 from tests import helpers
 from tests.conftest import Clock, Database
@@ -14,6 +16,7 @@ from tickets.desk import Desk
 from tickets.tables import AuditEntry, OutboxRow
 
 
+@pytest.mark.slow
 async def test_list_export_and_mark_sent(
     database: Database, desk: Desk, clock: Clock, tmp_path: Path
 ) -> None:
@@ -32,7 +35,8 @@ async def test_list_export_and_mark_sent(
     target = tmp_path / "payouts.csv"
     exported = cli("payouts", "export", "--csv", str(target), cwd=tmp_path, env=env)
     assert exported.returncode == 0, exported.stderr
-    rows = list(csv.DictReader(target.open(encoding="utf-8")))
+    with target.open(encoding="utf-8") as export:
+        rows = list(csv.DictReader(export))
     assert [(r["wallet"], r["amount_usd"], r["status"]) for r in rows] == [
         ("TNew", "20.000000", "pending"),
         ("TOld", "25.000000", "pending"),

@@ -309,6 +309,7 @@ async def test_an_injected_429_is_waited_out_and_the_message_arrives_once(
     assert (reply.status, reply.attempts) == ("delivered", 1)
 
 
+@pytest.mark.slow
 async def test_requests_that_reach_telegram_late_do_not_bunch_into_a_429(
     make_rig: RigFactory,
 ) -> None:
@@ -349,6 +350,7 @@ async def test_a_single_notice_goes_out_within_half_a_second_of_commit(
     assert max(latencies) < 0.5
 
 
+@pytest.mark.slow
 async def test_a_burst_of_new_tickets_reaches_the_agents_as_digests_without_a_429(
     make_rig: RigFactory,
 ) -> None:
@@ -442,6 +444,7 @@ async def test_tickets_first_seen_in_a_digest_get_places_from_spare_budget(
     assert rig.server.stats.too_many_requests_total == 0
 
 
+@pytest.mark.slow
 async def test_a_flood_gets_places_only_while_digests_can_still_go_every_few_seconds(
     make_rig: RigFactory,
 ) -> None:
@@ -548,6 +551,7 @@ async def test_a_deleted_topic_is_replaced_by_a_new_one(make_rig: RigFactory) ->
     ]
 
 
+@pytest.mark.slow
 async def test_a_bot_removed_from_the_group_holds_notices_until_it_is_back(
     make_rig: RigFactory,
 ) -> None:
