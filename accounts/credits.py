@@ -42,8 +42,7 @@ from tickets.errors import SupportbotError
 from tickets.model import OutboxKind, Plan, Route
 from tickets.months import Month
 from tickets.notices import notify_agents
-from tickets.outbox import enqueue
-from tickets.payloads import NoticePayload
+from tickets.payloads import NoticePayload, enqueue
 from tickets.ports import Renderer
 from tickets.storage import insert_ignore
 from tickets.tables import Customer

@@ -39,8 +39,8 @@ from accounts.billing import (
 from accounts.money import MoneyError, money
 from tickets.model import OutboxKind, Route
 from tickets.months import Month
-from tickets.outbox import Delivered, Failed, OneByOne, OutboxItem, Outcome, RetryLater, enqueue
-from tickets.payloads import BillingKind
+from tickets.outbox import Delivered, Failed, OneByOne, OutboxItem, Outcome, RetryLater
+from tickets.payloads import BillingKind, enqueue
 
 log = logging.getLogger(__name__)
 

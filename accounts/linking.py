@@ -35,8 +35,7 @@ from accounts.plans import sync_plans
 from accounts.tables import Account, AccountLink, LinkCode
 from tickets import audit, rate_limits
 from tickets.model import OutboxKind, Route
-from tickets.outbox import enqueue
-from tickets.payloads import LinkCodePayload
+from tickets.payloads import LinkCodePayload, enqueue
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule
 from tickets.tables import Customer

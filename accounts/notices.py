@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tickets.customer_messages import answering
 from tickets.mail_threads import thread_headers
 from tickets.model import Channel, OutboxKind, Route
-from tickets.outbox import enqueue
-from tickets.payloads import NoticePayload, add_mail_headers
+from tickets.payloads import NoticePayload, add_mail_headers, enqueue
 from tickets.ports import Renderer
 from tickets.tables import Ticket
 

@@ -34,8 +34,7 @@ from tickets.model import (
     storable_text,
 )
 from tickets.notices import agents_notice
-from tickets.outbox import outbox_row
-from tickets.payloads import ReceiptPayload, add_mail_headers
+from tickets.payloads import ReceiptPayload, add_mail_headers, outbox_row
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows

@@ -43,8 +43,8 @@ from tickets.model import (
     storable_text,
 )
 from tickets.notices import notify_agents
-from tickets.outbox import Delivery, enqueue
-from tickets.payloads import ReplyPayload, add_mail_headers
+from tickets.outbox import Delivery
+from tickets.payloads import ReplyPayload, add_mail_headers, enqueue
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict

@@ -12,8 +12,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.model import OutboxKind, Route
-from tickets.outbox import outbox_row
-from tickets.payloads import AgentNoticePayload
+from tickets.payloads import AgentNoticePayload, outbox_row
 from tickets.ports import Renderer
 from tickets.tables import OutboxRow
 

@@ -1,17 +1,22 @@
-"""What an outbox row's payload holds, one shape per kind, checked by mypy where rows are written.
+"""What an outbox row's payload holds, one shape per kind, and the two ways a row is written.
 
 The payload is stored as JSON; these TypedDicts describe that JSON exactly as every writer has
-written it, so rows queued before they existed read the same. `tickets.outbox.enqueue` and
-`outbox_row` pair each `OutboxKind` (a `Literal`) with its payload type, so a row of one kind
-cannot be written with another's payload. Senders still read a row through `OutboxItem.payload`
-(a mapping, since its kind is only known at run time) and treat every key but `text` as optional.
+written it, so rows queued before they existed read the same. `enqueue` (ORM, in the caller's
+transaction) and `outbox_row` (column values for a Core insert) pair each `OutboxKind` (a
+`Literal`) with its payload type, so a row of one kind cannot be written with another's
+payload. Senders still read a row through `OutboxItem.payload` (a mapping, since its kind is
+only known at run time) and treat every key but `text` as optional.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Required, TypedDict
+from datetime import datetime
+from typing import Any, Literal, Required, TypedDict, overload
 
-from tickets.model import OutboxKind
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tickets.model import OutboxKind, OutboxStatus, Route
+from tickets.tables import OutboxRow
 
 
 class MailHeaders(TypedDict, total=False):
@@ -129,3 +134,254 @@ OutboxPayload = (
     | AgentNoticePayload
     | BillingWritePayload
 )
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.REPLY],
+    payload: ReplyPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.RECEIPT],
+    payload: ReceiptPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.NOTICE],
+    payload: NoticePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.LINK_CODE],
+    payload: LinkCodePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.ANSWER],
+    payload: AnswerPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.AGENT_NOTICE],
+    payload: AgentNoticePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+@overload
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: BillingKind,
+    payload: BillingWritePayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow: ...
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: OutboxPayload,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> OutboxRow:
+    """Write a row in the caller's transaction; it is sent only if that transaction commits."""
+    row = OutboxRow(
+        **_row(route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id)
+    )
+    session.add(row)
+    return row
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.REPLY],
+    payload: ReplyPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.RECEIPT],
+    payload: ReceiptPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.NOTICE],
+    payload: NoticePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.LINK_CODE],
+    payload: LinkCodePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.ANSWER],
+    payload: AnswerPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: Literal[OutboxKind.AGENT_NOTICE],
+    payload: AgentNoticePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: BillingKind,
+    payload: BillingWritePayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]: ...
+
+
+def outbox_row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: OutboxPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+) -> dict[str, Any]:
+    """The column values of a new pending outbox row (for a Core insert)."""
+    return _row(route, recipient, kind, payload, at, ticket_id=ticket_id, message_id=message_id)
+
+
+def _row(
+    route: Route,
+    recipient: str,
+    kind: OutboxKind,
+    payload: OutboxPayload,
+    at: datetime,
+    *,
+    ticket_id: int | None,
+    message_id: int | None,
+) -> dict[str, Any]:
+    return {
+        "route": route.value,
+        "recipient": recipient,
+        "kind": kind.value,
+        "payload": payload,
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "available_at": at,
+        "lease_owner": None,
+        "lease_until": None,
+        "last_error": None,
+        "created_at": at,
+        "delivered_at": None,
+        "external_id": None,
+    }

@@ -27,9 +27,9 @@ from tickets.outbox import (
     Report,
     RetryLater,
     RetryPolicy,
-    enqueue,
 )
 from tickets.outbox_worker import CLAIM_LOCK, OutboxWorker, route_lock
+from tickets.payloads import enqueue
 from tickets.tables import OutboxRow
 
 AGENT = 9002
