@@ -38,13 +38,13 @@ from accounts.plans import mirror_rows
 from accounts.tables import Account, AccountLink, SlaCredit
 from accounts.uptime import Uptime
 from tickets import audit
+from tickets.dialect_sql import insert_ignore
 from tickets.errors import SupportbotError
 from tickets.model import OutboxKind, Plan, Route
 from tickets.months import Month
 from tickets.notices import notify_agents
 from tickets.payloads import NoticePayload, enqueue
 from tickets.ports import Renderer
-from tickets.storage import insert_ignore
 from tickets.tables import Customer
 
 PROMISE = Decimal("99.5")

@@ -1,1 +1,1 @@
-"""Telegram-side tooling for supportbot, including a local Bot API server for tests and demos."""
+"""The Telegram channel: the bot for customers and the agents' group, senders, limits, store."""

@@ -1,1 +1,1 @@
-"""The email channel: parsing, IMAP intake, SMTP answers, and local servers for the demo."""
+"""The email channel: IMAP intake and its cursor, parsing, and answers over SMTP."""

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tickets.dialect_sql import insert_ignoring
 from tickets.model import CustomerRef, Plan, storable_text
 from tickets.ports import AccountPlans
-from tickets.storage import insert_ignoring
 from tickets.tables import customer_emails, customers
 
 NAME_LIMIT = 200

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
 from tickets.deferred_writes import TicketState, Unwritten
+from tickets.dialect_sql import insert_ignoring
 from tickets.mail_threads import thread_headers
 from tickets.model import (
     Channel,
@@ -38,7 +39,6 @@ from tickets.payloads import ReceiptPayload, add_mail_headers, outbox_row
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Renderer
 from tickets.rate_limits import RateKey, RateRule, lock_windows
-from tickets.storage import insert_ignoring
 from tickets.tables import Message, audit_log, inbound_keys, mail_ids, messages, tickets
 
 # Of a customer message, an agents' notice carries this much (one Telegram message with its header

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tickets.dialect_sql import insert_ignoring
 from tickets.model import Intake
 from tickets.rate_limits import RateKey, Window, lock_windows, save_windows
-from tickets.storage import insert_ignoring
 from tickets.tables import (
     inbound_keys,
     mail_ids,

@@ -19,8 +19,8 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tickets.dialect_sql import insert_ignoring
 from tickets.ports import Clock
-from tickets.storage import insert_ignoring
 from tickets.tables import InboxEvent
 
 inbox = cast(Table, InboxEvent.__table__)

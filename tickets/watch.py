@@ -21,11 +21,11 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit
+from tickets.dialect_sql import insert_ignore
 from tickets.model import Role, TicketStatus
 from tickets.notices import notify_agents
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.storage import insert_ignore
 from tickets.tables import Agent, Customer, SlaAlert, Ticket
 
 

@@ -1,4 +1,4 @@
-"""Small SQL helpers that read the same on SQLite and PostgreSQL."""
+"""SQL that reads the same on SQLite and PostgreSQL: an insert that skips a duplicate row."""
 
 from __future__ import annotations
 
