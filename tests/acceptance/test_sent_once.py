@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -90,15 +91,27 @@ class Service:
             raise AssertionError(f"the service did not start: {self.logged()}") from None
         assert process.poll() is None, f"the service stopped: {self.logged()}"
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
         assert self._process is not None
         self._process.send_signal(signal.SIGKILL)
-        self._process.wait(10)
+        await self._exited(10)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
-            self._process.wait(30)
+            await self._exited(30)
+
+    async def _exited(self, seconds: float) -> None:
+        # Wait without blocking the loop: the local Bot API server runs in it, and a stopping
+        # service may still be finishing a request to it.
+        assert self._process is not None
+        deadline = time.monotonic() + seconds
+        while self._process.poll() is None:
+            if time.monotonic() > deadline:
+                self._process.kill()
+                self._process.wait(10)
+                raise AssertionError(f"the service did not exit in {seconds} s: {self.logged()}")
+            await asyncio.sleep(0.05)
 
     def logged(self) -> str:
         return self._log.read_text(errors="replace")[-3000:]
@@ -127,7 +140,7 @@ async def service_process(
         await service.start()
         yield server, group, agent, service
     finally:
-        service.stop()
+        await service.stop()
         await server.stop()
 
 
@@ -161,7 +174,7 @@ async def killed_mid_row(
     of its next part under way (held by an injected failure); start it again."""
     row = await leased_with_progress(database, route)
     await server.wait_for(lambda: server.stats.injected_failures == 1, 30)
-    service.kill()
+    await service.kill()
     await service.start()
     return row
 
