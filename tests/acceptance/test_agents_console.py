@@ -17,6 +17,7 @@ from tests import helpers
 from tests.acceptance.test_refunds_telegram import press
 from tests.conftest import Database
 from tests.mailservers import eventually
+from tests.report_fixtures import seed_october
 from tests.telegram_harness import Desk, running_desk
 from tickets.agents import add_agent
 from tickets.model import Direction, Role
@@ -24,9 +25,9 @@ from tickets.ports import utcnow
 from tickets.tables import Agent, AuditEntry, Message, MessageEdit, TicketTag
 
 
-async def says(desk: Desk, who: SimUser, text: str, **where: int) -> SentMessage:
+async def says(desk: Desk, who: SimUser, text: str, *, thread_id: int | None = None) -> SentMessage:
     """`who` writes `text` in the group; the bot's answer to that very message."""
-    sent = await desk.server.user_sends(who, chat=desk.group, text=text, **where)
+    sent = await desk.server.user_sends(who, chat=desk.group, text=text, thread_id=thread_id)
 
     def answer() -> SentMessage | None:
         for m in desk.server.sent_to(desk.group):
@@ -38,11 +39,7 @@ async def says(desk: Desk, who: SimUser, text: str, **where: int) -> SentMessage
 
 
 def answers_to(desk: Desk, message_ids: set[int]) -> list[str]:
-    return [
-        m.text or ""
-        for m in desk.server.sent_to(desk.group)
-        if m.reply_to in message_ids
-    ]
+    return [m.text or "" for m in desk.server.sent_to(desk.group) if m.reply_to in message_ids]
 
 
 async def tags(database: Database) -> list[tuple[int, str]]:
@@ -274,3 +271,19 @@ async def test_an_edit_after_the_window_is_said_not_passed_on(database: Database
         told = await desk.wait_group("was not passed on")
         assert "more than 0 minutes ago" in (told.text or "")
         assert (desk.server.message(ann.id, copy.message_id) or {}).get("text") == "It is $7."
+
+
+async def test_report_breaks_down_by_tag(database: Database) -> None:
+    """Sorted hours per ticket: 2 1 4 30 5 8. billing: 2, 4, 30; refund: 4; untagged: not shown."""
+    numbers = await seed_october(database)
+    async with running_desk(database) as desk:
+        for number in (numbers[0], numbers[2], numbers[3]):
+            await says(desk, desk.agent, f"/tag {number} billing")
+        await says(desk, desk.agent, f"/tag {numbers[2]} refund")
+        await desk.server.user_sends(desk.agent, chat=desk.group, text="/report 2026-10")
+        text = (await desk.wait_group("SLA report October 2026")).text or ""
+        tag_part = text.split("\nTag\n", 1)[1]
+        assert tag_part.startswith(
+            " billing           3    4.0   30.0  66.7%  66.7%\n"
+            " refund            1    4.0    4.0 100.0% 100.0%\n"
+        )
