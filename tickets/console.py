@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tickets import audit
 from tickets.agents import active_agent, add_agent, remove_agent
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
-from tickets.model import Direction, Role, TicketStatus, storable_text
+from tickets.model import Direction, Role, TicketStatus, bounded_id, storable_text
 from tickets.notices import notify_agents
 from tickets.ports import Clock, Renderer, utcnow
 from tickets.tables import Agent, AuditEntry, InboundKey, Message, MessageEdit, Ticket, TicketTag
@@ -212,7 +212,7 @@ class Console:
                 await session.execute(
                     select(Message)
                     .join(InboundKey, InboundKey.message_id == Message.id)
-                    .where(InboundKey.source == AGENT_REPLY, InboundKey.key == key)
+                    .where(InboundKey.source == AGENT_REPLY, InboundKey.key == bounded_id(key))
                 )
             ).scalar_one_or_none()
         if row is None or row.direction != Direction.OUT.value:
