@@ -217,7 +217,18 @@ async def test_confirm_mode_drafts_are_sent_noted_or_discarded_once(database: Da
         panel = await says(desk, desk.agent, "check the ledger first", thread_id=topic)
         kept = await press(desk, desk.agent, panel, panel.callback_data()[1])
         assert "kept as an internal note" in kept
-        panel = await says(desk, desk.agent, "Sorry, wrong ticket", thread_id=topic)
+        wrong = await desk.server.user_sends(
+            desk.agent, chat=desk.group, thread_id=topic, text="Sorry, wrong ticket"
+        )
+        panel = await desk.server.wait_for(
+            lambda: next(
+                (m for m in desk.server.sent_to(desk.group) if m.reply_to == wrong["message_id"]),
+                None,
+            ),
+            10,
+        )
+        await desk.server.user_edits(desk.agent, wrong, "Sorry, wrong ticket!!")
+        await desk.wait_group("A draft keeps the text it had when you wrote it")
         assert "discarded" in await press(desk, desk.agent, panel, panel.callback_data()[2])
         await says(desk, desk.agent, "/stats")  # later than the presses' effects
         customer = [m.text for m in desk.server.sent_to(ann)]
