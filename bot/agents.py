@@ -11,12 +11,14 @@ from pathlib import Path
 from telegram import CallbackQuery, MaybeInaccessibleMessage, Message
 from telegram.error import TelegramError
 
-from bot.buttons import Action, ButtonSigner
+from bot.buttons import Action, ButtonSigner, Press
+from bot.console import CONSOLE_COMMANDS, DRAFT_ACTIONS, OPEN_COMMANDS, AgentConsole
 from bot.convert import content_of
 from bot.customers import ChatParts, split_command
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
 from bot.sending import answer_agent
+from bot.settings import ReplyMode
 from bot.store import PlaceBook
 from bot.transcripts import send_transcript
 from tickets import queue
@@ -45,6 +47,7 @@ AGENT_COMMANDS = {
     "balance": "Balance, plan, payments: /balance [N|EMAIL]",
     "account": "Tie a ticket to an account: /account N EMAIL, then /account N CODE",
     "transcript": "A ticket's every message in full, as a file",
+    **CONSOLE_COMMANDS,
     "help": "Agent commands",
 }
 
@@ -59,6 +62,7 @@ class AgentGroup:
         chat_id: int,
         refunds: AgentRefunds | None = None,
         places: PlaceBook | None = None,
+        console: AgentConsole | None = None,
     ) -> None:
         self._bot = parts.bot
         self._desk = parts.desk
@@ -72,6 +76,7 @@ class AgentGroup:
         self._refunds = refunds
         self._accounts = parts.accounts
         self._places = places or PlaceBook(parts.desk.sessions, chat_id, parts.clock)
+        self._console = console or AgentConsole(parts, signer, self._places)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -80,15 +85,33 @@ class AgentGroup:
         user = message.from_user
         if user is None or user.is_bot:
             return
-        if await self._desk.agent_role(user.id) is None:
+        await self._console.saw(user)
+        role = await self._desk.agent_role(user.id)
+        command = split_command(message.text or "", self._bot.username)
+        if command is not None and command[0] in OPEN_COMMANDS:
+            await self._console.open_command(message, user, command[0], role)
+            return
+        if role is None:
             return  # not an agent: ignored; what each agent may do is checked by the core
         ticket = await self._ticket_of(message)
-        command = split_command(message.text or "", self._bot.username)
         try:
             if command is not None:
                 await self._command(message, user.id, ticket, *command)
             elif ticket is not None:
-                await self._reply(message, user.id, ticket)
+                if self._console.reply_mode is ReplyMode.CONFIRM:
+                    await self._console.draft(message, user.id, ticket)
+                else:
+                    await self._reply(message, user.id, ticket)
+        except SupportbotError as error:
+            await self._answer(message, f"⚠️ {html.escape(str(error), quote=False)}")
+
+    async def on_edit(self, message: Message) -> None:
+        """An agent edited a message in the group: an edited reply is passed on (or not, said)."""
+        user = message.from_user
+        if user is None or user.is_bot or await self._desk.agent_role(user.id) is None:
+            return
+        try:
+            await self._console.on_edit(message, user.id)
         except SupportbotError as error:
             await self._answer(message, f"⚠️ {html.escape(str(error), quote=False)}")
 
@@ -123,6 +146,8 @@ class AgentGroup:
     async def _command(
         self, message: Message, agent: int, ticket: int | None, name: str, args: str
     ) -> None:
+        if await self._console.command(message, agent, ticket, name, args):
+            return
         if name in ("refund", "approve", "paid") and self._refunds is not None:
             await self._refunds.command(message, agent, ticket, name, args)
             return
@@ -257,12 +282,7 @@ class AgentGroup:
             await self._desk.refused(user.id, press.action.value, "not an agent", press.ticket)
             await query.answer("Only agents can use these buttons.", show_alert=True)
             return
-        if press.action is Action.BALANCE:
-            await self._balance_button(query, pressed, user.id, press.ticket)
-            return
-        if press.action in BUTTON_ACTIONS:
-            if self._refunds is not None:
-                await self._refunds.on_button(query, pressed, press, user.id)
+        if await self._other_button(query, pressed, press, user.id):
             return
         actions = {
             Action.CLAIM: self._desk.claim,
@@ -285,6 +305,21 @@ class AgentGroup:
             )
         except TelegramError as error:  # the action is done; a stale keyboard is only cosmetic
             log.warning("could not update the buttons of #%s: %s", press.ticket, error)
+
+    async def _other_button(
+        self, query: CallbackQuery, pressed: MaybeInaccessibleMessage, press: Press, agent: int
+    ) -> bool:
+        """Balance, draft and refund buttons, each handled by its own part; False for others."""
+        if press.action is Action.BALANCE:
+            await self._balance_button(query, pressed, agent, press.ticket)
+        elif press.action in DRAFT_ACTIONS:
+            await self._console.on_draft_button(query, pressed, press, agent)
+        elif press.action in BUTTON_ACTIONS:
+            if self._refunds is not None:
+                await self._refunds.on_button(query, pressed, press, agent)
+        else:
+            return False
+        return True
 
     async def _balance_button(
         self, query: CallbackQuery, card: MaybeInaccessibleMessage, agent: int, ticket: int

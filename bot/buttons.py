@@ -23,6 +23,10 @@ class Action(StrEnum):
     REFUND = "refund"
     CONFIRM_REFUND = "rconf"
     APPROVE_REFUND = "rappr"
+    # Reply drafts (bot/console.py, REPLY_MODE=confirm); the argument is the draft's id.
+    DRAFT_SEND = "dsend"
+    DRAFT_NOTE = "dnote"
+    DRAFT_DISCARD = "ddisc"
 
 
 LABELS = {

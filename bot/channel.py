@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,6 +17,7 @@ from accounts.refund_desk import RefundDesk
 from bot.accounts import AccountServices
 from bot.agents import AGENT_COMMANDS, AgentGroup
 from bot.buttons import ButtonSigner
+from bot.console import AgentConsole
 from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
 from bot.limits import TelegramLimiter
 from bot.outage import GroupOutage
@@ -143,7 +145,14 @@ class TelegramChannel:
         money = AgentRefunds(
             self.bot, self.limiter, self.signer, self._refunds, self._payouts, self._desk, places
         )
-        agents = AgentGroup(parts, self.signer, chat_id, money, places)
+        console = AgentConsole(
+            parts,
+            self.signer,
+            places,
+            reply_mode=self._settings.reply_mode,
+            edit_window=timedelta(minutes=self._settings.edit_window_minutes),
+        )
+        agents = AgentGroup(parts, self.signer, chat_id, money, places, console)
         inbox = Inbox(self._sessions, "telegram", self._clock)
         self._poller = Poller(
             self.bot, self._desk, customers, agents, inbox, poll_timeout=self._poll_timeout

@@ -136,14 +136,23 @@ def sla_state(due_at: datetime | None, now: datetime, *, at_risk: bool = False) 
     return f"🟠 {due}" if at_risk else due
 
 
-def topic_title(number: int, plan: str, customer: str, state: str = "") -> str:
-    """A forum topic's title, e.g. `#123 · PRO · due Mon 20:00 · Ann` (at most 128 characters)."""
+def topic_title(
+    number: int, plan: str, customer: str, state: str = "", tags: Sequence[str] = ()
+) -> str:
+    """A forum topic's title, e.g. `#123 · PRO · due Mon 20:00 · Ann · 🏷 billing` (at most 128
+    characters; the tags keep up to 48 of them, the name gets the rest)."""
     head = f"#{number} · {plan.upper()}" + (f" · {state}" if state else "")
+    tail = f" · {tag_line(tags, 48)}" if tags else ""
     name = one_line(customer)
     if not name:
-        return head
-    room = MAX_TOPIC_TITLE - utf16_len(head) - len(" · ")
-    return f"{head} · {clip(name, room)}" if room > 1 else head
+        return head + tail
+    room = MAX_TOPIC_TITLE - utf16_len(head) - utf16_len(tail) - len(" · ")
+    return f"{head} · {clip(name, room)}{tail}" if room > 1 else head + tail
+
+
+def tag_line(tags: Sequence[str], room: int) -> str:
+    """Tags as cards and titles show them: `🏷 billing refund`, clipped to `room`."""
+    return clip("🏷 " + " ".join(tags), room)
 
 
 def due_label(due_at: datetime | None) -> str:
@@ -165,12 +174,14 @@ class CardFacts:
     marker: str = "🎫"
     subject: str = ""
     identity: str = ""  # who the customer is and how sure we are (accounts.lookups)
+    tags: tuple[str, ...] = ()
 
     def header(self) -> str:
-        """The card's first line: marker, number, plan, channel, customer and due time."""
+        """The card's first line: marker, number, plan, channel, customer, due time and tags."""
         name = clip(one_line(self.customer), 64) or "unknown customer"
         parts = [f"{self.marker} #{self.number}", self.plan.upper(), self.channel, name]
-        return " · ".join([*parts, due_label(self.due_at)])
+        tags = [tag_line(self.tags, 200)] if self.tags else []
+        return " · ".join([*parts, due_label(self.due_at), *tags])
 
 
 def card_text(facts: CardFacts, body: str, *, attachments: int = 0) -> str:

@@ -305,6 +305,8 @@ class Poller:
         if message.chat_id == self._agents.chat_id:
             if update.message is not None:
                 await self._agents.on_message(message)
+            else:
+                await self._agents.on_edit(message)
             return
         if message.chat.type != "private":
             return  # other groups the bot was added to are not a support channel

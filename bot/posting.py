@@ -108,7 +108,7 @@ class GroupPoster:
         recording: asyncio.Task[None] | None = None
         if self.forum and thread is None:
             state = sla_state(ticket.due_at, datetime.now(UTC))
-            title = topic_title(ticket.number, ticket.plan, ticket.customer, state)
+            title = topic_title(ticket.number, ticket.plan, ticket.customer, state, ticket.tags)
             async with self.slot():
                 topic = await self._bot.create_forum_topic(self.chat_id, title)
             thread = topic.message_thread_id
@@ -158,7 +158,7 @@ class GroupPoster:
                 )
             )
         if self.forum and place.thread_id is not None:
-            title = topic_title(ticket.number, ticket.plan, ticket.customer, state)
+            title = topic_title(ticket.number, ticket.plan, ticket.customer, state, ticket.tags)
             async with self.slot():
                 await _unless_unchanged(
                     self._bot.edit_forum_topic(self.chat_id, place.thread_id, name=title)
@@ -282,6 +282,7 @@ def _card_html(ticket: TicketFacts, body: MessageFacts | None, marker: str) -> s
         marker=marker,
         subject=ticket.subject,
         identity=ticket.identity,
+        tags=ticket.tags,
     )
     return card_text(
         facts, body.text if body else "", attachments=len(body.attachments) if body else 0

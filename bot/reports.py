@@ -26,14 +26,16 @@ from tickets.reports.figures import InvalidMonth, Month, MonthlyReport
 log = logging.getLogger(__name__)
 
 # What the Telegram text shows before it says "… and N more": tried in turn until the text fits.
-TELEGRAM_LIMITS = ((10, 10, 12), (5, 5, 8), (3, 3, 5), (0, 0, 3))
+TELEGRAM_LIMITS = ((10, 10, 12, 10), (5, 5, 8, 6), (3, 3, 5, 4), (0, 0, 3, 3))
 
 
 def telegram_text(templates: Templates, report: MonthlyReport, *, room: int = MAX_TEXT) -> str:
     """The report as one Telegram message: shorter lists until it fits `room` UTF-16 units."""
     text = ""
-    for late, overdue, agents in TELEGRAM_LIMITS:
-        text = monthly.report_text(templates, report, late=late, overdue=overdue, agents=agents)
+    for late, overdue, agents, tags in TELEGRAM_LIMITS:
+        text = monthly.report_text(
+            templates, report, late=late, overdue=overdue, agents=agents, tags=tags
+        )
         if utf16_len(text) <= room:
             return text
     return clip(text, room)

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ReplyMode(StrEnum):
+    """What a plain message in a ticket's topic does: go out at once, or wait for [Send]."""
+
+    DIRECT = "direct"
+    CONFIRM = "confirm"
 
 
 @dataclass(frozen=True)
@@ -11,3 +19,6 @@ class TelegramSettings:
     api_url: str
     agent_chat_id: int
     timeout: float = 15.0  # seconds a Bot API request may take (sending, then the answer)
+    reply_mode: ReplyMode = ReplyMode.DIRECT
+    # An agent's edit of a sent reply is passed on to the customer within this many minutes.
+    edit_window_minutes: int = 10

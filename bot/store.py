@@ -33,7 +33,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from accounts.lookups import identity_columns, identity_lines
 from tickets.model import Direction, OutboxStatus, Route, TicketStatus
 from tickets.ports import Clock
-from tickets.tables import Base, Customer, Message, OutboxRow, Ticket
+from tickets.tables import Base, Customer, Message, OutboxRow, Ticket, TicketTag
 
 TOPIC = "topic"
 CARD = "card"
@@ -82,6 +82,7 @@ class TicketFacts:
     closed: bool
     place: Place
     identity: str = ""  # the card's "who is this" line (accounts.lookups.identity_lines)
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,15 @@ class PlaceBook:
         identities = await identity_lines(
             session, ((t.customer_id, code, agent, address) for t, _n, code, agent, address in rows)
         )
+        tags: dict[int, list[str]] = {}
+        for number, tag in (
+            await session.execute(
+                select(TicketTag.ticket_id, TicketTag.tag)
+                .where(TicketTag.ticket_id.in_(wanted))
+                .order_by(TicketTag.ticket_id, TicketTag.tag)
+            )
+        ).all():
+            tags.setdefault(number, []).append(tag)
         threads: dict[int, int | None] = {}
         cards: dict[int, int | None] = {}
         for post in posts:  # the newest record of each kind wins
@@ -173,6 +183,7 @@ class PlaceBook:
                 closed=ticket.status == TicketStatus.CLOSED.value,
                 place=Place(threads.get(ticket.id), cards.get(ticket.id)),
                 identity=identities.get(ticket.customer_id, ""),
+                tags=tuple(tags.get(ticket.id, ())),
             )
             for ticket, name, _code, _agent, _address in rows
         }

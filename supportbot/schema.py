@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 import accounts.tables  # noqa: F401 - registers the money side's tables
+import bot.console_store
 import bot.store  # noqa: F401 - registers agent_posts
 import mail.store  # noqa: F401 - registers mail_cursors
 from tickets.tables import Base

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from accounts.credits import NoticeRoutes
 from accounts.http_billing import HttpBillingConfig
 from accounts.settings import UptimeSettings
-from bot.settings import TelegramSettings
+from bot.settings import ReplyMode, TelegramSettings
 from mail.settings import ImapSettings, SmtpSettings, Tls
 from tickets.errors import SupportbotError
 from tickets.settings import SlaSettings
@@ -183,8 +183,17 @@ def _telegram(read: _Reader) -> TelegramSettings | None:
             "AGENT_CHAT_ID", f"expected a numeric chat id such as -1001234567890, got {chat!r}"
         ) from None
     timeout = read.integer("TELEGRAM_TIMEOUT_SECONDS", 15, low=1, high=300)
+    mode = read.text("REPLY_MODE", ReplyMode.DIRECT.value).lower()
+    if mode not in {m.value for m in ReplyMode}:
+        raise SettingsError("REPLY_MODE", f"expected direct or confirm, got {mode!r}")
+    window = read.integer("REPLY_EDIT_MINUTES", 10, low=0, high=1440)
     return TelegramSettings(
-        token=token, api_url=api_url, agent_chat_id=chat_id, timeout=float(timeout)
+        token=token,
+        api_url=api_url,
+        agent_chat_id=chat_id,
+        timeout=float(timeout),
+        reply_mode=ReplyMode(mode),
+        edit_window_minutes=window,
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickets import audit, rate_limits
 from tickets.agents import active_agent
+from tickets.console import AGENT_REPLY, Console  # AGENT_REPLY: the desk's contract too
 from tickets.customer_lookup import NAME_LIMIT  # noqa: F401 - part of the desk's contract
 from tickets.customer_messages import (  # noqa: F401 - the limits are part of the desk's contract
     EXCERPT,
@@ -61,7 +62,6 @@ from tickets.tables import (
 )
 
 UNWRITTEN = "supportbot.unwritten"  # the batch's deferred writes, kept in its session's info
-AGENT_REPLY = "agent_reply"  # `inbound_keys.source` of the agents' messages that asked for replies
 
 
 class Desk:
@@ -87,6 +87,7 @@ class Desk:
         self._receiver = Receiver(policy, templates, mail_domain=mail_domain, plans=plans)
         self._outcomes = DeliveryOutcomes(policy, templates)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
+        self.console = Console(sessions, templates, clock=clock, wakeup=self._wakeup)
 
     # -- customers -------------------------------------------------------------------------
 

@@ -351,6 +351,17 @@ class SlaAlert(Base):
     created_at: Mapped[datetime]
 
 
+class TicketTag(Base):
+    """A word an agent put on a ticket (`/tag`): shown on its card and topic, counted in reports."""
+
+    __tablename__ = "ticket_tags"
+    __table_args__ = (Index("ix_ticket_tags_tag", "tag", "ticket_id"),)
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime]
+
+
 # The tables as SQLAlchemy Core sees them, for the batched statements of intake and delivery.
 customers = cast(Table, Customer.__table__)
 customer_emails = cast(Table, CustomerEmail.__table__)

@@ -90,3 +90,34 @@ async def test_mail_answered_from_telegram_threads_both_ways(
 async def _received(server: SmtpServer, count: int) -> list[Received]:
     got = server.received
     return got if len(got) >= count else []
+
+
+async def test_an_edited_answer_to_a_mail_goes_out_as_a_correction(
+    database: Database, dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer
+) -> None:
+    """Issue 15, point 9: a sent mail cannot be edited; the edit goes as a short correction."""
+    settings = service_mail_settings(dovecot, mailbox, smtp_server)
+    async with running_desk(database, extra=settings) as desk:
+        dovecot.append(
+            mailbox,
+            customer_mail("Carol <carol@example.org>", "Balance", "How much is left?"),
+        )
+        [ticket] = await eventually(lambda: helpers.tickets(database), within=15)
+        topic = await desk.topic_of(ticket.id)
+        await eventually(lambda: _received(smtp_server, 1), within=15)  # the receipt
+        answer = await desk.server.user_sends(
+            desk.agent, chat=desk.group, thread_id=topic, text="You have $12 left."
+        )
+        first = (await eventually(lambda: _received(smtp_server, 2), within=15))[1].message
+        await desk.server.user_edits(desk.agent, answer, "You have $21 left.")
+        await desk.wait_group("goes to the customer as a short correction mail", within=15)
+        correction = (await eventually(lambda: _received(smtp_server, 3), within=15))[2].message
+        plain = correction.get_body(("plain",))
+        assert plain is not None
+        assert "A correction to our previous answer" in plain.get_content()
+        assert "You have $21 left." in plain.get_content()
+        assert correction["Subject"] == f"[#{ticket.id}] Re: Balance"
+        assert first["Message-ID"] in correction["References"]
+        outgoing = [m for m in await helpers.messages(database, ticket.id) if m.direction == "out"]
+        assert outgoing[0].text == "You have $21 left."
+        assert len(smtp_server.received) == 3

@@ -47,6 +47,7 @@ __all__ = [
     "nearest_rank",
     "period_of",
     "report_from_times",
+    "tag_breakdown",
 ]
 
 NO_AGENT: Final = "(no agent)"
@@ -170,6 +171,8 @@ class MonthlyReport:
     overdue: tuple[OverdueWait, ...]
     # Response times per plan, sorted ascending: what the chart draws.
     distribution: tuple[tuple[str, tuple[float, ...]], ...]
+    # Per tag of the answered ticket (`/tag`); a response of a ticket with two tags counts in both.
+    by_tag: tuple[Breakdown, ...] = ()
 
     @property
     def breaches(self) -> int:
@@ -285,6 +288,15 @@ def report_from_times(
         overdue=_overdue(period, policy, waits),
         distribution=tuple((name, tuple(plans[name])) for name in sorted(plans, key=_plan_order)),
     )
+
+
+def tag_breakdown(tagged: Iterable[tuple[str, float]], policy: SlaPolicy) -> tuple[Breakdown, ...]:
+    """Figures per tag from (tag, business hours) pairs, the most used tag first."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for tag, hours in tagged:
+        groups[tag].append(hours)
+    names = sorted(groups, key=lambda name: (-len(groups[name]), name))
+    return tuple(Breakdown(name, summarize(sorted(groups[name]), policy)) for name in names)
 
 
 def _overdue(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +25,7 @@ from tickets.reports.figures import (
     build_report,
     period_of,
     report_from_times,
+    tag_breakdown,
 )
 
 CSV_HEADER_TIMES = ("ticket", "plan", "channel", "agent", "waiting_since", "answered_at")
@@ -44,9 +46,11 @@ def report_text(
     late: int | None = None,
     overdue: int | None = None,
     agents: int | None = None,
+    tags: int | None = None,
 ) -> str:
     """The report as plain text; the lists are cut to the given lengths (None: all)."""
     shown_agents = report.by_agent[:agents] if agents is not None else report.by_agent
+    shown_tags = report.by_tag[:tags] if tags is not None else report.by_tag
     return templates.render(
         "reports/month",
         report=report,
@@ -54,6 +58,8 @@ def report_text(
         overdue=report.overdue[:overdue] if overdue is not None else report.overdue,
         agents=shown_agents,
         more_agents=len(report.by_agent) - len(shown_agents),
+        tags=shown_tags,
+        more_tags=len(report.by_tag) - len(shown_tags),
         h=_hours,
         pct=_percent,
     )
@@ -106,10 +112,11 @@ async def load(
     period = period_of(month or Month.of(now, policy.calendar.tz), policy, now)
     async with sessions() as session:
         waits = await query.open_waits(session, period.end)
+        by_tag = tag_breakdown(await query.tagged_times(session, period.start, period.end), policy)
         if rows:
             every = await query.responses(session, period.start, period.end)
-            return build_report(period, policy, every, waits), every
+            return replace(build_report(period, policy, every, waits), by_tag=by_tag), every
         times, late = await query.response_times(
             session, period.start, period.end, policy.response_hours
         )
-    return report_from_times(period, policy, times, late, waits), late
+    return replace(report_from_times(period, policy, times, late, waits), by_tag=by_tag), late

@@ -10,7 +10,7 @@ from sqlalchemy import case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.reports.figures import ResponseRow, ResponseTime, WaitRow, nearest_rank
-from tickets.tables import Agent, Response, Ticket
+from tickets.tables import Agent, Response, Ticket, TicketTag
 
 # Responses are streamed from the database in chunks of this many rows.
 CHUNK = 10_000
@@ -103,6 +103,19 @@ async def response_times(
             for t, plan, channel, a, since, at, h in rows.all()
         )
     return times, late
+
+
+async def tagged_times(
+    session: AsyncSession, start: datetime, end: datetime
+) -> list[tuple[str, float]]:
+    """(tag, business hours) of every response answered in [start, end), once per tag of its
+    ticket; responses of untagged tickets are not in it."""
+    rows = await session.execute(
+        select(TicketTag.tag, Response.business_hours)
+        .join(TicketTag, TicketTag.ticket_id == Response.ticket_id)
+        .where(Response.answered_at >= start, Response.answered_at < end)
+    )
+    return [(str(tag), float(hours)) for tag, hours in rows.all()]
 
 
 async def open_waits(session: AsyncSession, end: datetime) -> list[WaitRow]:
