@@ -142,9 +142,7 @@ def _through(url: str, port: int) -> str:
 
 
 @pytest.mark.timeout(90)
-async def test_the_service_is_unready_while_its_database_is_gone(
-    database: Database, tmp_path: Path
-) -> None:
+async def test_the_service_is_unready_while_its_database_is_gone(database: Database) -> None:
     extra: dict[str, str] = {}
     proxy: _Proxy | None = None
     if database.kind == "postgresql":
@@ -161,8 +159,8 @@ async def test_the_service_is_unready_while_its_database_is_gone(
                 proxy.cut = True
                 proxy.sever()
             else:  # the SQLite file is overwritten: it is no database any more
-                kept = path.read_bytes()
-                path.write_bytes(b"this is not a database\n" * 4096)
+                kept = await asyncio.to_thread(path.read_bytes)
+                await asyncio.to_thread(path.write_bytes, b"this is not a database\n" * 4096)
             status, body = await get("/readyz")
             assert status == 503, body
             assert "database" in body["failed"]
@@ -172,7 +170,7 @@ async def test_the_service_is_unready_while_its_database_is_gone(
             if proxy is not None:
                 proxy.cut = False
             else:
-                path.write_bytes(kept)
+                await asyncio.to_thread(path.write_bytes, kept)
             for _ in range(50):
                 status, body = await get("/readyz")
                 if status == 200:
