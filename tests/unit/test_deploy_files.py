@@ -8,13 +8,18 @@ service as a user other than root, with a health check.
 from __future__ import annotations
 
 import configparser
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from supportbot.metrics import PrometheusEvents
 from supportbot.settings import load_settings
+from tickets.ports import DELIVERED, DELIVERY_FAILED, IMAP_CONNECTED, IMAP_LAG, INTAKE
+from tickets.vitals import RouteBacklog, Vitals
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?:[:?\-+][^}]*)?\}")
@@ -103,3 +108,27 @@ def test_the_systemd_unit_runs_the_service_as_its_own_user() -> None:
     assert service["KillSignal"] == "SIGTERM"
     assert service["Restart"] == "on-failure"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_service_exposes() -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    asked = {name for expr in exprs for name in re.findall(r"\bsupportbot_[a-z0-9_]+", expr)}
+    events = PrometheusEvents()  # every family once, as a busy service would show them
+    events.figures.vitals = Vitals(
+        waiting={("basic", "on_track"): 1}, backlog={"telegram": RouteBacklog(1, 1.0)}
+    )
+    events.figures.roles = {"jobs": "leader"}
+    events.count(INTAKE, channel="email")
+    events.count(DELIVERED, route="email")
+    events.count(DELIVERY_FAILED, route="email", outcome="retried")
+    events.measure(IMAP_LAG, 3.0)
+    events.measure(IMAP_CONNECTED, 1.0)
+    exposed = {
+        sample.name
+        for family in text_string_to_metric_families(events.exposition().decode())
+        for sample in family.samples
+    }
+    assert len(dashboard["panels"]) >= 10
+    assert asked, "the dashboard's queries name the service's metrics"
+    assert asked <= exposed, f"unknown metrics: {asked - exposed}"
