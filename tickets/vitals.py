@@ -55,20 +55,31 @@ async def read_vitals(
 ) -> Vitals:
     """The queue's and the outbox's figures as of `now`."""
     risk_cutoff = policy.risk_cutoff(now)
-    urgency = case(
-        (Ticket.due_at <= now, Urgency.BREACHED.value),
-        (Ticket.due_at <= risk_cutoff, Urgency.AT_RISK.value),
-        else_=Urgency.ON_TRACK.value,
-    )
+    waiting_only = Ticket.due_at.is_not(None)
     async with sessions() as session:
-        waiting_rows = await session.execute(
-            select(Ticket.plan, urgency.label("urgency"), func.count())
-            .where(Ticket.due_at.is_not(None))
-            .group_by(Ticket.plan, urgency)
+        # One pass over the (plan, due_at) index: no grouping by an expression, no sort.
+        per_plan = await session.execute(
+            select(
+                Ticket.plan,
+                func.count(),
+                func.sum(case((Ticket.due_at <= now, 1), else_=0)),
+                func.sum(case((Ticket.due_at <= risk_cutoff, 1), else_=0)),
+            )
+            .where(waiting_only)
+            .group_by(Ticket.plan)
         )
-        waiting = {(row[0], row[1]): int(row[2]) for row in waiting_rows}
+        waiting: dict[tuple[str, str], int] = {}
+        for plan, total, breached, urgent in per_plan:
+            waiting[plan, Urgency.BREACHED.value] = int(breached or 0)
+            waiting[plan, Urgency.AT_RISK.value] = int(urgent or 0) - int(breached or 0)
+            waiting[plan, Urgency.ON_TRACK.value] = int(total) - int(urgent or 0)
+        # The longest wait is the earliest due one's (due times follow waits in order), read
+        # from the due-time index instead of a scan for the smallest waiting_since.
         oldest = await session.scalar(
-            select(func.min(Ticket.waiting_since)).where(Ticket.due_at.is_not(None))
+            select(Ticket.waiting_since)
+            .where(waiting_only)
+            .order_by(Ticket.due_at, Ticket.id)
+            .limit(1)
         )
         breaches = await session.scalar(
             select(func.count()).select_from(SlaAlert).where(SlaAlert.kind == "breach")
