@@ -31,12 +31,12 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-import random
+import random  # noqa: E402
 
-from sqlalchemy import event, insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, insert  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
-from bench.common import (
+from bench.common import (  # noqa: E402
     Database,
     Stats,
     analyze,
@@ -48,11 +48,11 @@ from bench.common import (
     table,
     verdict,
 )
-from tickets.policy import SlaPolicy
-from tickets.retention import Pruned, prune_once
-from tickets.sla import BusinessCalendar
-from tickets.tables import InboundKey, OutboxRow, Ticket
-from tickets.vitals import read_vitals
+from tickets.policy import SlaPolicy  # noqa: E402
+from tickets.retention import Pruned, prune_once  # noqa: E402
+from tickets.sla import BusinessCalendar  # noqa: E402
+from tickets.tables import InboundKey, OutboxRow, Ticket  # noqa: E402
+from tickets.vitals import read_vitals  # noqa: E402
 
 TICKETS = 100_000
 OUTBOX = (150_000, 40_000, 10_000)  # delivered long ago, delivered lately, pending
@@ -164,6 +164,7 @@ async def run(kind: str, postgres_url: str) -> Result:
         started = time.perf_counter()
         pruned = await prune_once(data.sessions, now=now)
         seconds = time.perf_counter() - started
+    assert (pruned.outbox, pruned.inbound_keys) == (OUTBOX[0], KEYS[0]), pruned
     return Result(kind, Stats.of(times), pruned, seconds, longest)
 
 
