@@ -19,7 +19,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox.service import serving
 from tests.conftest import Database, postgres_only
-from tests.mailservers import free_port
+from tests.mailservers import (  # noqa: F401 - fixtures are found by name
+    Dovecot,
+    SmtpServer,
+    customer_mail,
+    dovecot_fixture,
+    free_port,
+    mailbox_fixture,
+    service_mail_settings,
+    smtp_server_fixture,
+    tls_files_fixture,
+)
 from tests.telegram_harness import Desk, running_desk
 
 
@@ -221,3 +231,40 @@ async def test_metrics_show_a_waiting_ticket_deliveries_and_a_429(
         assert retried == 1.0, "the 429 made one delivery attempt fail, to be tried again"
         assert metrics["supportbot_sla_breaches_total", ()] == 0.0
         assert metrics["supportbot_database_up", ()] == 1.0
+
+
+@pytest.mark.timeout(90)
+async def test_the_mailbox_reader_shows_in_readiness_and_metrics(
+    database: Database, dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer
+) -> None:
+    async def settled(want: int) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for _ in range(150):
+            status, body = await get("/readyz")
+            if status == want:
+                return body
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"/readyz never answered {want}: {body}")
+
+    mail = service_mail_settings(dovecot, mailbox, smtp_server)
+    async with operated_desk(database, mail) as (desk, get):
+        body = await settled(200)
+        assert body["checks"]["imap"] == "ok"
+        assert body["roles"] == {"jobs": "leader", "telegram": "leader", "imap": "leader"}
+        dovecot.append(
+            mailbox, customer_mail("Carol <carol@example.org>", "Deposit", "Where is it?")
+        )
+        await desk.wait_group("Where is it?", within=15)
+        metrics = samples((await get("/metrics"))[1])
+        assert metrics["supportbot_intake_total", (("channel", "email"),)] == 1.0
+        assert metrics["supportbot_imap_connected", ()] == 1.0
+        assert 0.0 <= metrics["supportbot_imap_lag_seconds", ()] < 15.0
+
+        dovecot.stop()  # the mail server goes away: the reader loses its connection
+        body = await settled(503)
+        assert body["failed"] == ["imap"]
+        assert body["checks"]["imap"] == "not connected to IMAP"
+        assert samples((await get("/metrics"))[1])["supportbot_imap_connected", ()] == 0.0
+        dovecot.start()
+        body = await settled(200)
+        assert body["checks"]["imap"] == "ok"
