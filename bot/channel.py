@@ -6,10 +6,12 @@ import asyncio
 import logging
 from datetime import timedelta
 from functools import partial
+from http import HTTPStatus
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, BotCommand, BotCommandScopeAllPrivateChats, BotCommandScopeChat
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
 from telegram.request import HTTPXRequest
 
 from accounts.payouts import PayoutDesk
@@ -33,10 +35,24 @@ from tickets.model import Attachment, Route
 from tickets.outbox import Sender
 from tickets.periodic import run_every
 from tickets.policy import SlaPolicy
-from tickets.ports import Clock, FileData
+from tickets.ports import NO_EVENTS, TELEGRAM_429, Clock, Events, FileData
 from tickets.rendering import Templates
 
 log = logging.getLogger(__name__)
+
+
+class CountingRequest(HTTPXRequest):
+    """PTB's HTTP transport, reporting every 429 the Bot API answers (polling and sending)."""
+
+    def __init__(self, events: Events, **options: Any) -> None:
+        super().__init__(**options)
+        self._events = events
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        status, body = await super().do_request(*args, **kwargs)
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            self._events.count(TELEGRAM_429)
+        return status, body
 
 
 class TelegramChannel:
@@ -56,6 +72,7 @@ class TelegramChannel:
         accounts: AccountServices | None = None,
         refunds: RefundDesk | None = None,
         payouts: PayoutDesk | None = None,
+        events: Events = NO_EVENTS,
     ) -> None:
         self._settings = settings
         self._desk = desk
@@ -75,18 +92,29 @@ class TelegramChannel:
             settings.token,
             base_url=f"{api}/bot",
             base_file_url=f"{api}/file/bot",
-            request=HTTPXRequest(
+            request=CountingRequest(
+                events,
                 connection_pool_size=32,
                 read_timeout=settings.timeout,
                 write_timeout=settings.timeout,
             ),
-            get_updates_request=HTTPXRequest(
-                connection_pool_size=2, read_timeout=poll_timeout + 10
+            get_updates_request=CountingRequest(
+                events, connection_pool_size=2, read_timeout=poll_timeout + 10
             ),
         )
         self.forum = False
         self._feed: AgentFeed | None = None
         self._poller: Poller | None = None
+
+    async def token_works(self) -> str | None:
+        """Ask the Bot API who the bot is (getMe): None if the token works, else why not."""
+        try:
+            await self.bot.get_me()
+        except (InvalidToken, Forbidden):
+            return "the Bot API server rejected the token"
+        except TelegramError as error:
+            return f"the Bot API server did not answer getMe: {error.message}"
+        return None
 
     async def start(self) -> None:
         """Log in and check the agents' group; a wrong token or chat is one clear error."""

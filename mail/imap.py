@@ -62,7 +62,7 @@ from tickets.model import (
 )
 from tickets.notices import notify_agents
 from tickets.periodic import sleep_until_stopped
-from tickets.ports import Clock, Renderer, utcnow
+from tickets.ports import IMAP_CONNECTED, IMAP_LAG, NO_EVENTS, Clock, Events, Renderer, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,11 @@ class ImapIntake:
         reconnect_max: float = 60.0,
         timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        events: Events = NO_EVENTS,
     ) -> None:
         self._settings = settings
+        self._events = events
+        self.connected = False  # holds a connection to the mailbox now (for /readyz)
         self._desk = desk
         self._sessions = sessions
         self._address = support_address.strip().lower()
@@ -165,6 +168,7 @@ class ImapIntake:
 
     async def _session(self, stop: asyncio.Event) -> None:
         session = await self._open()
+        self._connected(True)
         try:
             while not stop.is_set():
                 count = await self._sync(session, stop)
@@ -177,7 +181,12 @@ class ImapIntake:
                 else:
                     await session.wait_quietly(stop, self._poll_interval)
         finally:
+            self._connected(False)
             await session.close()
+
+    def _connected(self, connected: bool) -> None:
+        self.connected = connected
+        self._events.measure(IMAP_CONNECTED, 1.0 if connected else 0.0)
 
     # -- one cycle -----------------------------------------------------------------------------
 
@@ -247,6 +256,7 @@ class ImapIntake:
             if _unreachable(error):
                 raise StorageUnavailable(f"database unavailable: {error}") from error
             raise
+        self._lag(parsed)
         done = [uid for uid in uids if uid not in fetched]
         try:
             for uid, reference, mail, item in parsed:
@@ -260,6 +270,13 @@ class ImapIntake:
             raise
         if done:
             await self._progress(session, uidvalidity, sorted(done), move_cursor)
+
+    def _lag(self, parsed: Sequence[tuple[int, str, FetchedMail, object]]) -> None:
+        """Report how long the oldest mail of a stored batch waited in the mailbox."""
+        arrived = [mail.internal_date for _, _, mail, _ in parsed if mail.internal_date]
+        if arrived:
+            lag = (self._clock() - min(arrived)).total_seconds()
+            self._events.measure(IMAP_LAG, max(lag, 0.0))
 
     async def _progress(
         self, session: ImapSession, uidvalidity: int, uids: list[int], move_cursor: bool

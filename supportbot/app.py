@@ -25,7 +25,9 @@ from bot.accounts import AccountServices
 from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, health_notices
 from mail.smtp import SmtpSender
-from supportbot import db
+from supportbot import db, http_server
+from supportbot.http_server import LEADER, Probes, Roles, make_app
+from supportbot.metrics import CountingSender, PrometheusEvents
 from supportbot.settings import Settings, notice_routes
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
@@ -34,8 +36,10 @@ from tickets.outbox import Sender, Wakeups
 from tickets.outbox_worker import OutboxWorker, take_back_leases
 from tickets.periodic import run_every
 from tickets.policy import SlaPolicy
-from tickets.ports import Clock, utcnow
+from tickets.ports import NO_EVENTS, Clock, Events, utcnow
 from tickets.rendering import Templates, default_directory
+from tickets.retention import prune_periodically
+from tickets.vitals import database_answers, read_vitals
 from tickets.watch import SlaWatch, WatchRules
 
 log = logging.getLogger("supportbot")
@@ -88,6 +92,7 @@ class Service:
     refunds: RefundDesk
     payouts: PayoutDesk
     billing: Billing
+    events: Events = NO_EVENTS
 
     def outbox_worker(self, senders: dict[Route, Sender]) -> OutboxWorker:
         return OutboxWorker(
@@ -96,7 +101,9 @@ class Service:
 
 
 @asynccontextmanager
-async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[Service]:
+async def build(
+    settings: Settings, *, clock: Clock = utcnow, events: Events = NO_EVENTS
+) -> AsyncIterator[Service]:
     """Open the database (migrating SQLite), wire the core, and dispose of it all on exit."""
     async with db.open_engine(settings.database_url) as engine:
         await prepare_database(engine)
@@ -113,6 +120,7 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
             wakeup=wakeups,
             mail_domain=domain,
             plans=AddressPlans(),
+            events=events,
         )
         billing = following(
             billing_of(settings, sessions), sessions, templates, clock=clock, wakeup=wakeups
@@ -141,6 +149,7 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
                 refunds,
                 payouts,
                 billing,
+                events,
             )
         finally:
             await billing.close()
@@ -161,8 +170,18 @@ def missing_channels_message() -> str:
     )
 
 
-async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow) -> None:
-    """Run every configured channel and the outbox worker until `stop` is set."""
+async def run(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    clock: Clock = utcnow,
+    roles: Roles | None = None,
+) -> None:
+    """Run every configured channel and the outbox worker until `stop` is set.
+
+    `roles` says which elected jobs this process leads (`/readyz`, `/metrics`); by default a
+    single process leads them all.
+    """
     channels = settings.channels()
     if not channels:
         raise NothingToRun(missing_channels_message())
@@ -172,7 +191,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
             f"the {', '.join(unavailable)} channel is configured, but this version of supportbot "
             "does not include it yet"
         )
-    async with build(settings, clock=clock) as service:
+    events = PrometheusEvents()
+    async with build(settings, clock=clock, events=events) as service:
         await take_back_dead_leases(service)
         telegram = await start_telegram(service) if settings.telegram else None
         senders: dict[Route, Sender] = {}
@@ -191,8 +211,13 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                 on_health=health_notices(
                     service.sessions, service.templates, clock=clock, wakeup=service.wakeups
                 ),
+                events=events,
             )
-        workers = outbox_workers(service, senders)
+        counted: dict[Route, Sender] = {
+            route: CountingSender(sender, events) for route, sender in senders.items()
+        }
+        workers = outbox_workers(service, counted)
+        replica_roles = roles or single_process_roles(settings)
         log.info("supportbot running: %s", ", ".join(channels))
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -204,12 +229,57 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(intake.run(stop))
                 for job in periodic_jobs(service, watching=telegram is not None):
                     tasks.create_task(job(stop))
+                tasks.create_task(retention_job(service)(stop))
+                if settings.http_listen is not None:
+                    host, port = settings.http_listen
+                    probes = probes_of(service, telegram, intake, replica_roles)
+                    tasks.create_task(http_server.serve(make_app(probes, events), host, port, stop))
         finally:
             if smtp is not None:
                 await smtp.close()
             if telegram is not None:
                 await telegram.close()
         log.info("supportbot stopped")
+
+
+def single_process_roles(settings: Settings) -> Roles:
+    """One process, no election: it leads every job it runs."""
+    led = {"jobs": LEADER}
+    if settings.telegram is not None:
+        led["telegram"] = LEADER
+    if settings.imap is not None:
+        led["imap"] = LEADER
+    return lambda: led
+
+
+def retention_job(service: Service) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """Hourly pruning of what is older than RETENTION_DAYS (`tickets/retention.py`).
+
+    An elected job: with replicas, only the leader of "jobs" runs it.
+    """
+    return partial(
+        prune_periodically,
+        service.sessions,
+        clock=service.clock,
+        keep=service.settings.retention,
+    )
+
+
+def probes_of(
+    service: Service,
+    telegram: TelegramChannel | None,
+    intake: ImapIntake | None,
+    roles: Roles,
+) -> Probes:
+    """What `/readyz` and `/metrics` ask this process."""
+    return Probes(
+        database=partial(database_answers, service.sessions),
+        vitals=lambda: read_vitals(service.sessions, service.policy, service.clock()),
+        roles=roles,
+        telegram=telegram.token_works if telegram is not None else None,
+        imap_connected=(lambda: intake.connected) if intake is not None else None,
+        telegram_cache_seconds=service.settings.health_cache_seconds,
+    )
 
 
 def outbox_workers(service: Service, senders: dict[Route, Sender]) -> list[OutboxWorker]:
@@ -328,6 +398,7 @@ async def start_telegram(service: Service) -> TelegramChannel:
         accounts=account_services(service),
         refunds=service.refunds,
         payouts=service.payouts,
+        events=service.events,
     )
     await channel.start()
     return channel

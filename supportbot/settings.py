@@ -55,6 +55,12 @@ class Settings:
     billing_max_age: timedelta = timedelta(hours=1)
     # How often the accounts behind open tickets are read again for their plans.
     plan_refresh_seconds: float = 300.0
+    # The operator's HTTP port (/healthz, /readyz, /metrics) as (host, port); None: no port.
+    http_listen: tuple[str, int] | None = None
+    # Delivered outbox rows, dedup keys and spent rate windows older than this are pruned.
+    retention: timedelta = timedelta(days=30)
+    # How long /readyz trusts a getMe answer before asking the Bot API again.
+    health_cache_seconds: float = 30.0
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -308,6 +314,22 @@ def _uptime(read: _Reader) -> UptimeSettings | None:
     )
 
 
+def _http_listen(read: _Reader) -> tuple[str, int] | None:
+    """HTTP_LISTEN: host:port (or [v6]:port); unset or empty: no HTTP port."""
+    raw = read.text("HTTP_LISTEN")
+    if not raw:
+        return None
+    host, sep, port_text = raw.rpartition(":")
+    host = host.strip("[]")
+    problem = f"expected host:port such as 0.0.0.0:8080 or 127.0.0.1:8080, got {raw!r}"
+    if not sep or not host or not port_text.isdigit():
+        raise SettingsError("HTTP_LISTEN", problem)
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise SettingsError("HTTP_LISTEN", f"expected a port from 1 to 65535, got {port}")
+    return host, port
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
 ) -> Settings:
@@ -376,4 +398,6 @@ def load_settings(
         billing_http=_billing_http(read, billing_factory),
         billing_max_age=_span(read, "BILLING_MAX_AGE", timedelta(hours=1)),
         plan_refresh_seconds=float(read.integer("PLAN_REFRESH_SECONDS", 300, low=5, high=86400)),
+        http_listen=_http_listen(read),
+        retention=timedelta(days=read.integer("RETENTION_DAYS", 30, low=1, high=3650)),
     )

@@ -47,7 +47,7 @@ from tickets.notices import notify_agents
 from tickets.outbox import Delivery
 from tickets.payloads import ReplyPayload, add_mail_headers, enqueue
 from tickets.policy import SlaPolicy
-from tickets.ports import AccountPlans, Clock, Renderer, utcnow
+from tickets.ports import INTAKE, NO_EVENTS, AccountPlans, Clock, Events, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
 from tickets.tables import (
     Agent,
@@ -77,8 +77,10 @@ class Desk:
         wakeup: Callable[[], None] | None = None,
         mail_domain: str = "supportbot.invalid",
         plans: AccountPlans | None = None,
+        events: Events = NO_EVENTS,
     ) -> None:
         self.sessions = sessions
+        self._events = events
         self.policy = policy
         self._templates = templates
         self._clock = clock
@@ -114,6 +116,9 @@ class Desk:
         )
         if any(isinstance(result, Intake) for result in results):
             self._wakeup()
+        for message, result in zip(incoming, results, strict=True):
+            if isinstance(result, Intake) and not (result.duplicate or result.ignored):
+                self._events.count(INTAKE, channel=message.channel.value)
         return results
 
     async def _read_ahead(self, session: AsyncSession, batch: Sequence[IncomingMessage]) -> None:

@@ -156,6 +156,11 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"BILLING_MAX_AGE": "a while"}, "BILLING_MAX_AGE", "15m or 1h"),
         ({"BILLING_MAX_AGE": "0s"}, "BILLING_MAX_AGE", "1 s to 366 days"),
         ({"PLAN_REFRESH_SECONDS": "1"}, "PLAN_REFRESH_SECONDS", "5 to 86400"),
+        ({"HTTP_LISTEN": "8080"}, "HTTP_LISTEN", "host:port"),
+        ({"HTTP_LISTEN": "0.0.0.0:http"}, "HTTP_LISTEN", "host:port"),
+        ({"HTTP_LISTEN": "0.0.0.0:70000"}, "HTTP_LISTEN", "1 to 65535"),
+        ({"RETENTION_DAYS": "0"}, "RETENTION_DAYS", "1 to 3650"),
+        ({"RETENTION_DAYS": "a month"}, "RETENTION_DAYS", "whole number"),
     ],
 )
 def test_broken_setting_names_its_key(environ: dict[str, str], key: str, fragment: str) -> None:
@@ -224,3 +229,14 @@ def test_billing_settings() -> None:
     assert settings.plan_refresh_seconds == 60
     default = load_settings({}, env_file=None)
     assert default.billing_http is None and default.billing_max_age == timedelta(hours=1)
+
+
+def test_operator_port_and_retention() -> None:
+    default = load_settings({}, env_file=None)
+    assert default.http_listen is None, "no HTTP port unless HTTP_LISTEN asks for one"
+    assert default.retention == timedelta(days=30)
+    settings = load_settings({"HTTP_LISTEN": "0.0.0.0:8080", "RETENTION_DAYS": "90"}, env_file=None)
+    assert settings.http_listen == ("0.0.0.0", 8080)
+    assert settings.retention == timedelta(days=90)
+    ipv6 = load_settings({"HTTP_LISTEN": "[::1]:9090"}, env_file=None)
+    assert ipv6.http_listen == ("::1", 9090)
