@@ -548,6 +548,7 @@ class Desk:
                 ticket_id=ticket.id,
                 agent=agent.name or str(agent.telegram_id),
                 senders=", ".join(senders),
+                restate=True,  # the card and topic title drop their warning
             )
             return len(unvouched)
 
