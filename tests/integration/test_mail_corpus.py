@@ -3,6 +3,7 @@ a private Dovecot and read by the real IMAP intake, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -23,7 +24,9 @@ from tests.mailservers import (  # noqa: F401 - fixtures are found by name
     tls_files_fixture,
 )
 from tickets.desk import Desk
+from tickets.policy import SlaPolicy
 from tickets.queue import ticket_view
+from tickets.rendering import Templates
 from tickets.tables import CustomerEmail, MailId, Message, OutboxRow, Quarantined
 
 ANN = "Ann Example <ann@example.org>"
@@ -300,3 +303,22 @@ async def test_tickets_show_json_gives_each_messages_sender_verdict_and_automati
         ("ann@example.org", "fail", False),
         ("ann@example.org", "none", True),
     ]
+
+
+async def test_concurrent_openers_never_take_the_same_number(
+    database: Database, policy: SlaPolicy, clock: Clock
+) -> None:
+    """Numbers come from the highest so far: writers in parallel transactions (one desk per
+    process here) must wait their turn (PostgreSQL: an advisory lock), never share a number."""
+    desks = [Desk(database.sessions, policy, Templates(), clock=clock) for _ in range(10)]
+    results = await asyncio.gather(
+        *(
+            desks[n % 10].receive(helpers.email(f"p{n}@example.org", "help", subject=f"Q{n}"))
+            for n in range(30)
+        ),
+        return_exceptions=True,
+    )
+    assert sorted(r.ticket for r in results if not isinstance(r, BaseException)) == list(
+        range(1, 31)
+    ), [r for r in results if isinstance(r, BaseException)]
+    assert [t.id for t in await helpers.tickets(database)] == list(range(1, 31))
