@@ -197,7 +197,6 @@ class Receiver:
                 ticket=ticket,
                 at=now,
                 customer=customer.name,
-                sender=_sender(incoming),
                 bounced=bounced,
                 raw_source=incoming.raw_source is not None,
                 text=storable_text(incoming.text[:EXCERPT]),
