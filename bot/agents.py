@@ -48,6 +48,7 @@ AGENT_COMMANDS = {
     "account": "Tie a ticket to an account: /account N EMAIL, then /account N CODE",
     "transcript": "A ticket's every message in full, as a file",
     **CONSOLE_COMMANDS,
+    "vouch": "Vouch for a ticket's unverified sender",
     "help": "Agent commands",
 }
 
@@ -151,7 +152,7 @@ class AgentGroup:
         if name in ("refund", "approve", "paid") and self._refunds is not None:
             await self._refunds.command(message, agent, ticket, name, args)
             return
-        if name in _DONE or name in ("ban", "unban", "note", "reply", "macro"):
+        if name in _DONE or name in ("ban", "unban", "note", "reply", "macro", "vouch"):
             await self._on_ticket(message, agent, ticket, name, args)
         elif name == "balance" and self._accounts is not None:
             text = await self._accounts.agent_balance(agent, args, ticket)
@@ -196,6 +197,15 @@ class AgentGroup:
             target = _need(number, name)
             await simple[name](target, agent)
             await self._answer(message, f"#{target} {_DONE[name]}.")
+        elif name == "vouch":
+            target = _need(number, name)
+            covered = await self._desk.vouch(target, agent)
+            plural = "s" if covered != 1 else ""
+            await self._answer(
+                message,
+                f"✅ #{target}: you vouched for the sender of {covered} unverified "
+                f"message{plural}; the warning is lifted.",
+            )
         elif name in ("ban", "unban"):
             target = _need(number, name)
             await self._desk.ban(target, agent, banned=name == "ban")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import telegram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -109,6 +109,11 @@ class _Notice:
         return self.carried and m is not None and bool(m.attachments) and bool(m.telegram_origin())
 
     @property
+    def has_raw(self) -> bool:
+        """Whether the notice's mail was broken MIME, whose raw source follows as `.eml`."""
+        return self.item.payload.get("raw_source") is True and self.message is not None
+
+    @property
     def shows_part(self) -> bool:
         """Whether the notice shows only the start of its message (the rest goes as a file)."""
         return bool(self.item.payload.get("truncated")) and self.message is not None
@@ -123,6 +128,7 @@ class _Progress:
     notice_sent: bool = False
     copied: bool = False
     full_text: bool = False
+    raw_source: bool = False
     unsaved: bool = field(default=False, compare=False)
 
     @classmethod
@@ -135,6 +141,7 @@ class _Progress:
             notice_sent=state.get("notice_sent") is True,
             copied=state.get("copied") is True,
             full_text=state.get("full_text") is True,
+            raw_source=state.get("raw_source") is True,
         )
 
     def done(self, **steps: bool | str) -> None:
@@ -151,6 +158,7 @@ class _Progress:
                 "notice_sent": self.notice_sent,
                 "copied": self.copied,
                 "full_text": self.full_text,
+                "raw_source": self.raw_source,
             }
             await notice.report.progress(notice.item, state)
             self.unsaved = False
@@ -349,6 +357,8 @@ class AgentFeed:
             cost += 1
         if notice.shows_part and not progress.full_text:
             cost += 1
+        if notice.has_raw and not progress.raw_source:
+            cost += 1
         return cost
 
     def _affordable(self, cost: int, keep: int, *, placing: bool) -> bool:
@@ -483,6 +493,12 @@ class AgentFeed:
             await progress.keep(notice)
             await self._group.full_text(place, ticket, notice.message)
             progress.done(full_text=True)
+        if notice.has_raw and not progress.raw_source and notice.message is not None:
+            raw = await self._book.raw_source(notice.message.id)
+            if raw is not None:
+                await progress.keep(notice)
+                await self._group.raw_source(place, ticket, notice.message, raw)
+            progress.done(raw_source=True)
 
     async def _restate(self, notice: _Notice, ticket: TicketFacts) -> None:
         """Best effort: the notice is out; a title or card not updated now is next time."""
@@ -530,13 +546,17 @@ class AgentFeed:
         important = notice.event in IMPORTANT
         if ticket is None or message is None or notice.event not in CUSTOMER_TEXT:
             return DigestLine(lead="", text=notice.text, important=important)
-        return digest_line(
+        sender = notice.item.payload.get("customer")
+        line = digest_line(
             MARKERS.get(notice.event, "•"),
             ticket.number,
-            ticket.customer,
+            sender if isinstance(sender, str) and sender else ticket.customer,
             message.text or "(no text)",
             files=len(message.attachments),
         )
+        if ticket.unverified:  # the warning travels with every line of the ticket
+            line = replace(line, lead=f"{line.lead.removesuffix(': ')} ⚠️ unverified sender: ")
+        return line
 
 
 def _shown_at_risk(notice: _Notice) -> bool:

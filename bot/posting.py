@@ -108,7 +108,7 @@ class GroupPoster:
         recording: asyncio.Task[None] | None = None
         if self.forum and thread is None:
             state = sla_state(ticket.due_at, datetime.now(UTC))
-            title = topic_title(ticket.number, ticket.plan, ticket.customer, state, ticket.tags)
+            title = _title(ticket, state)
             async with self.slot():
                 topic = await self._bot.create_forum_topic(self.chat_id, title)
             thread = topic.message_thread_id
@@ -158,7 +158,7 @@ class GroupPoster:
                 )
             )
         if self.forum and place.thread_id is not None:
-            title = topic_title(ticket.number, ticket.plan, ticket.customer, state, ticket.tags)
+            title = _title(ticket, state)
             async with self.slot():
                 await _unless_unchanged(
                     self._bot.edit_forum_topic(self.chat_id, place.thread_id, name=title)
@@ -236,6 +236,24 @@ class GroupPoster:
             )
         await self._book.record(ticket.number, POST, sent.message_id, thread)
 
+    async def raw_source(
+        self, place: Place | None, ticket: TicketFacts, message: MessageFacts, raw: bytes
+    ) -> None:
+        """The raw source of a mail with broken MIME, as an `.eml` file beside its notice: the
+        notice shows the best text decoded from it, the file shows everything."""
+        thread, reply = self._where(place) if place is not None else (None, None)
+        caption = f"📄 #{ticket.number}: the mail's raw source (its MIME structure was broken)"
+        async with self.slot():
+            sent = await self._bot.send_document(
+                self.chat_id,
+                InputFile(raw, filename=f"ticket-{ticket.number}-message-{message.id}.eml"),
+                caption=escape(caption),
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            )
+        await self._book.record(ticket.number, POST, sent.message_id, thread)
+
     async def copy(self, message: MessageFacts, place: Place, number: int) -> None:
         """Show the customer's original (photo, file, voice…) in the ticket's place."""
         origin = message.telegram_origin()
@@ -272,7 +290,20 @@ class GroupPoster:
             await self._book.record(number, POST, sent.message_id, thread)
 
 
+UNVERIFIED = "⚠️ sender not verified (SPF/DKIM/DMARC failed)"
+
+
+def _title(ticket: TicketFacts, state: str) -> str:
+    """The topic's title; an unverified sender's ticket says so before the customer's name."""
+    customer = f"⚠️ unverified · {ticket.customer}" if ticket.unverified else ticket.customer
+    return topic_title(ticket.number, ticket.plan, customer, state, ticket.tags)
+
+
 def _card_html(ticket: TicketFacts, body: MessageFacts | None, marker: str) -> str:
+    identity = ticket.identity
+    if ticket.unverified:  # with or without an account matched
+        warning = f"{UNVERIFIED}: verify before any account action, then /vouch {ticket.number}"
+        identity = f"{warning} · {identity}" if identity else warning
     facts = CardFacts(
         number=ticket.number,
         plan=ticket.plan,
@@ -281,7 +312,7 @@ def _card_html(ticket: TicketFacts, body: MessageFacts | None, marker: str) -> s
         due_at=ticket.due_at,
         marker=marker,
         subject=ticket.subject,
-        identity=ticket.identity,
+        identity=identity,
         tags=ticket.tags,
     )
     return card_text(

@@ -83,6 +83,9 @@ class TicketFacts:
     place: Place
     identity: str = ""  # the card's "who is this" line (accounts.lookups.identity_lines)
     tags: tuple[str, ...] = ()
+    # A customer mail of the ticket failed SPF/DKIM/DMARC and no agent has vouched for it yet:
+    # its card, topic title and digest lines say so (`/vouch N` ends it).
+    unverified: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,20 @@ class PlaceBook:
             )
         ).all():
             tags.setdefault(number, []).append(tag)
+        unverified = set(
+            (
+                await session.scalars(
+                    select(Message.ticket_id)
+                    .where(
+                        Message.ticket_id.in_(wanted),
+                        Message.direction == Direction.IN.value,
+                        Message.auth == "fail",
+                        Message.vouched_at.is_(None),
+                    )
+                    .distinct()
+                )
+            ).all()
+        )
         threads: dict[int, int | None] = {}
         cards: dict[int, int | None] = {}
         for post in posts:  # the newest record of each kind wins
@@ -184,9 +201,16 @@ class PlaceBook:
                 place=Place(threads.get(ticket.id), cards.get(ticket.id)),
                 identity=identities.get(ticket.customer_id, ""),
                 tags=tuple(tags.get(ticket.id, ())),
+                unverified=ticket.id in unverified,
             )
             for ticket, name, _code, _agent, _address in rows
         }
+
+    async def raw_source(self, message_id: int) -> bytes | None:
+        """The raw source kept of a broken mail, if any."""
+        async with self._sessions() as session:
+            raw = await session.scalar(select(Message.raw_source).where(Message.id == message_id))
+        return bytes(raw) if raw is not None else None
 
     async def latest_customer_message(self, number: int) -> MessageFacts | None:
         """What the customer wrote last on a ticket: the body of a card made after the fact."""

@@ -28,6 +28,9 @@ Choices where the design is silent:
   no stray customer is created and the ticket's answer address stays the customer's; the
   bounce's Message-IDs also count as thread references, so a bounced receipt finds its ticket.
 * Display name: the From name, or the address when the mail has none.
+* Mail from the support address itself is handed to the desk as `from_desk`: it never becomes a
+  customer message nor a customer (see `tickets.customer_messages`).
+* A mail whose MIME structure is broken keeps its raw source on the message, for the agents.
 """
 
 from __future__ import annotations
@@ -333,6 +336,7 @@ class ImapIntake:
         address = parsed.from_address or parsed.reply_to
         if not address:
             raise UnusableMail("the mail names no sender address")
+        from_desk = address == self._address
         customer = CustomerRef(name=parsed.from_name or address, email=address)
         reply_address = parsed.reply_to or address
         if parsed.bounce_of:
@@ -368,6 +372,10 @@ class ImapIntake:
             ticket_tag=parsed.ticket_tag,
             auth=parsed.auth.value,
             bounce_of=parsed.bounce_of,
+            sender_address=address,
+            sender_name=parsed.from_name,
+            from_desk=from_desk,
+            raw_source=mail.raw if parsed.broken else None,
         )
 
     # -- storage -------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ Choices worth knowing:
   order loop header, own address, Auto-Submitted, multipart/report,
   mailer-daemon/postmaster sender, ``Return-Path: <>``, Precedence,
   X-Precedence, X-Autoreply, X-Autorespond, X-Auto-Response-Suppress.
+* ``broken``: the MIME structure itself was damaged (a header line without a colon, a
+  multipart without a boundary, a boundary never closed).  The parser repairs what it can
+  before reading: a header line without a colon is dropped (it would end the header block and
+  push the real headers into the body), and a multipart without a boundary parameter gets the
+  first ``--delimiter`` line of its body as its boundary.  The caller keeps the raw source
+  for the agents, since the best decoded text may still miss something.
 * ``bounce_of`` is filled for multipart/report; report-type=delivery-status
   and for mail from mailer-daemon/postmaster: Message-IDs from attached
   message/rfc822 or text/rfc822-headers parts, else ``Message-ID:`` lines in
@@ -41,10 +47,12 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import errors
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
@@ -76,6 +84,17 @@ _AUTH_RE = re.compile(r"(?<![\w.])(spf|dkim|dmarc)(?:/\d+)?\s*=\s*([A-Za-z]+)", 
 _HEADER_ID_RE = re.compile(r"^[ \t>]*message-id:[ \t]*(<[^<>\s]{1,500}>)", re.IGNORECASE | re.M)
 _BOUNCE_LOCALS = frozenset({"mailer-daemon", "postmaster"})
 _PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply", "auto-reply"})
+_DELIMITER_RE = re.compile(rb"^--([0-9A-Za-z'()+_,./:=?-]{1,70})[ \t]*\r?$", re.M)
+_CONTENT_TYPE_RE = re.compile(rb"^content-type:", re.IGNORECASE)
+# Parser defects that mean the structure, not just a header's value, is damaged.
+_STRUCTURAL = (
+    errors.MissingHeaderBodySeparatorDefect,
+    errors.NoBoundaryInMultipartDefect,
+    errors.StartBoundaryNotFoundDefect,
+    errors.CloseBoundaryNotFoundDefect,
+    errors.MultipartInvariantViolationDefect,
+    errors.FirstHeaderLineIsContinuationDefect,
+)
 
 _T = TypeVar("_T")
 
@@ -110,6 +129,7 @@ class ParsedMail:
     auth_detail: str
     ticket_tag: int | None
     defects: tuple[str, ...]
+    broken: bool = False
 
 
 def _guard(defects: list[str], what: str, func: Callable[[], _T], default: _T) -> _T:
@@ -147,7 +167,60 @@ def _parse_bytes(raw: bytes, defects: list[str]) -> Message:
             raise MailParseError("unreadable header block") from inner
     if not msg.keys():
         raise MailParseError("no header block")
+    if _structure_broken(msg):
+        mended = _repaired(stripped, defects)
+        if mended is not None:
+            with contextlib.suppress(Exception):
+                again: Message = BytesParser(policy=POLICY).parsebytes(mended)
+                if again.keys():
+                    msg = again
     return msg
+
+
+def _structure_broken(msg: Message) -> bool:
+    """Whether any part of the parsed tree reports damaged MIME structure."""
+    parts = [msg, *msg.walk()] if msg.is_multipart() else [msg]
+    return any(isinstance(d, _STRUCTURAL) for part in parts[:MAX_WALK] for d in part.defects)
+
+
+MAX_WALK = 500
+
+
+def _repaired(raw: bytes, defects: list[str]) -> bytes | None:
+    """The raw source with its header block mended, or None when there was nothing to mend."""
+    match = re.search(rb"\r?\n\r?\n", raw)
+    head, body = (raw[: match.start()], raw[match.start() :]) if match else (raw, b"")
+    lines = head.splitlines(keepends=True)
+    kept: list[bytes] = []
+    changed = False
+    for index, line in enumerate(lines):
+        stripped = line.rstrip(b"\r\n")
+        continuation = index > 0 and stripped[:1] in (b" ", b"\t")
+        if not continuation and b":" not in stripped:
+            shown = clip(stripped.decode("latin-1"))
+            defects.append(f"header line without a colon dropped: '{shown}'")
+            changed = True
+            continue
+        kept.append(line)
+    ctype = next((i for i, line in enumerate(kept) if _CONTENT_TYPE_RE.match(line)), None)
+    if ctype is not None:
+        end = ctype + 1
+        while end < len(kept) and kept[end][:1] in (b" ", b"\t"):
+            end += 1
+        value = b"".join(kept[ctype:end])
+        lowered = value.lower()
+        if b"multipart/" in lowered and b"boundary" not in lowered:
+            found = _DELIMITER_RE.search(body)
+            if found is not None:
+                boundary = found.group(1)
+                eol = b"\r\n" if value.endswith(b"\r\n") else b"\n"
+                mended = value.rstrip(b"\r\n") + b'; boundary="' + boundary + b'"' + eol
+                kept[ctype:end] = [mended]
+                defects.append(
+                    f"multipart without a boundary: took '{boundary.decode('ascii')}' from its body"
+                )
+                changed = True
+    return b"".join(kept) + body if changed else None
 
 
 def _message_ids(value: str | None, label: str, defects: list[str]) -> list[str]:
@@ -311,6 +384,7 @@ def parse_mail(
     """Parse one raw message.  Raises MailParseError only when there is no header block."""
     defects: list[str] = []
     msg = _parse_bytes(bytes(raw), defects)
+    broken = _guard(defects, "MIME structure", lambda: _broken(bytes(raw), msg), True)
     our = our_address.strip().strip("<>").strip().lower()
 
     def ids(name: str) -> list[str]:
@@ -386,4 +460,13 @@ def parse_mail(
         auth_detail=auth_detail,
         ticket_tag=_ticket_tag(subject),
         defects=tuple(dict.fromkeys(defects)),
+        broken=broken,
     )
+
+
+def _broken(raw: bytes, msg: Message) -> bool:
+    """Damaged structure, in the source as received (a mended parse still counts)."""
+    if _structure_broken(msg):
+        return True
+    first: Message = BytesParser(policy=POLICY).parsebytes(raw.lstrip(b"\r\n\t "))
+    return _structure_broken(first)

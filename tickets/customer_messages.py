@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from tickets.customer_lookup import CustomerRow, find_or_create, load_senders, sender_key
 from tickets.deferred_writes import TicketState, Unwritten
-from tickets.dialect_sql import insert_ignoring
+from tickets.dialect_sql import insert_ignoring, next_ticket_number
+from tickets.errors import InvalidAction
 from tickets.mail_threads import thread_headers
 from tickets.model import (
     Channel,
@@ -123,6 +124,10 @@ class Receiver:
             key_id, earlier = await self._dedup(connection, source, key, now, unwritten)
             if earlier is not None:
                 return earlier
+        if incoming.from_desk:
+            intake = await self._from_desk(connection, incoming, at, now, unwritten)
+            _link_key(unwritten, key_id, incoming, intake)
+            return intake
         customer, wanted_new = await self.customer(
             connection, incoming.customer, now, wrote=True, unwritten=unwritten
         )
@@ -132,7 +137,7 @@ class Receiver:
             return Intake(ticket=0, message_id=0, ignored=True)
         if wanted_new:
             incoming = replace(incoming, new_ticket=True, ticket=None)
-        bounced = False
+        bounced: str | None = None
         if incoming.channel is Channel.EMAIL:
             incoming, bounced = await self._thread(connection, customer, incoming, unwritten)
         ticket, opened, reopened = await self._ticket_for(
@@ -154,15 +159,14 @@ class Receiver:
                     "reply_address": reply_address,
                     "counts_for_sla": not incoming.automated,
                     "auth": incoming.auth,
+                    **_sender_columns(incoming),
                     "created_at": at,
                     "delivery": None,
                     "delivered_at": None,
                 },
             )
         ).scalar_one()
-        if key_id is not None:
-            unwritten.key_links.append({"key_id": key_id, "message_id": message_id})
-            unwritten.keyed[source, key] = Intake(ticket.id, message_id, duplicate=True)
+        _link_key(unwritten, key_id, incoming, Intake(ticket.id, message_id))
         if incoming.channel is Channel.EMAIL and external_id:
             unwritten.add_mail_id(external_id, ticket.id, now)
         if not incoming.automated and ticket.waiting_since is None:
@@ -193,6 +197,8 @@ class Receiver:
                 ticket=ticket,
                 at=now,
                 customer=customer.name,
+                bounced=bounced,
+                raw_source=incoming.raw_source is not None,
                 text=storable_text(incoming.text[:EXCERPT]),
                 truncated=len(incoming.text) > EXCERPT,
                 attachments=len(incoming.attachments),
@@ -310,6 +316,7 @@ class Receiver:
             await connection.execute(
                 _NEW_TICKET,
                 {
+                    "id": await next_ticket_number(connection),
                     "customer_id": customer.id,
                     "channel": incoming.channel.value,
                     "subject": subject,
@@ -401,11 +408,12 @@ class Receiver:
     async def _thread(
         self,
         connection: AsyncConnection,
-        customer: CustomerRow,
+        customer: CustomerRow | None,
         incoming: IncomingMessage,
         unwritten: Unwritten,
-    ) -> tuple[IncomingMessage, bool]:
-        """Which ticket a mail belongs to: a bounce's original, its thread's, or its [#N] tag's.
+    ) -> tuple[IncomingMessage, str | None]:
+        """Which ticket a mail belongs to: a bounce's original, its thread's, or its [#N] tag's,
+        and for a bounce what it was that bounced ("reply", "acknowledgement", "notice", "mail").
 
         Never by subject text. A tag counts only for the ticket's own customer, so a stranger
         cannot write into someone else's ticket by copying its number.
@@ -430,7 +438,7 @@ class Receiver:
                     .values(delivery=DeliveryState.BOUNCED.value)
                 )
                 threaded = replace(incoming, ticket=original.ticket_id, new_ticket=False)
-                return replace(threaded, automated=True), True
+                return replace(threaded, automated=True), "reply"
             receipt_ticket = (
                 unwritten.thread(bounced)
                 or (  # an automatic mail, e.g. a receipt
@@ -443,7 +451,7 @@ class Receiver:
             )
             if receipt_ticket is not None:
                 threaded = replace(incoming, ticket=receipt_ticket, new_ticket=False)
-                return replace(threaded, automated=True), True
+                return replace(threaded, automated=True), _bounced_kind(bounced)
         if incoming.thread_refs:
             references = [bounded_id(r) for r in incoming.thread_refs]
             found = (
@@ -451,14 +459,85 @@ class Receiver:
                 or (await connection.execute(_THREAD_TICKET, {"references": references})).scalar()
             )
             if found is not None:
-                return replace(incoming, ticket=found, new_ticket=False), False
+                return replace(incoming, ticket=found, new_ticket=False), None
         if incoming.ticket_tag is not None:
             tagged = (
                 await connection.execute(_TICKET_BY_ID, {"ticket_id": incoming.ticket_tag})
             ).first()
-            if tagged is not None and tagged.customer_id == customer.id:
-                return replace(incoming, ticket=tagged.id, new_ticket=False), False
-        return incoming, False
+            if tagged is not None and (customer is None or tagged.customer_id == customer.id):
+                return replace(incoming, ticket=tagged.id, new_ticket=False), None
+        return incoming, None
+
+    async def _from_desk(
+        self,
+        connection: AsyncConnection,
+        incoming: IncomingMessage,
+        at: datetime,
+        now: datetime,
+        unwritten: Unwritten,
+    ) -> Intake:
+        """Mail from the support address itself: an internal note on the ticket it threads to.
+
+        An agent answering from a mail client with Cc to the mailbox, or a forwarder sending
+        our own receipt back: neither is a customer's word, so no customer is made, no wait
+        starts or ends, and the ticket is neither opened nor reopened. Mail of ours that
+        belongs to no ticket is refused (and so set aside, raw, with a notice to the agents).
+        """
+        threaded, _bounced = await self._thread(
+            connection, None, replace(incoming, bounce_of=()), unwritten
+        )
+        if threaded.ticket is None:
+            raise InvalidAction(
+                "mail from the support address that belongs to no ticket: "
+                "the desk never becomes its own customer"
+            )
+        found = (
+            await connection.execute(_TICKET_BY_ID_LOCKED, {"ticket_id": threaded.ticket})
+        ).first()
+        if found is None:
+            raise InvalidAction(f"there is no ticket #{threaded.ticket}")
+        ticket = unwritten.tickets.get(found.id) or TicketState(**found._asdict())
+        unwritten.tickets[ticket.id] = ticket
+        external_id = bounded_id(incoming.external_id) if incoming.external_id else None
+        message_id = (
+            await connection.execute(
+                _NEW_MESSAGE,
+                {
+                    "ticket_id": ticket.id,
+                    "direction": Direction.NOTE.value,
+                    "channel": incoming.channel.value,
+                    "author_agent_id": None,
+                    "text": storable_text(incoming.text),
+                    "attachments": [a.to_json() for a in incoming.attachments],
+                    "external_id": external_id,
+                    "reply_address": None,
+                    "counts_for_sla": False,
+                    "auth": incoming.auth,
+                    **_sender_columns(incoming),
+                    "created_at": at,
+                    "delivery": None,
+                    "delivered_at": None,
+                },
+            )
+        ).scalar_one()
+        if external_id:
+            unwritten.add_mail_id(external_id, ticket.id, now)
+        ticket.updated_at = now
+        unwritten.outbox_rows.append(
+            agents_notice(
+                self._templates,
+                "outside_mail",
+                ticket=ticket,
+                at=now,
+                sender=_sender(incoming),
+                text=storable_text(incoming.text[:EXCERPT]),
+                truncated=len(incoming.text) > EXCERPT,
+                attachments=len(incoming.attachments),
+                automated=incoming.automated,
+                message_id=message_id,
+            )
+        )
+        return Intake(ticket=ticket.id, message_id=message_id)
 
     async def _receipt(
         self,
@@ -527,6 +606,46 @@ async def answering(session: AsyncSession, ticket_id: int) -> Message | None:
         .limit(1)
     )
     return found.first()
+
+
+def _link_key(
+    unwritten: Unwritten, key_id: int | None, incoming: IncomingMessage, intake: Intake
+) -> None:
+    """Tie the message's dedup key to it, so a redelivery finds it (in this batch, too)."""
+    if key_id is None or incoming.dedup_key is None:
+        return
+    unwritten.key_links.append({"key_id": key_id, "message_id": intake.message_id})
+    key = (incoming.dedup_key[0], bounded_id(incoming.dedup_key[1]))
+    unwritten.keyed[key] = replace(intake, duplicate=True)
+
+
+_BOUNCED_KINDS = {"receipt": "acknowledgement", "reply": "reply", "notice": "notice"}
+
+
+def _bounced_kind(bounced: Sequence[str]) -> str:
+    """What kind of our mail bounced, from the Message-ID we gave it (`tickets.mail_threads`)."""
+    for message_id in bounced:
+        kind = message_id.lstrip("<").split("-", 1)[0]
+        if kind in _BOUNCED_KINDS:
+            return _BOUNCED_KINDS[kind]
+    return "mail"
+
+
+def _sender(incoming: IncomingMessage) -> str:
+    """Who wrote this message, as agents read it: `Name <address>`, or the address alone."""
+    address = incoming.sender_address or ""
+    name = incoming.sender_name.strip()
+    if name and address and name.lower() != address.lower():
+        return f"{name} <{address}>"
+    return address or name
+
+
+def _sender_columns(incoming: IncomingMessage) -> dict[str, object]:
+    return {
+        "sender_address": (incoming.sender_address or None) and incoming.sender_address[:320],
+        "sender_name": incoming.sender_name[:200] or None,
+        "raw_source": incoming.raw_source,
+    }
 
 
 def _reply_address(incoming: IncomingMessage) -> str:

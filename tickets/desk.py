@@ -518,6 +518,46 @@ class Desk:
             ticket.due_at = None
             ticket.updated_at = now
 
+    async def vouch(self, number: int, agent_id: int) -> int:
+        """An agent vouches for a ticket's unverified senders: the warning ends (audited) until
+        another mail that fails SPF/DKIM/DMARC arrives. Returns how many messages it covered."""
+        async with self._acting(number, agent_id) as (session, agent, ticket, now):
+            unvouched = (
+                await session.scalars(
+                    select(Message).where(
+                        Message.ticket_id == ticket.id,
+                        Message.direction == Direction.IN.value,
+                        Message.auth == "fail",
+                        Message.vouched_at.is_(None),
+                    )
+                )
+            ).all()
+            if not unvouched:
+                raise InvalidAction(f"#{number} has no unverified sender to vouch for")
+            senders = sorted({m.sender_address for m in unvouched if m.sender_address})
+            for message in unvouched:
+                message.vouched_at = now
+            audit.record(
+                session,
+                at=now,
+                action="vouch",
+                agent=agent,
+                ticket_id=ticket.id,
+                messages=[m.id for m in unvouched],
+                senders=senders,
+            )
+            notify_agents(
+                session,
+                self._templates,
+                "vouched",
+                at=now,
+                ticket_id=ticket.id,
+                agent=agent.name or str(agent.telegram_id),
+                senders=", ".join(senders),
+                restate=True,  # the card and topic title drop their warning
+            )
+            return len(unvouched)
+
     async def reopen(self, number: int, agent_id: int) -> None:
         """Reopen a closed ticket; the SLA clock starts again only when the customer writes."""
         async with self._acting(number, agent_id) as (session, agent, ticket, now):

@@ -174,6 +174,15 @@ class IncomingMessage:
     ticket_tag: int | None = None
     auth: str | None = None
     bounce_of: tuple[str, ...] = ()
+    # Who wrote this very message (a colleague in a ticket is not its owner; a bounce is
+    # filed under the address our mail went to but was written by a mail server).
+    sender_address: str | None = None
+    sender_name: str = ""
+    # Email from the support address itself (an agent's answer from a mail client, or our own
+    # receipt sent back by a forwarder): never a customer message (see docs/decisions.md).
+    from_desk: bool = False
+    # The raw source of a mail whose MIME structure was broken, kept for the agents as `.eml`.
+    raw_source: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,11 @@ class MessageView:
     created_at: datetime
     delivery: DeliveryState | None
     external_id: str | None
+    # Email: the sender's address, its SPF/DKIM/DMARC verdict, and whether it was automated.
+    sender_address: str | None = None
+    auth: str | None = None
+    automated: bool = False
+    vouched: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +251,8 @@ class TicketView:
     due_at: datetime | None
     urgency: Urgency
     messages: tuple[MessageView, ...] = field(default=())
+    # A customer message failed SPF/DKIM/DMARC and no agent has vouched for it yet.
+    unverified: bool = False
 
 
 @dataclass(frozen=True)

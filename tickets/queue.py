@@ -96,12 +96,14 @@ async def ticket_view(
         raise TicketNotFound(number)
     ticket, customer, assignee = row
     Author = aliased(Agent)
-    messages = await session.execute(
-        select(Message, Author.name)
-        .outerjoin(Author, Author.id == Message.author_agent_id)
-        .where(Message.ticket_id == number)
-        .order_by(Message.id)
-    )
+    rows = (
+        await session.execute(
+            select(Message, Author.name)
+            .outerjoin(Author, Author.id == Message.author_agent_id)
+            .where(Message.ticket_id == number)
+            .order_by(Message.id)
+        )
+    ).all()
     return TicketView(
         number=ticket.id,
         status=TicketStatus(ticket.status),
@@ -121,15 +123,40 @@ async def ticket_view(
                 id=message.id,
                 direction=Direction(message.direction),
                 channel=Channel(message.channel) if message.channel else None,
-                author=author or (customer if message.direction == Direction.IN.value else "agent"),
+                author=author or _sender(message, customer),
                 text=message.text,
                 attachments=tuple(Attachment.from_json(a) for a in message.attachments or []),
                 created_at=message.created_at,
                 delivery=DeliveryState(message.delivery) if message.delivery else None,
                 external_id=message.external_id,
+                sender_address=message.sender_address,
+                auth=message.auth,
+                automated=message.direction == Direction.IN.value and not message.counts_for_sla,
+                vouched=message.vouched_at is not None,
             )
-            for message, author in messages
+            for message, author in rows
         ),
+        unverified=any(_unverified(message) for message, _author in rows),
+    )
+
+
+def _sender(message: Message, customer: str) -> str:
+    """Who wrote a message no agent wrote: its own sender (a colleague writing into a ticket is
+    not its owner), else the ticket's customer for messages stored before senders were kept."""
+    name, address = (message.sender_name or "").strip(), message.sender_address or ""
+    if name and address and name.lower() != address.lower():
+        return f"{name} <{address}>"
+    if name or address:
+        return name or address
+    return customer if message.direction == Direction.IN.value else "agent"
+
+
+def _unverified(message: Message) -> bool:
+    """A customer message whose sender failed SPF/DKIM/DMARC and nobody vouched for."""
+    return (
+        message.direction == Direction.IN.value
+        and message.auth == "fail"
+        and message.vouched_at is None
     )
 
 

@@ -170,6 +170,14 @@ class Message(Base):
     counts_for_sla: Mapped[bool] = mapped_column(Boolean, default=True)
     # Email: the sender's SPF/DKIM/DMARC verdict ("pass", "fail", "none").
     auth: Mapped[str | None] = mapped_column(String(8))
+    # Who wrote this message (email: the From address and name; a colleague writing into a
+    # ticket is not its owner). Empty on messages stored before revision 0011.
+    sender_address: Mapped[str | None] = mapped_column(String(320))
+    sender_name: Mapped[str | None] = mapped_column(String(200))
+    # An agent vouched (`/vouch N`) for this message's sender after it failed SPF/DKIM/DMARC.
+    vouched_at: Mapped[datetime | None]
+    # The raw source of a mail whose MIME structure was broken; the agents get it as `.eml`.
+    raw_source: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime]
     delivery: Mapped[str | None] = mapped_column(String(16))
     delivered_at: Mapped[datetime | None]

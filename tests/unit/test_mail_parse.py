@@ -1063,3 +1063,43 @@ def test_header_ish_text_and_body_never_raise(
         assert not headers
         return
     _check(mail)
+
+
+_SAID = "Hello, my deposit of 30 USDT is missing."
+_B64 = base64.b64encode(_SAID.encode()).decode()
+_BROKEN = {
+    "header line without a colon": (
+        "From: ann@example.org\r\nSubject: Help\r\nThis header has no colon\r\n"
+        "Message-ID: <b1@example.org>\r\nContent-Type: text/plain\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{_B64}\r\n",
+        "header line without a colon dropped: 'This header has no colon'",
+    ),
+    "multipart without a boundary": (
+        "From: ann@example.org\r\nSubject: Help\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed\r\n\r\n--XYZ\r\nContent-Type: text/plain\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{_B64}\r\n--XYZ--\r\n",
+        "multipart without a boundary: took 'XYZ' from its body",
+    ),
+    "boundary never closed": (
+        "From: ann@example.org\r\nSubject: Help\r\n"
+        'Content-Type: multipart/alternative; boundary="A"\r\n\r\n--A\r\n'
+        "Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        f"{_B64}\r\n--A\r\nContent-Type: text/html\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\nPGh0",
+        "MIME: A start boundary was found, but not the corresponding close boundary.",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(_BROKEN))
+def test_broken_mime_is_mended_to_its_decoded_text_and_flagged(kind: str) -> None:
+    raw, defect = _BROKEN[kind]
+    parsed = parse_mail(raw.encode(), our_address="support@example.com")
+    assert parsed.text == _SAID
+    assert parsed.broken and defect in parsed.defects
+    assert parsed.subject == "Help" and parsed.from_address == "ann@example.org"
+
+
+def test_well_formed_mail_is_not_broken() -> None:
+    raw = (DATA / "gmail_reply.eml").read_bytes()
+    assert not parse_mail(raw, our_address="support@example.com").broken
