@@ -52,6 +52,7 @@ from mail.settings import ImapSettings
 from tickets import email_lookups
 from tickets.desk import Desk
 from tickets.group_commit import unreachable
+from tickets.languages import normalise
 from tickets.model import (
     Attachment,
     Channel,
@@ -316,7 +317,9 @@ class ImapIntake:
         address = parsed.from_address or parsed.reply_to
         if not address:
             raise UnusableMail("the mail names no sender address")
-        customer = CustomerRef(name=parsed.from_name or address, email=address)
+        customer = CustomerRef(
+            name=parsed.from_name or address, email=address, language=normalise(parsed.language)
+        )
         reply_address = parsed.reply_to or address
         if parsed.bounce_of:
             original = await self._bounced_address(parsed.bounce_of)

@@ -110,6 +110,7 @@ class ParsedMail:
     auth_detail: str
     ticket_tag: int | None
     defects: tuple[str, ...]
+    language: str | None = None  # the `Content-Language` header as sent (issue 16)
 
 
 def _guard(defects: list[str], what: str, func: Callable[[], _T], default: _T) -> _T:
@@ -367,6 +368,7 @@ def parse_mail(
         lambda: _auth(_headers(msg, "Authentication-Results")),
         (AuthVerdict.NONE, ""),
     )
+    language = _guard(defects, "Content-Language", lambda: _first(msg, "Content-Language"), None)
     return ParsedMail(
         message_id=message_id,
         in_reply_to=tuple(in_reply_to),
@@ -386,4 +388,5 @@ def parse_mail(
         auth_detail=auth_detail,
         ticket_tag=_ticket_tag(subject),
         defects=tuple(dict.fromkeys(defects)),
+        language=language,
     )
