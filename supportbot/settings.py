@@ -17,6 +17,7 @@ from accounts.settings import UptimeSettings
 from bot.settings import TelegramSettings
 from mail.settings import ImapSettings, SmtpSettings, Tls
 from tickets.errors import SupportbotError
+from tickets.languages import LOCALES, normalise
 from tickets.settings import SlaSettings
 from tickets.sla import BusinessCalendar
 
@@ -55,6 +56,8 @@ class Settings:
     billing_max_age: timedelta = timedelta(hours=1)
     # How often the accounts behind open tickets are read again for their plans.
     plan_refresh_seconds: float = 300.0
+    # The one language the agents' group reads (AGENT_LANGUAGE): a shipped locale.
+    agent_language: str = "en"
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -367,4 +370,16 @@ def load_settings(
         billing_http=_billing_http(read, billing_factory),
         billing_max_age=_span(read, "BILLING_MAX_AGE", timedelta(hours=1)),
         plan_refresh_seconds=float(read.integer("PLAN_REFRESH_SECONDS", 300, low=5, high=86400)),
+        agent_language=_agent_language(read),
     )
+
+
+def _agent_language(read: _Reader) -> str:
+    """AGENT_LANGUAGE: one of the shipped locales (`zh` and `zh-Hans` name Simplified Chinese)."""
+    value = read.text("AGENT_LANGUAGE", "en")
+    locale = value if value in LOCALES else normalise(value)
+    if locale is None:
+        raise SettingsError(
+            "AGENT_LANGUAGE", f"expected one of {', '.join(LOCALES)}, got {value!r}"
+        )
+    return locale

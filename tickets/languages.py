@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import gettext
 import io
+import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 from babel.dates import format_datetime, format_skeleton, get_datetime_format
+from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency
@@ -145,3 +147,65 @@ def month_label(year: int, month: int, locale: str = ENGLISH) -> str:
     if locale == ENGLISH:
         return first.strftime("%B %Y")
     return format_skeleton("yMMMM", first, locale=locale)
+
+
+_PLACEHOLDER_RE = re.compile(r"%\((\w+)\)s")
+
+
+def template_messages(directory: Path) -> dict[str, tuple[str, ...]]:
+    """Every text marked for translation in the templates (msgid → its plural msgids too),
+    found the way `pybabel extract` finds them."""
+    found: dict[str, tuple[str, ...]] = {}
+    method_map = [("**.txt", "jinja2"), ("**.html", "jinja2")]
+    for _file, _line, message, _comments, _context in extract_from_dir(
+        str(directory), method_map
+    ):
+        ids = (message,) if isinstance(message, str) else tuple(message)
+        found[ids[0]] = ids
+    return found
+
+
+def placeholders(text: str) -> set[str]:
+    """The `%(name)s` placeholders of a catalog text."""
+    return set(_PLACEHOLDER_RE.findall(text))
+
+
+def catalog_problems(directory: Path) -> list[str]:
+    """What is wrong with the shipped catalogs: a text without a translation, a translation
+    whose placeholders differ from the English, one that cannot be filled in, or a stale one."""
+    problems: list[str] = []
+    wanted = template_messages(directory)
+    for locale in LOCALES:
+        if locale == ENGLISH:
+            continue
+        path = catalog_path(directory, locale)
+        if not path.is_file():
+            problems.append(f"{locale}: no catalog at {path}")
+            continue
+        with path.open("rb") as source:
+            catalog = read_po(source, locale=locale)
+        for msgid, ids in wanted.items():
+            entry = catalog.get(ids if len(ids) > 1 else msgid)
+            if entry is None or entry.fuzzy:
+                problems.append(f"{locale}: no translation of {msgid!r}")
+                continue
+            strings = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+            english = set().union(*(placeholders(i) for i in ids))
+            for text in strings:
+                if not text:
+                    problems.append(f"{locale}: an empty translation of {msgid!r}")
+                elif placeholders(text) != english:
+                    problems.append(
+                        f"{locale}: {msgid!r} has {sorted(english)} but the translation has "
+                        f"{sorted(placeholders(text))}"
+                    )
+                else:
+                    try:
+                        text % dict.fromkeys(english, "x")
+                    except (ValueError, TypeError) as error:
+                        problems.append(f"{locale}: {msgid!r} cannot be filled in: {error}")
+        stale = {m.id if isinstance(m.id, str) else m.id[0] for m in catalog if m.id}
+        problems.extend(
+            f"{locale}: {msgid!r} is no longer in any template" for msgid in stale - set(wanted)
+        )
+    return problems
