@@ -157,9 +157,7 @@ def template_messages(directory: Path) -> dict[str, tuple[str, ...]]:
     found the way `pybabel extract` finds them."""
     found: dict[str, tuple[str, ...]] = {}
     method_map = [("**.txt", "jinja2"), ("**.html", "jinja2")]
-    for _file, _line, message, _comments, _context in extract_from_dir(
-        str(directory), method_map
-    ):
+    for _file, _line, message, _comments, _context in extract_from_dir(str(directory), method_map):
         ids = (message,) if isinstance(message, str) else tuple(message)
         found[ids[0]] = ids
     return found

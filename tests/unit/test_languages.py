@@ -51,7 +51,10 @@ def _copy_with(tmp_path: Path, locale: str, change: str) -> Path:
     ("change", "said"),
     [
         ("missing", "ru: no translation of 'Thank you"),
-        ("placeholder", "ru: 'Thank you, we have your message. Your ticket number is #%(ticket)s.'"),
+        (
+            "placeholder",
+            "ru: 'Thank you, we have your message. Your ticket number is #%(ticket)s.'",
+        ),
         ("empty", "ru: an empty translation of 'Thank you"),
         ("stale", "ru: 'A text no template uses' is no longer in any template"),
     ],
@@ -155,9 +158,12 @@ def test_the_receipt_in_each_locale() -> None:
     assert texts["zh_Hans"].startswith("谢谢，我们已收到您的消息。您的工单编号是 #42。")
     assert texts["es"].startswith("Gracias, hemos recibido su mensaje. Su número de ticket es #42.")
     # an unknown locale, or none, is the agents' language: English by default
-    assert templates.render(
-        "receipt", locale="xx", ticket=42, due_at=DUE, reopened=False, response_hours=24.0
-    ) == texts["en"]
+    assert (
+        templates.render(
+            "receipt", locale="xx", ticket=42, due_at=DUE, reopened=False, response_hours=24.0
+        )
+        == texts["en"]
+    )
 
 
 def test_russian_plurals() -> None:
@@ -189,3 +195,14 @@ def test_agent_language_is_a_shipped_locale() -> None:
         load_settings({**base, "AGENT_LANGUAGE": "klingon"}, env_file=None)
     with pytest.raises(SupportbotError, match="no 'de' locale"):
         Templates(default_locale="de")
+
+
+def test_a_mail_says_its_language_in_content_language() -> None:
+    from mail.parse import parse_mail
+
+    head = b"From: Li <li@example.cn>\r\nTo: support@example.com\r\nSubject: x\r\n"
+    raw = head + b"Content-Language: zh-Hans\r\n\r\nhello\r\n"
+    parsed = parse_mail(raw, our_address="support@example.com")
+    assert parsed.language == "zh-Hans"
+    assert normalise(parsed.language) == "zh_Hans"
+    assert parse_mail(head + b"\r\nhello\r\n", our_address="support@example.com").language is None
