@@ -119,7 +119,8 @@ def when(value: datetime | str | None, locale: str = ENGLISH) -> str:
         return moment.strftime("%a %d %b %Y, %H:%M UTC")
     day = format_skeleton("yMMMEd", moment, locale=locale)
     clock = format_datetime(moment, "HH:mm", tzinfo=UTC, locale=locale)
-    return get_datetime_format("medium", locale=locale).format(clock, day) + " UTC"
+    pattern = str(get_datetime_format("medium", locale=locale))  # "{1}, {0}": date, then time
+    return pattern.format(clock, day) + " UTC"
 
 
 def usd(amount: Decimal | int | str, locale: str = ENGLISH) -> str:
@@ -187,7 +188,8 @@ def catalog_problems(directory: Path) -> list[str]:
             if entry is None or entry.fuzzy:
                 problems.append(f"{locale}: no translation of {msgid!r}")
                 continue
-            strings = entry.string if isinstance(entry.string, tuple) else (entry.string,)
+            found = entry.string
+            strings = tuple(found) if isinstance(found, (tuple, list)) else (found,)
             english = set().union(*(placeholders(i) for i in ids))
             for text in strings:
                 if not text:

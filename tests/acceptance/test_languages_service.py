@@ -159,7 +159,7 @@ async def test_a_mail_without_a_subject_gets_the_tag_line_in_spanish(
     database: Database, dovecot: Dovecot, mailbox: str, smtp_server: SmtpServer
 ) -> None:
     settings = service_mail_settings(dovecot, mailbox, smtp_server)
-    async with running_desk(database, extra=settings) as desk:
+    async with running_desk(database, extra=settings):
         _append_in(
             dovecot,
             mailbox,

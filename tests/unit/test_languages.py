@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from babel.messages.pofile import read_po, write_po
 
+from mail.parse import parse_mail
 from supportbot.settings import SettingsError, load_settings
 from tickets import languages
 from tickets.errors import SupportbotError
@@ -198,8 +199,6 @@ def test_agent_language_is_a_shipped_locale() -> None:
 
 
 def test_a_mail_says_its_language_in_content_language() -> None:
-    from mail.parse import parse_mail
-
     head = b"From: Li <li@example.cn>\r\nTo: support@example.com\r\nSubject: x\r\n"
     raw = head + b"Content-Language: zh-Hans\r\n\r\nhello\r\n"
     parsed = parse_mail(raw, our_address="support@example.com")
