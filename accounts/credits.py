@@ -41,7 +41,7 @@ from tickets import audit
 from tickets.customer_lookup import locale_of
 from tickets.dialect_sql import insert_ignore
 from tickets.errors import SupportbotError
-from tickets.languages import month_label, usd
+from tickets.languages import decimal, month_label, usd
 from tickets.model import OutboxKind, Plan, Route
 from tickets.months import Month
 from tickets.notices import notify_agents
@@ -414,7 +414,7 @@ async def _tell_customer(
     facts = {
         "month": str(plan.month),
         "month_label": month_label(plan.month.year, plan.month.month, locale),
-        "uptime": plan.uptime.percent,
+        "uptime": decimal(plan.uptime.percent, locale),
         "net_spend": usd(line.net_spend, locale),
         "amount": usd(line.amount, locale),
         "balance": usd(new_balance, locale) if new_balance is not None else None,

@@ -21,7 +21,7 @@ from babel.dates import format_datetime, format_skeleton, get_datetime_format
 from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 from babel.support import Translations
 
 from tickets.errors import SupportbotError
@@ -209,3 +209,11 @@ def catalog_problems(directory: Path) -> list[str]:
             f"{locale}: {msgid!r} is no longer in any template" for msgid in stale - set(wanted)
         )
     return problems
+
+
+def decimal(value: Decimal | str, locale: str = ENGLISH) -> str:
+    """A figure such as an uptime percentage in the reader's notation (`99,41` in Russian),
+    every digit kept."""
+    if locale == ENGLISH:
+        return str(value)
+    return format_decimal(Decimal(str(value)), locale=locale, decimal_quantization=False)

@@ -205,3 +205,11 @@ def test_a_mail_says_its_language_in_content_language() -> None:
     assert parsed.language == "zh-Hans"
     assert normalise(parsed.language) == "zh_Hans"
     assert parse_mail(head + b"\r\nhello\r\n", our_address="support@example.com").language is None
+
+
+def test_figures_keep_every_digit_in_the_locale_notation() -> None:
+    assert languages.decimal(Decimal("99.41"), "en") == "99.41"
+    assert languages.decimal(Decimal("99.41"), "ru") == "99,41"
+    assert languages.decimal("99.125", "es") == "99,125"
+    assert languages.month_label(2026, 4, "en") == "April 2026"
+    assert languages.month_label(2026, 4, "zh_Hans") == "2026年4月"
