@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from telegram import Bot, Message
+from telegram import Bot, BotCommand, Message
 
 from bot.accounts import AccountServices
 from bot.convert import CARRIED, Content, content_of, display_name, external_id
@@ -28,15 +28,11 @@ COMMANDS_PER_CUSTOMER = RateRule("commands", 20, timedelta(minutes=10))
 # Commands whose words are no message to the desk (an address or a code).
 _NOT_A_MESSAGE = frozenset({"link"})
 
-CUSTOMER_COMMANDS = {
-    "start": "How support works",
-    "new": "Start a separate ticket",
-    "status": "Your open tickets",
-    "link": "Link this chat to your account",
-    "balance": "Your balance (once linked)",
-    "refund": "Ask for a refund (linked accounts)",
-    "language": "Choose your language",
-}
+
+def customer_commands(templates: Templates, locale: str) -> list[BotCommand]:
+    """The customers' command menu in one locale (`templates/telegram/commands.txt`)."""
+    text = templates.render("telegram/commands", locale=locale)
+    return [BotCommand(*line.split(" ", 1)) for line in text.splitlines() if line.strip()]
 
 
 def split_command(text: str, bot_username: str) -> tuple[str, str] | None:

@@ -98,6 +98,32 @@ async def test_a_russian_customer_is_answered_in_russian_and_can_switch_to_spani
         assert await _language_of(database, ivan.id) == ("en", "ru")
 
 
+async def test_the_command_menu_is_set_in_each_language(database: Database) -> None:
+    async with running_desk(database) as desk:
+        private = {"type": "all_private_chats"}
+
+        def menu(language: str) -> dict[str, str]:
+            return {c["command"]: c["description"] for c in desk.server.commands(private, language)}
+
+        assert menu("")["language"] == "Choose your language"
+        assert menu("ru")["language"] == "Выбрать язык"
+        assert menu("zh")["status"] == "您的未结工单"
+        assert menu("es")["new"] == "Abrir un ticket aparte"
+        assert (
+            list(menu("ru"))
+            == list(menu(""))
+            == [
+                "start",
+                "new",
+                "status",
+                "link",
+                "balance",
+                "refund",
+                "language",
+            ]
+        )
+
+
 async def test_a_customer_whose_telegram_speaks_no_shipped_language_reads_english(
     database: Database,
 ) -> None:
