@@ -63,6 +63,8 @@ class Templates:
             env.filters["usd"] = partial(languages.usd, locale=locale)
             env.filters["hours"] = hours
             env.globals["locale"] = locale
+            # what joins two sentences translated apart: Chinese sets none after 。 or before （
+            env.globals["gap"] = "" if locale.startswith("zh") else " "
             self._envs[locale] = env
         return env
 

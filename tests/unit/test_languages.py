@@ -213,3 +213,14 @@ def test_figures_keep_every_digit_in_the_locale_notation() -> None:
     assert languages.decimal("99.125", "es") == "99,125"
     assert languages.month_label(2026, 4, "en") == "April 2026"
     assert languages.month_label(2026, 4, "zh_Hans") == "2026年4月"
+
+
+def test_chinese_sentences_join_without_a_space() -> None:
+    templates = Templates()
+    context = {"result": "wrong_code", "attempts_left": 2, "email": "", "retry_at": None}
+    assert templates.render("telegram/link", locale="zh_Hans", minutes=15, **context) == (
+        "验证码不正确。您还有 2 次机会。"
+    )
+    assert templates.render("telegram/link", locale="es", minutes=15, **context) == (
+        "Ese código no es correcto. Le quedan 2 intentos."
+    )
