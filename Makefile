@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: install demo run test pytest unit lint format bench clean
+.PHONY: install demo run test pytest unit lint format bench clean locales
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+locales: install  ## after editing templates/: extract the texts to translate and update every catalog
+	$(VENV)/bin/pybabel extract -F templates/locales/babel.cfg --no-location --omit-header \
+		-o templates/locales/messages.pot templates
+	$(VENV)/bin/pybabel update -D messages -i templates/locales/messages.pot -d templates/locales \
+		--width 100 --ignore-obsolete
 
 bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQL
 	$(PY) bench/sla.py

@@ -38,14 +38,16 @@ from accounts.plans import mirror_rows
 from accounts.tables import Account, AccountLink, SlaCredit
 from accounts.uptime import Uptime
 from tickets import audit
+from tickets.customer_lookup import locale_of
 from tickets.dialect_sql import insert_ignore
 from tickets.errors import SupportbotError
+from tickets.languages import decimal, month_label, usd
 from tickets.model import OutboxKind, Plan, Route
 from tickets.months import Month
 from tickets.notices import notify_agents
 from tickets.payloads import NoticePayload, enqueue
 from tickets.ports import Renderer
-from tickets.tables import Customer
+from tickets.tables import Customer, CustomerEmail
 
 PROMISE = Decimal("99.5")
 RATE = Decimal("0.01")
@@ -381,44 +383,59 @@ async def _tell_customer(
     routes: NoticeRoutes,
     at: datetime,
 ) -> Route | None:
-    """A factual notice over the customer's channel: a linked Telegram chat, else the email."""
+    """A factual notice over the customer's channel: a linked Telegram chat, else the email,
+    in the customer's language."""
+    chat = None
+    if routes.telegram:
+        chat = (
+            await session.execute(
+                select(Customer.telegram_id, Customer.id)
+                .join(AccountLink, AccountLink.customer_id == Customer.id)
+                .where(
+                    AccountLink.account_id == line.account_id,
+                    Customer.telegram_id.is_not(None),
+                    Customer.unreachable_at.is_(None),
+                    Customer.banned_at.is_(None),
+                )
+                .order_by(AccountLink.linked_at.desc(), AccountLink.id.desc())
+                .limit(1)
+            )
+        ).first()
+    if chat is not None:
+        route, recipient, customer_id = Route.TELEGRAM, str(chat.telegram_id), chat.id
+    elif routes.email:
+        route, recipient = Route.EMAIL, line.email
+        customer_id = await session.scalar(
+            select(CustomerEmail.customer_id).where(CustomerEmail.address == line.email.lower())
+        )
+    else:
+        return None
+    locale = await locale_of(await session.connection(), customer_id)
     facts = {
         "month": str(plan.month),
-        "month_label": plan.month.label,
-        "uptime": plan.uptime.percent,
-        "net_spend": cents(line.net_spend),
-        "amount": cents(line.amount),
-        "balance": cents(new_balance) if new_balance is not None else None,
+        "month_label": month_label(plan.month.year, plan.month.month, locale),
+        "uptime": decimal(plan.uptime.percent, locale),
+        "net_spend": usd(line.net_spend, locale),
+        "amount": usd(line.amount, locale),
+        "balance": usd(new_balance, locale) if new_balance is not None else None,
         "top_up": line.status is LineStatus.TOP_UP,
         "email": line.email,
     }
-    text = templates.render("accounts/sla_credit", **facts)
-    payload: NoticePayload = {"event": "sla_credit", "text": text, "automatic": True}
-    chat = None
-    if routes.telegram:
-        chat = await session.scalar(
-            select(Customer.telegram_id)
-            .join(AccountLink, AccountLink.customer_id == Customer.id)
-            .where(
-                AccountLink.account_id == line.account_id,
-                Customer.telegram_id.is_not(None),
-                Customer.unreachable_at.is_(None),
-                Customer.banned_at.is_(None),
-            )
-            .order_by(AccountLink.linked_at.desc(), AccountLink.id.desc())
-            .limit(1)
+    text = templates.render("accounts/sla_credit", locale=locale, **facts)
+    payload: NoticePayload = {
+        "event": "sla_credit",
+        "text": text,
+        "automatic": True,
+        "locale": locale,
+    }
+    if route is Route.EMAIL:
+        payload["subject_line"] = templates.render(
+            "accounts/sla_credit_subject", locale=locale, **facts
         )
-    if chat is not None:
-        route, recipient = Route.TELEGRAM, str(chat)
-    elif routes.email:
-        route, recipient = Route.EMAIL, line.email
-        payload["subject_line"] = templates.render("accounts/sla_credit_subject", **facts)
         payload["message_id"] = (
             f"<sla-credit-{plan.month}-{line.account_id}-{uuid.uuid4().hex[:12]}"
             f"@{routes.mail_domain}>"
         )
-    else:
-        return None
     enqueue(
         session, route=route, recipient=recipient, kind=OutboxKind.NOTICE, payload=payload, at=at
     )

@@ -34,6 +34,7 @@ from accounts.ledger import account_by_email, normalise_email
 from accounts.plans import sync_plans
 from accounts.tables import Account, AccountLink, LinkCode
 from tickets import audit, rate_limits
+from tickets.customer_lookup import locale_of
 from tickets.model import OutboxKind, Route
 from tickets.payloads import LinkCodePayload, enqueue
 from tickets.ports import Clock, Renderer, utcnow
@@ -184,7 +185,7 @@ class Linker:
                 return LinkOutcome(LinkResult.TOO_MANY_REQUESTS, email, retry_at=verdict.retry_at)
             code = await self._replace_code(session, customer_id, email, now, hashed=known)
             if known:
-                self._mail_code(session, email, code, now)
+                await self._mail_code(session, customer_id, email, code, now)
             audit.record(
                 session, at=now, action="link_requested", actor=actor, email=email, sent=known
             )
@@ -192,19 +193,31 @@ class Linker:
             self._wakeup()
         return LinkOutcome(LinkResult.SENT, email)
 
-    def _mail_code(
-        self, session: AsyncSession, email: str, code: str, now: datetime, ticket: int | None = None
+    async def _mail_code(
+        self,
+        session: AsyncSession,
+        customer_id: int,
+        email: str,
+        code: str,
+        now: datetime,
+        ticket: int | None = None,
     ) -> None:
         assert self._support_address is not None
         domain = self._support_address.rpartition("@")[2]
+        locale = await locale_of(await session.connection(), customer_id)
         text = self._templates.render(
-            "link_code", code=code, minutes=int(CODE_TTL.total_seconds() // 60), ticket=ticket
+            "link_code",
+            locale=locale,
+            code=code,
+            minutes=int(CODE_TTL.total_seconds() // 60),
+            ticket=ticket,
         )
         payload: LinkCodePayload = {
             "text": text,
-            "subject_line": self._templates.render("link_code_subject"),
+            "subject_line": self._templates.render("link_code_subject", locale=locale),
             "message_id": f"<link-{uuid.uuid4().hex}@{domain}>",
             "automatic": True,
+            "locale": locale,
         }
         enqueue(
             session,
@@ -308,7 +321,7 @@ class Linker:
             assert verdict.retry_at is not None
             return verdict.retry_at
         code = await self._replace_code(session, customer_id, email, now, hashed=True)
-        self._mail_code(session, email, code, now, ticket)
+        await self._mail_code(session, customer_id, email, code, now, ticket)
         return code
 
     async def _replace_code(

@@ -147,6 +147,7 @@ def _payments(summary: AccountSummary) -> list[dict[str, Any]]:
         {
             "paid_at": p.paid_at,
             "amount": cents(p.amount_usd),
+            "amount_usd": p.amount_usd,
             "crypto_amount": p.crypto_amount,
             "currency": p.currency,
             "chain": p.chain,
@@ -263,7 +264,7 @@ class BalanceLookups:
                 **details,
             )
 
-    async def for_customer(self, telegram_id: int) -> str:
+    async def for_customer(self, telegram_id: int, locale: str | None = None) -> str:
         """A linked customer's own balance, plan and recent payments; others are told to link."""
         now = self._clock()
         async with self._sessions() as session:
@@ -284,16 +285,19 @@ class BalanceLookups:
                 or (None if summary else "not linked" if account is None else "unknown"),
             )
         if problem is not None:
-            return self._templates.render("telegram/balance_unavailable")
+            return self._templates.render("telegram/balance_unavailable", locale=locale)
         if summary is None:
-            return self._templates.render("telegram/balance_unlinked", linked=account is not None)
+            return self._templates.render(
+                "telegram/balance_unlinked", locale=locale, linked=account is not None
+            )
         return self._templates.render(
             "telegram/balance",
+            locale=locale,
             email=summary.email,
             plan=summary.plan,
             pro_since=summary.pro_since,
-            balance=cents(summary.balance),
-            month_spend=cents(summary.month_spend),
-            payments=_payments(summary),
+            balance=summary.balance,
+            month_spend=summary.month_spend,
+            payments=[{**p, "amount": p["amount_usd"]} for p in _payments(summary)],
             as_of=summary.as_of,
         )

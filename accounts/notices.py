@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tickets.customer_lookup import locale_of
 from tickets.customer_messages import answering
 from tickets.mail_threads import thread_headers
 from tickets.model import Channel, OutboxKind, Route
@@ -37,18 +38,20 @@ async def notify_customer(
     last_in = await answering(session, ticket_id)
     if last_in is None or not last_in.reply_address or last_in.channel is None:
         return None
-    text = templates.render(template, ticket=ticket_id, **context)
+    locale = await locale_of(await session.connection(), ticket.customer_id)
+    text = templates.render(template, locale=locale, ticket=ticket_id, **context)
     payload: NoticePayload = {
         "text": text,
         "ticket": ticket_id,
         "subject": ticket.subject,
         "automatic": True,
+        "locale": locale,
     }
     if last_in.channel == Channel.EMAIL.value:
         headers = await thread_headers(
             await session.connection(),
             ticket_id=ticket.id,
-            subject=ticket.subject,
+            subject=ticket.subject or templates.render("mail/subject", locale=locale),
             in_reply_to=last_in.external_id,
             kind="notice",
             at=at,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -186,7 +186,7 @@ class PayoutDesk:
             payout.status = "sent"
             payout.tx_hash = tx_hash
             payout.sent_at = now
-            facts = {
+            facts: dict[str, Any] = {
                 "payout_id": payout.id,
                 "amount": cents(payout.amount_usd),
                 "currency": payout.currency,
@@ -203,6 +203,7 @@ class PayoutDesk:
                     "refunds/payout_sent",
                     at=now,
                     mail_domain=self._mail_domain,
+                    amount_usd=payout.amount_usd,
                     **facts,
                 )
             audit.record(

@@ -24,20 +24,21 @@ class AccountServices:
     templates: Renderer
     claims: AccountClaims | None = None  # an agent's /account N EMAIL|CODE
 
-    async def link(self, telegram_id: int, name: str, args: str) -> str:
+    async def link(self, telegram_id: int, name: str, args: str, locale: str | None = None) -> str:
         """`/link EMAIL` asks for a code, `/link CODE` proves it; `/link` alone explains."""
         words = args.split()
         if len(words) != 1:
-            return self._link_text(LinkOutcome(LinkResult.NO_CODE), usage=True)
+            return self._link_text(LinkOutcome(LinkResult.NO_CODE), locale, usage=True)
         if is_code(words[0]):
             outcome = await self.linker.confirm(telegram_id, name, words[0])
         else:
             outcome = await self.linker.request(telegram_id, name, words[0])
-        return self._link_text(outcome)
+        return self._link_text(outcome, locale)
 
-    def _link_text(self, outcome: LinkOutcome, *, usage: bool = False) -> str:
+    def _link_text(self, outcome: LinkOutcome, locale: str | None, *, usage: bool = False) -> str:
         return self.templates.render(
             "telegram/link",
+            locale=locale,
             result="usage" if usage else outcome.result.value,
             email=outcome.email or "",
             attempts_left=outcome.attempts_left,
@@ -45,9 +46,9 @@ class AccountServices:
             minutes=int(CODE_TTL.total_seconds() // 60),
         )
 
-    async def customer_balance(self, telegram_id: int) -> str:
+    async def customer_balance(self, telegram_id: int, locale: str | None = None) -> str:
         """A customer's `/balance`: their linked account, or how to link one."""
-        return await self.lookups.for_customer(telegram_id)
+        return await self.lookups.for_customer(telegram_id, locale)
 
     async def agent_balance(self, agent: int, args: str, context_ticket: int | None) -> str:
         """An agent's `/balance [N|EMAIL]` (plain text; the caller escapes it for HTML)."""

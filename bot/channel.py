@@ -20,7 +20,7 @@ from bot.accounts import AccountServices
 from bot.agents import AGENT_COMMANDS, AgentGroup
 from bot.buttons import ButtonSigner
 from bot.console import AgentConsole
-from bot.customers import CUSTOMER_COMMANDS, ChatParts, CustomerChat
+from bot.customers import ChatParts, CustomerChat, customer_commands
 from bot.limits import TelegramLimiter
 from bot.outage import GroupOutage
 from bot.polling import Poller
@@ -31,6 +31,7 @@ from bot.store import PlaceBook
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.inbox import Inbox
+from tickets.languages import LOCALES
 from tickets.model import Attachment, Route
 from tickets.outbox import Sender
 from tickets.periodic import run_every
@@ -135,10 +136,12 @@ class TelegramChannel:
                 f"TELEGRAM_API_URL: cannot reach {self._settings.api_url}: {error}"
             ) from None
         self.forum = bool(chat.is_forum)
-        await self.bot.set_my_commands(
-            [BotCommand(name, text) for name, text in CUSTOMER_COMMANDS.items()],
-            scope=BotCommandScopeAllPrivateChats(),
-        )
+        for locale in LOCALES:  # the menu in each customer's language; English for the rest
+            await self.bot.set_my_commands(
+                customer_commands(self._templates, locale),
+                scope=BotCommandScopeAllPrivateChats(),
+                language_code=None if locale == "en" else locale.split("_")[0],
+            )
         await self.bot.set_my_commands(
             [
                 BotCommand(name, text)

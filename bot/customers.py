@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from telegram import Bot, Message
+from telegram import Bot, BotCommand, Message
 
 from bot.accounts import AccountServices
 from bot.convert import CARRIED, Content, content_of, display_name, external_id
@@ -14,6 +14,7 @@ from bot.limits import TelegramLimiter
 from bot.refunds import CustomerRefunds
 from tickets import queue
 from tickets.desk import Desk
+from tickets.languages import LOCALES, NAMES, normalise, parse_choice
 from tickets.model import Channel, CustomerRef, IncomingMessage, Route
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock
@@ -27,14 +28,11 @@ COMMANDS_PER_CUSTOMER = RateRule("commands", 20, timedelta(minutes=10))
 # Commands whose words are no message to the desk (an address or a code).
 _NOT_A_MESSAGE = frozenset({"link"})
 
-CUSTOMER_COMMANDS = {
-    "start": "How support works",
-    "new": "Start a separate ticket",
-    "status": "Your open tickets",
-    "link": "Link this chat to your account",
-    "balance": "Your balance (once linked)",
-    "refund": "Ask for a refund (linked accounts)",
-}
+
+def customer_commands(templates: Templates, locale: str) -> list[BotCommand]:
+    """The customers' command menu in one locale (`templates/telegram/commands.txt`)."""
+    text = templates.render("telegram/commands", locale=locale)
+    return [BotCommand(*line.split(" ", 1)) for line in text.splitlines() if line.strip()]
 
 
 def split_command(text: str, bot_username: str) -> tuple[str, str] | None:
@@ -89,13 +87,15 @@ class CustomerChat:
             return
         if await self._desk.customer_banned(ref):
             return
-        if not await self._within_limit(message, ref, command):
+        locale = await self._desk.customer_locale(ref)
+        if not await self._within_limit(message, ref, command, locale):
             return
         if command is not None:
-            await self._command(message, ref, *command)
+            await self._command(message, ref, *command, locale=locale)
         else:
             await self._answer(
-                message, self._templates.render("telegram/unsupported", carried=CARRIED)
+                message,
+                self._templates.render("telegram/unsupported", locale=locale, carried=CARRIED),
             )
 
     async def on_edit(self, message: Message) -> None:
@@ -135,12 +135,15 @@ class CustomerChat:
             )
         )
 
-    async def _command(self, message: Message, ref: CustomerRef, name: str, args: str) -> None:
+    async def _command(
+        self, message: Message, ref: CustomerRef, name: str, args: str, *, locale: str
+    ) -> None:
         if name in ("start", "help"):
             await self._answer(
                 message,
                 self._templates.render(
                     "telegram/start",
+                    locale=locale,
                     name=message.from_user.first_name if message.from_user else "",
                     response_hours=self._policy.response_hours,
                     target_hours=self._policy.target_hours,
@@ -151,32 +154,51 @@ class CustomerChat:
                 await self._receive(message, ref, Content(args, ()), new_ticket=True)
             else:
                 await self._desk.request_new_ticket(ref)
-                await self._answer(message, self._templates.render("telegram/new_ticket"))
+                text = self._templates.render("telegram/new_ticket", locale=locale)
+                await self._answer(message, text)
+        elif name == "language":
+            await self._answer(message, await self._language(ref, args, locale))
         elif name == "link" and self._accounts is not None:
             assert ref.telegram_id is not None
-            await self._answer(message, await self._accounts.link(ref.telegram_id, ref.name, args))
+            answer = await self._accounts.link(ref.telegram_id, ref.name, args, locale)
+            await self._answer(message, answer)
         elif name == "link":
-            await self._answer(message, self._templates.render("telegram/link", result="no_mail"))
+            text = self._templates.render("telegram/link", locale=locale, result="no_mail")
+            await self._answer(message, text)
         elif name == "balance" and self._accounts is not None:
             assert ref.telegram_id is not None
-            await self._answer(message, await self._accounts.customer_balance(ref.telegram_id))
+            answer = await self._accounts.customer_balance(ref.telegram_id, locale)
+            await self._answer(message, answer)
         elif name == "refund" and self._refunds is not None:
-            answer = await self._refunds.request(message, ref, args)
-            if answer is not None:
-                await self._answer(message, answer)
+            refund_answer = await self._refunds.request(message, ref, args, locale)
+            if refund_answer is not None:
+                await self._answer(message, refund_answer)
         elif name == "status":
             assert ref.telegram_id is not None
             views = queue.QueueViews(self._desk.sessions, self._policy)
             tickets = await views.customer_tickets(ref.telegram_id, self._clock())
-            await self._answer(message, self._templates.render("telegram/status", tickets=tickets))
+            text = self._templates.render("telegram/status", locale=locale, tickets=tickets)
+            await self._answer(message, text)
         else:
             # Strangers trying agent commands here learn nothing beyond this.
-            await self._answer(
-                message, self._templates.render("telegram/unknown_command", command=f"/{name}")
+            text = self._templates.render(
+                "telegram/unknown_command", locale=locale, command=f"/{name}"
             )
+            await self._answer(message, text)
+
+    async def _language(self, ref: CustomerRef, args: str, locale: str) -> str:
+        """`/language ru` keeps the customer's pick; anything else gets the one-line usage."""
+        picked = parse_choice(args)
+        if picked is None:
+            choices = ", ".join(f"{_tag(code)} ({NAMES[code]})" for code in LOCALES)
+            return self._templates.render(
+                "telegram/language", locale=locale, result="usage", choices=choices
+            )
+        await self._desk.set_language(ref, picked)
+        return self._templates.render("telegram/language", locale=picked, result="set")
 
     async def _within_limit(
-        self, message: Message, ref: CustomerRef, command: tuple[str, str] | None
+        self, message: Message, ref: CustomerRef, command: tuple[str, str] | None, locale: str
     ) -> bool:
         """Count a request the bot answers; over the limit it goes unanswered, but words that
         came with a command are stored as a message, and the customer is told once."""
@@ -186,7 +208,7 @@ class CustomerChat:
             return True
         if verdict.tell:
             text = self._templates.render(
-                "telegram/slow_down", ticket=None, retry_at=verdict.retry_at
+                "telegram/slow_down", locale=locale, ticket=None, retry_at=verdict.retry_at
             )
             await self._answer(message, text)
         if command is not None and command[1] and command[0] not in _NOT_A_MESSAGE:
@@ -203,4 +225,13 @@ def _writer(message: Message) -> CustomerRef | None:
     user = message.from_user
     if user is None or user.is_bot:
         return None
-    return CustomerRef(name=display_name(message), telegram_id=user.id)
+    return CustomerRef(
+        name=display_name(message),
+        telegram_id=user.id,
+        language=normalise(user.language_code),
+    )
+
+
+def _tag(locale: str) -> str:
+    """What a customer types for a locale: `zh` rather than `zh_Hans`."""
+    return locale.split("_", maxsplit=1)[0]

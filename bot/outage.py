@@ -15,6 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import telegram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -101,7 +102,7 @@ class GroupAlarm:
             task.cancel()
         await asyncio.gather(*self._alerts, return_exceptions=True)
 
-    def _alert(self, template: str, **context: object) -> None:
+    def _alert(self, template: str, **context: Any) -> None:
         if self._templates is None:
             return
         text = self._templates.render(template, chat_id=self._chat_id, **context)

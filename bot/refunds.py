@@ -225,14 +225,16 @@ class CustomerRefunds:
         self._clock = clock
         self._refunds = refunds
 
-    async def request(self, message: Message, ref: CustomerRef, note: str) -> str | None:
+    async def request(
+        self, message: Message, ref: CustomerRef, note: str, locale: str | None = None
+    ) -> str | None:
         """Open the request, or add to the one still open; returns a text to answer with when
         no ticket was opened (a new ticket's receipt is the answer)."""
         assert ref.telegram_id is not None
         now = self._clock()
         customer_id, owner = await owner_of_telegram_user(self._desk.sessions, ref.telegram_id)
         if customer_id is None or owner is None or owner.identity is not Identity.LINKED:
-            return self._templates.render("telegram/refund_link_first")
+            return self._templates.render("telegram/refund_link_first", locale=locale)
         email = owner.account.email
         open_request = await queue.open_ticket_about(
             self._desk.sessions, customer_id, REFUND_SUBJECT
@@ -265,7 +267,7 @@ class CustomerRefunds:
             return None
         if open_request is None:  # over the limit of new tickets: the desk told the customer
             return None
-        return self._templates.render("telegram/refund_open", ticket=intake.ticket)
+        return self._templates.render("telegram/refund_open", locale=locale, ticket=intake.ticket)
 
 
 def _html(text: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
 from mail import wire
+from tickets import languages
 from tickets.ports import FileData
 
 __all__ = [
@@ -169,27 +170,47 @@ def _unique(items: Iterable[str | None]) -> list[str]:
 
 
 class MailTemplates:
-    """Renders `mail/<kind>.txt` and `mail/<kind>.html` (HTML autoescaped); `reply` by default."""
+    """Renders `mail/<kind>.txt` and `mail/<kind>.html` (HTML autoescaped); `reply` by default.
+    The frame around the text (the footer with the ticket tag) is in the customer's locale."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        loader = FileSystemLoader(directory)
-        self._text = Environment(
-            loader=loader,
-            undefined=StrictUndefined,
-            autoescape=False,  # noqa: S701 - text/plain; the HTML environment escapes
-            trim_blocks=True,
-            keep_trailing_newline=False,
-        )
-        self._html = Environment(
-            loader=loader, undefined=StrictUndefined, autoescape=True, trim_blocks=True
-        )
+        self._loader = FileSystemLoader(directory)
+        self._envs: dict[str, tuple[Environment, Environment]] = {}
 
-    def render(self, kind: str, context: Mapping[str, Any]) -> tuple[str, str]:
+    def _environments(self, locale: str) -> tuple[Environment, Environment]:
+        envs = self._envs.get(locale)
+        if envs is None:
+            catalog = languages.translations(self.directory, locale)
+            text = Environment(
+                loader=self._loader,
+                undefined=StrictUndefined,
+                autoescape=False,  # noqa: S701 - text/plain; the HTML environment escapes
+                trim_blocks=True,
+                keep_trailing_newline=False,
+                extensions=["jinja2.ext.i18n"],
+            )
+            html = Environment(
+                loader=self._loader,
+                undefined=StrictUndefined,
+                autoescape=True,
+                trim_blocks=True,
+                extensions=["jinja2.ext.i18n"],
+            )
+            for env in (text, html):
+                env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
+                env.globals["locale"] = locale
+            envs = self._envs[locale] = (text, html)
+        return envs
+
+    def render(
+        self, kind: str, context: Mapping[str, Any], locale: str | None = None
+    ) -> tuple[str, str]:
         """The text and the HTML body for one kind of mail."""
+        text_env, html_env = self._environments(languages.choose(locale))
         values = {**context, "paragraphs": paragraphs(str(context.get("text", "")))}
-        text = self._pick(self._text, kind, "txt").render(**values).strip() + "\n"
-        html = self._pick(self._html, kind, "html").render(**values).strip() + "\n"
+        text = self._pick(text_env, kind, "txt").render(**values).strip() + "\n"
+        html = self._pick(html_env, kind, "html").render(**values).strip() + "\n"
         return text, html
 
     def _pick(self, env: Environment, kind: str, suffix: str) -> Any:

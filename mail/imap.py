@@ -55,6 +55,7 @@ from mail.settings import ImapSettings
 from tickets import email_lookups
 from tickets.desk import Desk
 from tickets.group_commit import unreachable
+from tickets.languages import normalise
 from tickets.model import (
     Attachment,
     Channel,
@@ -337,7 +338,9 @@ class ImapIntake:
         if not address:
             raise UnusableMail("the mail names no sender address")
         from_desk = address == self._address
-        customer = CustomerRef(name=parsed.from_name or address, email=address)
+        customer = CustomerRef(
+            name=parsed.from_name or address, email=address, language=normalise(parsed.language)
+        )
         reply_address = parsed.reply_to or address
         if parsed.bounce_of:
             original = await self._bounced_address(parsed.bounce_of)

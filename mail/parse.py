@@ -130,6 +130,7 @@ class ParsedMail:
     ticket_tag: int | None
     defects: tuple[str, ...]
     broken: bool = False
+    language: str | None = None  # the `Content-Language` header as sent (issue 16)
 
 
 def _guard(defects: list[str], what: str, func: Callable[[], _T], default: _T) -> _T:
@@ -441,6 +442,7 @@ def parse_mail(
         lambda: _auth(_headers(msg, "Authentication-Results")),
         (AuthVerdict.NONE, ""),
     )
+    language = _guard(defects, "Content-Language", lambda: _first(msg, "Content-Language"), None)
     return ParsedMail(
         message_id=message_id,
         in_reply_to=tuple(in_reply_to),
@@ -461,6 +463,7 @@ def parse_mail(
         ticket_tag=_ticket_tag(subject),
         defects=tuple(dict.fromkeys(defects)),
         broken=broken,
+        language=language,
     )
 
 

@@ -199,7 +199,10 @@ class SmtpSender:
             "automatic": automatic,
             "left_out": left_out,
         }
-        text, html = self._templates.render(kind, context)
+        locale = payload.get("locale")
+        text, html = self._templates.render(
+            kind, context, locale if isinstance(locale, str) else None
+        )
         references = payload.get("references") or []
         return OutgoingMail(
             sender=self._address,

@@ -53,6 +53,7 @@ async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> N
     ann = server.add_user("Ann")
     bob = server.add_user("Bob")
     ada = server.add_user("Ada", username="ada_admin")
+    ivan = server.add_user("Ivan", language_code="ru-RU")
     await server.add_member(group, sam)
     await server.add_member(group, ada)
     settings = local_settings(
@@ -81,6 +82,7 @@ async def _script(server: LocalBotApi, mail: LocalMailServer, folder: Path) -> N
         await _email(scene, group, sam)
         await refund(scene, group, sam, ada, bob)
         await watch_and_report(scene, group, sam, ada)
+        await _in_russian(scene, ivan)
         print(
             f"\nThe note stayed internal: Ann saw {len(server.sent_to(ann.id))} messages, "
             f"none of them the note. Telegram answered 429 "
@@ -184,3 +186,29 @@ async def _email(scene: Scene, group: SimChat, sam: SimUser) -> None:
     )
     print("\n— The queue: Carol's answer waits on us —")
     await print_queue(scene.look)
+
+
+async def _in_russian(scene: Scene, ivan: SimUser) -> None:
+    """Ivan's Telegram is in Russian: every automatic text he gets is too, until he picks
+    another language; the agents' group stays in English (AGENT_LANGUAGE)."""
+    print("\n— Languages: Ivan's Telegram speaks Russian, so the bot does too —")
+    scene.shown.follow(ivan)
+    number = len(await scene.tickets()) + 1
+    await scene.customer_writes(
+        ivan, "Здравствуйте! Пополнил баланс на 30 USDT, но он всё ещё пустой.", number
+    )
+    for command, answer in (
+        ("", "Номер вашего обращения"),  # the receipt
+        ("/status", "Ваши открытые обращения"),
+        ("/language es", "Hecho"),
+        ("/status", "Sus tickets abiertos"),
+    ):
+        if command:
+            scene.shown.person(ivan, "bot", command)
+            await scene.server.user_sends(ivan, text=command)
+
+        async def answered(needle: str = answer) -> bool:
+            return any(needle in (m.text or "") for m in scene.server.sent_to(ivan.id))
+
+        await until(answered)
+        await scene.settle(0.3)

@@ -109,7 +109,7 @@ async def build(
         await prepare_database(engine)
         sessions = db.session_factory(engine)
         policy = policy_from(settings)
-        templates = Templates(default_directory())
+        templates = Templates(default_directory(), default_locale=settings.agent_language)
         wakeups = Wakeups()
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
         desk = Desk(

@@ -17,6 +17,7 @@ from accounts.settings import UptimeSettings
 from bot.settings import ReplyMode, TelegramSettings
 from mail.settings import ImapSettings, SmtpSettings, Tls
 from tickets.errors import SupportbotError
+from tickets.languages import LOCALES, normalise
 from tickets.settings import SlaSettings
 from tickets.sla import BusinessCalendar
 
@@ -61,6 +62,8 @@ class Settings:
     retention: timedelta = timedelta(days=30)
     # How long /readyz trusts a getMe answer before asking the Bot API again.
     health_cache_seconds: float = 30.0
+    # The one language the agents' group reads (AGENT_LANGUAGE): a shipped locale.
+    agent_language: str = "en"
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -400,4 +403,16 @@ def load_settings(
         plan_refresh_seconds=float(read.integer("PLAN_REFRESH_SECONDS", 300, low=5, high=86400)),
         http_listen=_http_listen(read),
         retention=timedelta(days=read.integer("RETENTION_DAYS", 30, low=1, high=3650)),
+        agent_language=_agent_language(read),
     )
+
+
+def _agent_language(read: _Reader) -> str:
+    """AGENT_LANGUAGE: one of the shipped locales (`zh` and `zh-Hans` name Simplified Chinese)."""
+    value = read.text("AGENT_LANGUAGE", "en")
+    locale = value if value in LOCALES else normalise(value)
+    if locale is None:
+        raise SettingsError(
+            "AGENT_LANGUAGE", f"expected one of {', '.join(LOCALES)}, got {value!r}"
+        )
+    return locale

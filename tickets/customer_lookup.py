@@ -18,6 +18,7 @@ from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickets.dialect_sql import insert_ignoring
+from tickets.languages import ENGLISH, choose
 from tickets.model import CustomerRef, Plan, storable_text
 from tickets.ports import AccountPlans
 from tickets.tables import customer_emails, customers
@@ -33,6 +34,8 @@ _COLUMNS = (
     customers.c.banned_at,
     customers.c.unreachable_at,
     customers.c.wants_new_ticket,
+    customers.c.language,
+    customers.c.client_language,
 )
 _BY_TELEGRAM = (
     select(*_COLUMNS).where(customers.c.telegram_id == bindparam("telegram_id")).with_for_update()
@@ -70,6 +73,8 @@ class Found:
     banned_at: datetime | None
     unreachable_at: datetime | None
     wants_new_ticket: bool
+    language: str | None = None
+    client_language: str | None = None
 
 
 @dataclass
@@ -80,6 +85,7 @@ class CustomerRow:
     name: str
     plan: str
     banned: bool
+    locale: str = ENGLISH  # what they read: picked, else their client's, else English
 
 
 def sender_key(ref: CustomerRef) -> SenderKey:
@@ -135,6 +141,8 @@ async def find_or_create(
     writing = wrote and found.banned_at is None
     if writing and found.unreachable_at is not None:
         changes["unreachable_at"] = None
+    if ref.language is not None and found.client_language != ref.language:
+        changes["client_language"] = ref.language
     wanted_new = found.wants_new_ticket and writing
     if wanted_new:
         changes["wants_new_ticket"] = False
@@ -146,7 +154,11 @@ async def find_or_create(
     if known is not None:
         known[key] = found
     customer = CustomerRow(
-        id=found.id, name=found.name, plan=found.plan, banned=found.banned_at is not None
+        id=found.id,
+        name=found.name,
+        plan=found.plan,
+        banned=found.banned_at is not None,
+        locale=choose(found.language, found.client_language),
     )
     return customer, wanted_new
 
@@ -210,4 +222,19 @@ def _found(row: Any) -> Found:
         banned_at=row.banned_at,
         unreachable_at=row.unreachable_at,
         wants_new_ticket=bool(row.wants_new_ticket),
+        language=row.language,
+        client_language=row.client_language,
     )
+
+
+_LANGUAGES = select(customers.c.language, customers.c.client_language).where(
+    customers.c.id == bindparam("customer_id")
+)
+
+
+async def locale_of(connection: AsyncConnection, customer_id: int | None) -> str:
+    """The locale a customer reads: the one they picked, else their client's, else English."""
+    if customer_id is None:
+        return ENGLISH
+    row = (await connection.execute(_LANGUAGES, {"customer_id": customer_id})).first()
+    return ENGLISH if row is None else choose(row.language, row.client_language)

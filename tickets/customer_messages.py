@@ -186,6 +186,7 @@ class Receiver:
                 external_id,
                 reopened=reopened,
                 at=now,
+                locale=customer.locale,
             )
         event = "opened" if opened else "reopened" if reopened else "message"
         if bounced:
@@ -392,7 +393,9 @@ class Receiver:
         ticket = unwritten.tickets.get(found.id) or TicketState(**found._asdict())
         unwritten.tickets[ticket.id] = ticket
         if window.refuse(now):
-            text = self._templates.render("telegram/slow_down", ticket=ticket.id, retry_at=retry_at)
+            text = self._templates.render(
+                "telegram/slow_down", locale=customer.locale, ticket=ticket.id, retry_at=retry_at
+            )
             unwritten.outbox_rows.append(
                 outbox_row(
                     Route.TELEGRAM,
@@ -550,6 +553,7 @@ class Receiver:
         *,
         reopened: bool,
         at: datetime,
+        locale: str,
     ) -> bool:
         route = Route(channel.value)
         if route is Route.EMAIL:
@@ -560,6 +564,7 @@ class Receiver:
             window.use(rule, at)
         text = self._templates.render(
             "receipt",
+            locale=locale,
             ticket=ticket.id,
             due_at=ticket.due_at,
             reopened=reopened,
@@ -571,6 +576,7 @@ class Receiver:
             "subject": ticket.subject,
             "in_reply_to": external_id,
             "automatic": True,
+            "locale": locale,
         }
         if route is Route.EMAIL:
             add_mail_headers(
@@ -578,7 +584,7 @@ class Receiver:
                 await thread_headers(
                     connection,
                     ticket_id=ticket.id,
-                    subject=ticket.subject,
+                    subject=ticket.subject or self._templates.render("mail/subject", locale=locale),
                     in_reply_to=external_id,
                     kind="receipt",
                     at=at,

@@ -14,7 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tickets import audit, rate_limits
 from tickets.agents import active_agent
 from tickets.console import AGENT_REPLY, Console  # AGENT_REPLY: the desk's contract too
-from tickets.customer_lookup import NAME_LIMIT  # noqa: F401 - part of the desk's contract
+from tickets.customer_lookup import (
+    NAME_LIMIT,  # noqa: F401 - part of the desk's contract
+    locale_of,
+)
 from tickets.customer_messages import (  # noqa: F401 - the limits are part of the desk's contract
     EXCERPT,
     NEW_TICKETS_PER_CUSTOMER,
@@ -26,6 +29,7 @@ from tickets.deferred_writes import Unwritten
 from tickets.delivery import DeliveryOutcomes
 from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFound
 from tickets.group_commit import Coalescer, in_transactions
+from tickets.languages import LOCALES, choose
 from tickets.mail_threads import thread_headers
 from tickets.model import (
     Attachment,
@@ -161,6 +165,33 @@ class Desk:
         async with self.sessions() as session:
             banned = await session.scalar(select(Customer.banned_at).where(where))
         return banned is not None
+
+    async def customer_locale(self, ref: CustomerRef) -> str:
+        """The locale a Telegram customer reads: their /language pick, else what their client
+        says now, else what it said last, else English."""
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Customer.language, Customer.client_language).where(
+                        Customer.telegram_id == ref.telegram_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return choose(ref.language)
+        return choose(row.language, ref.language, row.client_language)
+
+    async def set_language(self, ref: CustomerRef, locale: str) -> None:
+        """Keep the language a customer picked with /language; it wins over their client's."""
+        if locale not in LOCALES:
+            raise InvalidAction(f"no {locale!r} locale; shipped: {', '.join(LOCALES)}")
+        now = self._clock()
+        async with self.sessions.begin() as session:
+            connection = await session.connection()
+            customer, _ = await self._receiver.customer(connection, ref, now, wrote=False)
+            await connection.execute(
+                update(Customer).where(Customer.id == customer.id).values(language=locale)
+            )
 
     async def refused(
         self, telegram_id: int, action: str, reason: str, ticket: int | None = None
@@ -373,12 +404,15 @@ class Desk:
                 "agent": agent.name,
             }
             if last_in.channel == Channel.EMAIL.value:
+                locale = await locale_of(await session.connection(), ticket.customer_id)
+                payload["locale"] = locale
                 add_mail_headers(
                     payload,
                     await thread_headers(
                         await session.connection(),
                         ticket_id=ticket.id,
-                        subject=ticket.subject,
+                        subject=ticket.subject
+                        or self._templates.render("mail/subject", locale=locale),
                         in_reply_to=last_in.external_id,
                         kind="reply",
                         at=now,

@@ -140,6 +140,9 @@ class CustomerRef:
     name: str = ""
     telegram_id: int | None = None
     email: str | None = None
+    # The shipped locale their client names (Telegram `language_code`, mail `Content-Language`),
+    # None when it names none we ship; what they picked with /language wins over it.
+    language: str | None = None
 
     def __post_init__(self) -> None:
         if (self.telegram_id is None) == (self.email is None):

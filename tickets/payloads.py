@@ -26,6 +26,7 @@ class MailHeaders(TypedDict, total=False):
     in_reply_to: str | None
     references: list[str]
     subject_line: str
+    locale: str  # the customer's: the mail sender writes the footer in it (issue 16)
 
 
 def add_mail_headers(payload: MailHeaders, headers: MailHeaders) -> None:

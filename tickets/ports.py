@@ -21,7 +21,9 @@ def utcnow() -> datetime:
 class Renderer(Protocol):
     """Renders a named template (see `templates/`) to text."""
 
-    def render(self, template_name: str, /, **context: Any) -> str: ...
+    def render(
+        self, template_name: str, /, *, locale: str | None = None, **context: Any
+    ) -> str: ...
 
 
 class AccountPlans(Protocol):

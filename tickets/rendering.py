@@ -7,13 +7,17 @@ channel reaches up into the shell for its texts. The wheel ships `templates/` as
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
+from tickets import languages
 from tickets.errors import SupportbotError
+from tickets.languages import when
+
+__all__ = ["Templates", "default_directory", "hours", "when"]
 
 
 def default_directory() -> Path:
@@ -22,36 +26,53 @@ def default_directory() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "templates"
 
 
-def when(value: datetime | str | None) -> str:
-    """A due time as customers and agents read it: `Mon 30 Nov 2026, 20:00 UTC`."""
-    if value is None:
-        return "—"
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone(UTC).strftime("%a %d %b %Y, %H:%M UTC")
-
-
 def hours(value: float) -> str:
     return f"{value:g}"
 
 
 class Templates:
-    """Renders `NAME.txt` from the templates directory, failing loudly on a missing variable."""
+    """Renders `NAME.txt` from the templates directory in a locale, failing loudly on a missing
+    variable; the texts marked for translation come from the locale's catalog."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, default_locale: str = "en") -> None:
         self.directory = directory or default_directory()
-        self._env = Environment(
-            loader=FileSystemLoader(self.directory),
-            undefined=StrictUndefined,
-            autoescape=False,  # noqa: S701 - plain text; each channel escapes for its own markup
-            keep_trailing_newline=False,
-            auto_reload=False,  # templates are read once; restart to pick up edits
-        )
-        self._env.filters["when"] = when
-        self._env.filters["hours"] = hours
+        if default_locale not in languages.LOCALES:
+            raise SupportbotError(
+                f"no {default_locale!r} locale; shipped: {', '.join(languages.LOCALES)}"
+            )
+        self.default_locale = default_locale  # the agents' language (AGENT_LANGUAGE)
+        self._loader = FileSystemLoader(self.directory)
+        self._envs: dict[str, Environment] = {}
 
-    def render(self, template_name: str, /, **context: Any) -> str:
+    def environment(self, locale: str) -> Environment:
+        """One Jinja environment per locale, built on first use with that locale's catalog."""
+        env = self._envs.get(locale)
+        if env is None:
+            env = Environment(
+                loader=self._loader,
+                undefined=StrictUndefined,
+                autoescape=False,  # noqa: S701 - plain text; each channel escapes for its own markup
+                keep_trailing_newline=False,
+                auto_reload=False,  # templates are read once; restart to pick up edits
+                extensions=["jinja2.ext.i18n"],
+            )
+            env.install_gettext_translations(  # type: ignore[attr-defined]
+                languages.translations(self.directory, locale), newstyle=True
+            )
+            env.filters["when"] = partial(when, locale=locale)
+            env.filters["usd"] = partial(languages.usd, locale=locale)
+            env.filters["hours"] = hours
+            env.globals["locale"] = locale
+            # what joins two sentences translated apart: Chinese sets none after 。 or before （
+            env.globals["gap"] = "" if locale.startswith("zh") else " "
+            self._envs[locale] = env
+        return env
+
+    def render(self, template_name: str, /, *, locale: str | None = None, **context: Any) -> str:
+        """The text of one template; `locale` is the reader's (a customer's), else the agents'."""
+        env = self.environment(languages.choose(locale, self.default_locale))
         try:
-            template = self._env.get_template(f"{template_name}.txt")
+            template = env.get_template(f"{template_name}.txt")
         except TemplateNotFound:
             raise SupportbotError(
                 f"template {template_name}.txt is missing from {self.directory}"

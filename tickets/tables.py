@@ -85,6 +85,12 @@ class Customer(Base):
     wants_new_ticket: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # The language the customer picked with /language (a shipped locale, e.g. "ru"); it wins
+    # over the one their Telegram or mail client says. None: not picked.
+    language: Mapped[str | None] = mapped_column(String(16))
+    # The locale their client named last (Telegram `language_code`, mail `Content-Language`),
+    # kept for notices sent later (refunds, payouts, credits). None: none we ship.
+    client_language: Mapped[str | None] = mapped_column(String(16))
 
 
 class CustomerEmail(Base):

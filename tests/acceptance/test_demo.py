@@ -67,6 +67,7 @@ def test_demo_shows_both_sides_and_the_queue(tmp_path: Path) -> None:
     email_scene(out)
     refund_scene(out)
     watch_and_report_scene(out)
+    russian_scene(out)
 
 
 def ledger_scene(out: str) -> None:
@@ -158,3 +159,15 @@ def watch_and_report_scene(out: str) -> None:
     assert "Sam → agents' group\n        │ /report" in report
     assert "SLA report " in report and "Breaches: 1" in report and "#5 basic telegram" in report
     assert "bot → agents' group\n        │ [photo] Response times" in report, "the chart"
+
+
+def russian_scene(out: str) -> None:
+    """Ivan's Telegram speaks Russian: his receipt and /status are Russian, until /language es."""
+    scene = dict(blocks(out.split("— Languages")[1]))
+    ivan = [text for head, text in blocks(out.split("— Languages")[1]) if head == "bot → Ivan"]
+    assert ivan[0].startswith("Спасибо, мы получили ваше сообщение. Номер вашего обращения — #6.")
+    assert "(в течение 24 рабочих часов)" in ivan[0]
+    assert ivan[1].startswith("Ваши открытые обращения:\n#6 — ждёт нашего ответа, срок — ")
+    assert ivan[2] == "Hecho: a partir de ahora le escribiré en español."
+    assert ivan[3].startswith("Sus tickets abiertos:\n#6 — esperando nuestra respuesta, plazo: ")
+    assert "Ivan → bot" in scene
