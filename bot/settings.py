@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -11,3 +12,19 @@ class TelegramSettings:
     api_url: str
     agent_chat_id: int
     timeout: float = 15.0  # seconds a Bot API request may take (sending, then the answer)
+    webhook: WebhookSettings | None = None  # None: long polling
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Webhook mode: Telegram POSTs updates to `url`; every replica serves `host:port`."""
+
+    url: str
+    secret: str = field(repr=False)
+    host: str = "0.0.0.0"  # noqa: S104 - a webhook is reached from outside by design
+    port: int = 8443
+
+    @property
+    def path(self) -> str:
+        """The path the webhook server answers on: the URL's own."""
+        return urlsplit(self.url).path or "/"
