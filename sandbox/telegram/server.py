@@ -150,9 +150,10 @@ class LocalBotApi(ScriptedPeople, Inspection):
     async def stop(self) -> None:
         """Stop serving; pending long polls return at once."""
         self._world.closing = True
+        if self._pusher is not None:  # ends at `closing`; cancelled too, before the notify
+            self._pusher.cancel()
         self._world.updates_signal.notify()
         if self._pusher is not None:
-            self._pusher.cancel()
             await asyncio.gather(self._pusher, return_exceptions=True)
             self._pusher = None
         if self._runner is not None:

@@ -32,9 +32,9 @@ class WebhookStats:
 
 
 async def push_updates(world: World, stats: WebhookStats) -> None:
-    """Run until cancelled: deliver pending updates to the webhook while one is set."""
+    """Run until the server closes: deliver pending updates to the webhook while one is set."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
-        while True:
+        while not world.closing:
             hook = world.webhook
             if hook is None or not world.pending_updates:
                 await world.updates_signal.wait(0.2 if hook is not None else 1.0)
