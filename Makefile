@@ -58,6 +58,7 @@ bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQ
 	$(PY) bench/billing.py
 	$(PY) bench/duplicates.py
 	$(PY) bench/retention.py
+	$(PY) bench/replicas.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -23,11 +23,12 @@ from bot.console import AgentConsole
 from bot.customers import ChatParts, CustomerChat, customer_commands
 from bot.limits import TelegramLimiter
 from bot.outage import GroupOutage
-from bot.polling import Poller
+from bot.polling import ALLOWED_UPDATES, Poller
 from bot.refunds import AGENT_REFUND_COMMANDS, AgentRefunds, CustomerRefunds
 from bot.senders import AgentFeed, CustomerSender
 from bot.settings import TelegramSettings
 from bot.store import PlaceBook
+from bot.webhook import KeptUpdates, WebhookServer
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.inbox import Inbox
@@ -118,11 +119,12 @@ class TelegramChannel:
         return None
 
     async def start(self) -> None:
-        """Log in and check the agents' group; a wrong token or chat is one clear error."""
+        """Log in, set the intake (polling or webhook) and check the agents' group; a wrong
+        token or chat is one clear error."""
         chat_id = self._settings.agent_chat_id
         try:
             await self.bot.initialize()
-            await self.bot.delete_webhook()
+            await self._set_intake()
             chat = await self.bot.get_chat(chat_id)
         except InvalidToken:
             raise SupportbotError("TELEGRAM_TOKEN: the Bot API server rejected the token") from None
@@ -185,7 +187,8 @@ class TelegramChannel:
         )
         agents = AgentGroup(parts, self.signer, chat_id, money, places, console)
         inbox = Inbox(self._sessions, "telegram", self._clock)
-        self._poller = Poller(
+        intake = KeptUpdates if self._settings.webhook is not None else Poller
+        self._poller = intake(
             self.bot, self._desk, customers, agents, inbox, poll_timeout=self._poll_timeout
         )
         log.info(
@@ -194,6 +197,23 @@ class TelegramChannel:
             chat_id,
             "forum topics" if self.forum else "ticket cards",
         )
+
+    async def _set_intake(self) -> None:
+        """Polling: no webhook may be set. Webhook mode: point Telegram at it, with the secret."""
+        hook = self._settings.webhook
+        if hook is None:
+            await self.bot.delete_webhook()
+            return
+        await self.bot.set_webhook(
+            hook.url, secret_token=hook.secret, allowed_updates=ALLOWED_UPDATES
+        )
+
+    def webhook_server(self) -> WebhookServer | None:
+        """In webhook mode, the HTTP server Telegram calls (every replica runs one)."""
+        hook = self._settings.webhook
+        if hook is None:
+            return None
+        return WebhookServer(hook, Inbox(self._sessions, "telegram", self._clock))
 
     def senders(self) -> dict[Route, Sender]:
         """The outbox senders this channel delivers with."""

@@ -86,8 +86,15 @@ class Poller:
         self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until `stop` is set; failures back off and retry, never skip an update."""
+        """Poll until `stop` is set; failures back off and retry, never skip an update.
+
+        It may run again after a stop (a replica that leads Telegram again): what an earlier
+        run left in its lanes is in the inbox and is handed out afresh.
+        """
         self._stop = stop
+        self._lanes.clear()
+        self._waiting = 0
+        self._room.set()
         try:
             await self._recover(stop)
             await self._poll(stop)

@@ -26,9 +26,20 @@ from bot.channel import TelegramChannel
 from mail.imap import ImapIntake, health_notices
 from mail.smtp import SmtpSender
 from supportbot import db, http_server
-from supportbot.http_server import LEADER, Probes, Roles, make_app
+from supportbot.http_server import Probes, Roles, make_app
+from supportbot.leader_locks import KEEPALIVES
+from supportbot.leadership import (
+    IMAP,
+    JOBS,
+    TELEGRAM,
+    AdvisoryLeadership,
+    Leadership,
+    Solo,
+    while_leading,
+)
 from supportbot.metrics import CountingSender, PrometheusEvents
 from supportbot.settings import Settings, notice_routes
+from supportbot.single_process import only_process
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Route
@@ -93,6 +104,8 @@ class Service:
     payouts: PayoutDesk
     billing: Billing
     events: Events = NO_EVENTS
+    # Which roles this replica leads (`is_leader(role)`, `roles()`), set by `run`.
+    leadership: Leadership | None = None
 
     def outbox_worker(self, senders: dict[Route, Sender]) -> OutboxWorker:
         return OutboxWorker(
@@ -175,12 +188,13 @@ async def run(
     stop: asyncio.Event,
     *,
     clock: Clock = utcnow,
-    roles: Roles | None = None,
+    leadership_retry: float = 1.0,
 ) -> None:
-    """Run every configured channel and the outbox worker until `stop` is set.
+    """Run every configured channel and the outbox workers until `stop` is set.
 
-    `roles` says which elected jobs this process leads (`/readyz`, `/metrics`); by default a
-    single process leads them all.
+    On PostgreSQL any number of these run side by side: the Telegram intake and every call to
+    Telegram, the IMAP reader and the periodic jobs each run on the one replica that leads
+    them; mail and billing writes go out from every replica.
     """
     channels = settings.channels()
     if not channels:
@@ -192,64 +206,103 @@ async def run(
             "does not include it yet"
         )
     events = PrometheusEvents()
-    async with build(settings, clock=clock, events=events) as service:
-        await take_back_dead_leases(service)
-        telegram = await start_telegram(service) if settings.telegram else None
-        senders: dict[Route, Sender] = {}
-        if telegram is not None:
-            senders.update(telegram.senders())
-        intake: ImapIntake | None = None
-        smtp = smtp_sender(settings, telegram, clock)
-        senders.update({Route.EMAIL: smtp} if smtp is not None else {})
-        if settings.imap is not None and smtp is not None and settings.support_address:
-            intake = ImapIntake(
-                settings.imap,
-                service.desk,
-                service.sessions,
-                settings.support_address,
-                clock=clock,
-                on_health=health_notices(
-                    service.sessions, service.templates, clock=clock, wakeup=service.wakeups
-                ),
-                events=events,
-            )
-        counted: dict[Route, Sender] = {
-            route: CountingSender(sender, events) for route, sender in senders.items()
-        }
-        workers = outbox_workers(service, counted)
-        replica_roles = roles or single_process_roles(settings)
+    with only_process(settings.database_url):
+        async with build(settings, clock=clock, events=events) as service:
+            await _run_service(service, stop, channels, leadership_retry=leadership_retry)
+
+
+async def _run_service(
+    service: Service, stop: asyncio.Event, channels: list[str], *, leadership_retry: float
+) -> None:
+    settings, clock, events = service.settings, service.clock, service.events
+    await take_back_dead_leases(service)
+    telegram = await start_telegram(service) if settings.telegram else None
+    smtp = smtp_sender(settings, telegram, clock)
+    intake = imap_intake(service) if smtp is not None else None
+    roles = [JOBS, *([TELEGRAM] if telegram else []), *([IMAP] if intake else [])]
+    async with leadership_of(service, roles, retry=leadership_retry) as leadership:
+        service.leadership = leadership
+        everywhere: dict[Route, Sender] = (
+            {Route.EMAIL: CountingSender(smtp, events)} if smtp is not None else {}
+        )
         log.info("supportbot running: %s", ", ".join(channels))
         try:
             async with asyncio.TaskGroup() as tasks:
-                for worker in workers:
+                tasks.create_task(leadership.run(stop))
+                for worker in outbox_workers(service, everywhere):
                     tasks.create_task(worker.run(stop, poll=0.5))
                 if telegram is not None:
-                    tasks.create_task(telegram.run(stop))
+                    hook = telegram.webhook_server()
+                    if hook is not None:  # every replica takes updates; the leader handles them
+                        tasks.create_task(hook.serve(stop))
+                    for job in telegram_jobs(service, telegram):
+                        tasks.create_task(while_leading(leadership, TELEGRAM, job, stop))
                 if intake is not None:
-                    tasks.create_task(intake.run(stop))
+                    imap = intake
+                    tasks.create_task(while_leading(leadership, IMAP, imap.run, stop))
                 for job in periodic_jobs(service, watching=telegram is not None):
-                    tasks.create_task(job(stop))
-                tasks.create_task(retention_job(service)(stop))
+                    tasks.create_task(while_leading(leadership, JOBS, job, stop))
+                tasks.create_task(while_leading(leadership, JOBS, retention_job(service), stop))
                 if settings.http_listen is not None:
                     host, port = settings.http_listen
-                    probes = probes_of(service, telegram, intake, replica_roles)
+                    probes = probes_of(service, telegram, intake, leadership.roles)
                     tasks.create_task(http_server.serve(make_app(probes, events), host, port, stop))
         finally:
             if smtp is not None:
                 await smtp.close()
             if telegram is not None:
                 await telegram.close()
-        log.info("supportbot stopped")
+    log.info("supportbot stopped")
 
 
-def single_process_roles(settings: Settings) -> Roles:
-    """One process, no election: it leads every job it runs."""
-    led = {"jobs": LEADER}
-    if settings.telegram is not None:
-        led["telegram"] = LEADER
-    if settings.imap is not None:
-        led["imap"] = LEADER
-    return lambda: led
+def imap_intake(service: Service) -> ImapIntake | None:
+    """The mailbox reader, when IMAP is set (it runs only on the replica that leads IMAP)."""
+    settings, clock = service.settings, service.clock
+    if settings.imap is None or not settings.support_address:
+        return None
+    return ImapIntake(
+        settings.imap,
+        service.desk,
+        service.sessions,
+        settings.support_address,
+        clock=clock,
+        on_health=health_notices(
+            service.sessions, service.templates, clock=clock, wakeup=service.wakeups
+        ),
+        events=service.events,
+    )
+
+
+def telegram_jobs(
+    service: Service, telegram: TelegramChannel
+) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
+    """Everything that talks to Telegram, run by the replica that leads TELEGRAM only: intake
+    and placing tickets, the agents' notices, the messages to customers (one rate budget)."""
+    jobs: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [telegram.run]
+    for route, sender in telegram.senders().items():  # a worker per route: see outbox_workers
+        jobs.append(partial(_deliver, service, {route: CountingSender(sender, service.events)}))
+    return jobs
+
+
+async def _deliver(service: Service, senders: dict[Route, Sender], stop: asyncio.Event) -> None:
+    await service.outbox_worker(senders).run(stop, poll=0.5)
+
+
+@asynccontextmanager
+async def leadership_of(
+    service: Service, roles: list[str], *, retry: float = 1.0
+) -> AsyncIterator[Solo | AdvisoryLeadership]:
+    """SQLite: this process leads everything. PostgreSQL: advisory locks on a connection of its
+    own (see supportbot.leadership)."""
+    if db.is_sqlite(service.engine):
+        yield Solo(roles)
+        return
+    engine = db.create_engine(service.settings.database_url, dedicated=KEEPALIVES)
+    try:
+        yield AdvisoryLeadership(engine, roles, retry=retry)
+    finally:
+        await asyncio.shield(engine.dispose())
+
 
 
 def retention_job(service: Service) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
@@ -283,19 +336,13 @@ def probes_of(
 
 
 def outbox_workers(service: Service, senders: dict[Route, Sender]) -> list[OutboxWorker]:
-    """One worker for the agents' notices, one for customers' messages, one for billing writes.
+    """The workers every replica runs: mail (and any route given), and billing writes.
 
     Agents' notices are paced by the group's budget and must not wait behind customer messages
-    that are paced per chat (and vice versa); a slow billing service holds up neither.
+    that are paced per chat (and vice versa); a slow billing service holds up neither. The
+    Telegram routes get a worker each on the replica that leads TELEGRAM (`telegram_jobs`).
     """
-    workers = [
-        service.outbox_worker({route: sender})
-        for route, sender in senders.items()
-        if route is Route.AGENTS
-    ]
-    workers.append(
-        service.outbox_worker({r: s for r, s in senders.items() if r is not Route.AGENTS})
-    )
+    workers = [service.outbox_worker({route: sender}) for route, sender in senders.items()]
     if not service.billing.local:
         workers.append(service.outbox_worker({Route.BILLING: write_sender(service.billing.send)}))
     return workers

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,14 @@ def normalise_url(raw: str) -> URL:
     raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
-def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Build the engine; SQLite gets WAL, foreign keys and write transactions that queue up."""
+def create_engine(
+    raw_url: str, *, pool_size: int = 10, dedicated: Mapping[str, str] | None = None
+) -> AsyncEngine:
+    """Build the engine; SQLite gets WAL, foreign keys and write transactions that queue up.
+
+    `dedicated` (PostgreSQL): no pool, every connect a connection of its own, opened with these
+    extra server settings (the leadership's lock connection).
+    """
     url = normalise_url(raw_url)
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
@@ -50,6 +56,12 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     # libpq's `options=-c key=value` (for example a search_path) becomes asyncpg server settings.
     server_settings = _server_settings(url.query.get("options"))
     url = url.difference_update_query(["options"])
+    if dedicated is not None:
+        return create_async_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={"server_settings": {**server_settings, **dedicated}},
+        )
     return create_async_engine(
         url,
         pool_size=pool_size,

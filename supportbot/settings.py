@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from accounts.credits import NoticeRoutes
 from accounts.http_billing import HttpBillingConfig
 from accounts.settings import UptimeSettings
-from bot.settings import ReplyMode, TelegramSettings
+from bot.settings import ReplyMode, TelegramSettings, WebhookSettings
 from mail.settings import ImapSettings, SmtpSettings, Tls
 from tickets.errors import SupportbotError
 from tickets.languages import LOCALES, normalise
@@ -203,7 +203,28 @@ def _telegram(read: _Reader) -> TelegramSettings | None:
         timeout=float(timeout),
         reply_mode=ReplyMode(mode),
         edit_window_minutes=window,
+        webhook=_webhook(read),
     )
+
+
+def _webhook(read: _Reader) -> WebhookSettings | None:
+    """TELEGRAM_WEBHOOK_URL (+ _SECRET, _LISTEN): webhook mode instead of long polling."""
+    url = read.text("TELEGRAM_WEBHOOK_URL")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError("TELEGRAM_WEBHOOK_URL", f"expected an https URL, got {url!r}")
+    secret = read.required("TELEGRAM_WEBHOOK_SECRET", "to check every webhook call")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
+        raise SettingsError(
+            "TELEGRAM_WEBHOOK_SECRET", "expected 16 to 256 characters of A-Z, a-z, 0-9, _ and -"
+        )
+    listen = read.text("TELEGRAM_WEBHOOK_LISTEN", "0.0.0.0:8443")
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError("TELEGRAM_WEBHOOK_LISTEN", f"expected host:port, got {listen!r}")
+    return WebhookSettings(url=url, secret=secret, host=host.strip("[]"), port=int(port))
 
 
 def _imap(read: _Reader) -> ImapSettings | None:

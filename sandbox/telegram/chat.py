@@ -66,12 +66,20 @@ async def log_out(world: World, p: Params) -> Any:
 
 
 async def set_webhook(world: World, p: Params) -> Any:
-    """``setWebhook``: recorded only (the local server never calls webhooks)."""
+    """``setWebhook``: pending updates are then pushed to ``url`` (``sandbox.telegram.webhook``).
+
+    Telegram wants HTTPS; the local server also takes plain HTTP on a loopback address, where
+    the tests run the bot's webhook server.
+    """
     url = p.get_str("url") or ""
     if not url:
         return await delete_webhook(world, p)
-    if not url.startswith("https://"):
+    loopback = url.startswith(("http://127.0.0.1:", "http://localhost:"))
+    if not url.startswith("https://") and not loopback:
         raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+    secret = p.get_str("secret_token")
+    if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+        raise bad_request("bad webhook: secret token contains unallowed characters")
     world.webhook = {"url": url, **p.public()}
     if p.get_bool("drop_pending_updates"):
         world.pending_updates.clear()

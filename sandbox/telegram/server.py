@@ -40,6 +40,7 @@ from .messages import MESSAGE_METHODS
 from .models import SimUser
 from .params import Params, read_params
 from .people import ChatRef, ScriptedPeople, chat_id_of
+from .webhook import WebhookStats, push_updates
 from .world import World
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class LocalBotApi(ScriptedPeople, Inspection):
         self._runner: web.AppRunner | None = None
         self._socket: socket.socket | None = None
         self._url: str | None = None
+        self.webhook_stats = WebhookStats()
+        self._pusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -142,11 +145,17 @@ class LocalBotApi(ScriptedPeople, Inspection):
         self._runner, self._socket = runner, sock
         bound_host, bound_port = sock.getsockname()[:2]
         self._url = f"http://{bound_host}:{bound_port}"
+        self._pusher = asyncio.create_task(push_updates(self._world, self.webhook_stats))
 
     async def stop(self) -> None:
         """Stop serving; pending long polls return at once."""
         self._world.closing = True
+        if self._pusher is not None:  # ends at `closing`; cancelled too, before the notify
+            self._pusher.cancel()
         self._world.updates_signal.notify()
+        if self._pusher is not None:
+            await asyncio.gather(self._pusher, return_exceptions=True)
+            self._pusher = None
         if self._runner is not None:
             await self._runner.cleanup()
         if self._socket is not None:

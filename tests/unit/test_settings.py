@@ -78,6 +78,24 @@ def test_secrets_stay_out_of_repr() -> None:
     assert TOKEN not in text and "imap-secret" not in text and "smtp-secret" not in text
 
 
+WEBHOOK = {
+    "TELEGRAM_TOKEN": TOKEN,
+    "AGENT_CHAT_ID": "-100123",
+    "TELEGRAM_WEBHOOK_URL": "https://bot.example.com/telegram/hook",
+    "TELEGRAM_WEBHOOK_SECRET": "a-secret-of-32-characters-000000",
+}
+
+
+def test_webhook_settings() -> None:
+    settings = load_settings({**WEBHOOK, "TELEGRAM_WEBHOOK_LISTEN": "[::]:9000"}, env_file=None)
+    assert settings.telegram is not None and settings.telegram.webhook is not None
+    hook = settings.telegram.webhook
+    assert (hook.host, hook.port, hook.path) == ("::", 9000, "/telegram/hook")
+    assert WEBHOOK["TELEGRAM_WEBHOOK_SECRET"] not in repr(settings)
+    polling = load_settings({**WEBHOOK, "TELEGRAM_WEBHOOK_URL": ""}, env_file=None)
+    assert polling.telegram is not None and polling.telegram.webhook is None
+
+
 @pytest.mark.parametrize(
     ("environ", "key", "fragment"),
     [
@@ -161,6 +179,19 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"HTTP_LISTEN": "0.0.0.0:70000"}, "HTTP_LISTEN", "1 to 65535"),
         ({"RETENTION_DAYS": "0"}, "RETENTION_DAYS", "1 to 3650"),
         ({"RETENTION_DAYS": "a month"}, "RETENTION_DAYS", "whole number"),
+        (
+            {**WEBHOOK, "TELEGRAM_WEBHOOK_SECRET": ""},
+            "TELEGRAM_WEBHOOK_SECRET",
+            "missing",
+        ),
+        (
+            {**WEBHOOK, "TELEGRAM_WEBHOOK_SECRET": "short"},
+            "TELEGRAM_WEBHOOK_SECRET",
+            "16 to 256",
+        ),
+        ({**WEBHOOK, "TELEGRAM_WEBHOOK_URL": "bot.example.com"}, "TELEGRAM_WEBHOOK_URL", "https"),
+        ({**WEBHOOK, "TELEGRAM_WEBHOOK_LISTEN": "8443"}, "TELEGRAM_WEBHOOK_LISTEN", "host:port"),
+        ({**WEBHOOK, "TELEGRAM_WEBHOOK_LISTEN": "h:0"}, "TELEGRAM_WEBHOOK_LISTEN", "host:port"),
     ],
 )
 def test_broken_setting_names_its_key(environ: dict[str, str], key: str, fragment: str) -> None:
