@@ -40,9 +40,7 @@ async def found(desk: Desk, query: str, customers: list[int] | None = None) -> l
     return [t.number for t in await desk.search.search(parsed, AGENT, customers or [])]
 
 
-async def test_text_search_finds_messages_and_subjects_newest_first(
-    desk: Desk, agent: int
-) -> None:
+async def test_text_search_finds_messages_and_subjects_newest_first(desk: Desk, agent: int) -> None:
     a = await desk.receive(helpers.telegram(1, "My withdrawal to the Tron wallet is stuck"))
     b = await desk.receive(helpers.email("bob@example.org", "hello", subject="Tron refund"))
     c = await desk.receive(helpers.telegram(3, "invoice please", name="Cy"))
@@ -77,8 +75,8 @@ async def test_email_number_and_tx_queries(database: Database, desk: Desk, agent
     async with database.sessions.begin() as session:
         account = Account(
             email="ann@example.org",
-            created_at=desk._clock(),  # noqa: SLF001
-            updated_at=desk._clock(),  # noqa: SLF001
+            created_at=desk._clock(),
+            updated_at=desk._clock(),
         )
         session.add(account)
         await session.flush()
@@ -93,7 +91,7 @@ async def test_email_number_and_tx_queries(database: Database, desk: Desk, agent
                 chain="tron",
                 wallet="TWallet",
                 tx_hash=tx,
-                paid_at=desk._clock(),  # noqa: SLF001
+                paid_at=desk._clock(),
             )
         )
     customers = await customers_paying(database.sessions, tx.upper().replace("0X", "0x"))
@@ -237,10 +235,10 @@ async def test_migration_indexes_rows_already_there(database: Database, desk: De
     old = await desk.receive(helpers.email("ann@example.org", "albatross", subject="Seabird"))
 
     def down(connection: object) -> None:
-        command.downgrade(db._alembic_config(connection), "0012")  # type: ignore[arg-type]  # noqa: SLF001
+        command.downgrade(db._alembic_config(connection), "0012")  # type: ignore[arg-type]
 
     def up(connection: object) -> None:
-        command.upgrade(db._alembic_config(connection), "head")  # type: ignore[arg-type]  # noqa: SLF001
+        command.upgrade(db._alembic_config(connection), "head")  # type: ignore[arg-type]
 
     try:
         async with database.engine.begin() as connection:
@@ -254,7 +252,7 @@ async def test_migration_indexes_rows_already_there(database: Database, desk: De
         async with database.engine.begin() as connection:
             await connection.run_sync(up)
     async with database.sessions.begin() as session:
-        await add_agent(session, AGENT, Role.AGENT, "Sam", at=desk._clock(), actor="test")  # noqa: SLF001
+        await add_agent(session, AGENT, Role.AGENT, "Sam", at=desk._clock(), actor="test")
     assert await found(desk, "cormorant") == [old.ticket]
     assert await found(desk, "seabird") == [old.ticket]
     assert await found(desk, "albatross") == []
