@@ -25,7 +25,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# bench/queue.py would shadow the standard library's `queue` (which aiosqlite imports) if this
+# script's own directory stayed first on sys.path: take it off.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import itertools
 import random

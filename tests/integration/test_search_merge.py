@@ -99,15 +99,6 @@ async def test_email_number_and_tx_queries(database: Database, desk: Desk, agent
     assert await customers_paying(database.sessions, "0x" + "cd" * 32) == []
 
 
-def test_query_kinds() -> None:
-    assert parse_query("#12") == SearchQuery(QueryKind.NUMBER, "12")
-    assert parse_query(" A@B.org ") == SearchQuery(QueryKind.EMAIL, "a@b.org")
-    assert parse_query("f" * 64) == SearchQuery(QueryKind.TX, "f" * 64)
-    assert parse_query("Refund, please!") == SearchQuery(QueryKind.TEXT, "refund please")
-    assert parse_query("") is None and parse_query("  ?! ") is None
-    assert parse_query("x" * 301) is None
-
-
 async def test_history_lists_the_customers_other_tickets(desk: Desk, agent: int) -> None:
     first = await desk.receive(helpers.telegram(1, "one"))
     await desk.close(first.ticket, AGENT)
