@@ -31,16 +31,16 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-import itertools
-import random
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import itertools  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text  # noqa: E402
 
-from bench.common import (
+from bench.common import (  # noqa: E402
     Database,
     Stats,
     analyze,
@@ -52,8 +52,8 @@ from bench.common import (
     table,
     verdict,
 )
-from tickets.search import QueryKind, SearchQuery, TicketSearch, parse_query
-from tickets.tables import CustomerEmail, Message, Ticket
+from tickets.search import QueryKind, SearchQuery, TicketSearch, parse_query  # noqa: E402
+from tickets.tables import CustomerEmail, Message, Ticket  # noqa: E402
 
 MESSAGES = 1_000_000
 TICKETS = 100_000
