@@ -52,6 +52,6 @@ def test_search_structures_are_left_out_of_the_schema_check() -> None:
     for name in ("messages_fts", "messages_fts_data", "tickets_fts_idx", "ix_messages_search"):
         assert is_search_object(name)
         assert not models_only(None, name, "table", True, None)
-    for name in ("messages", "ix_messages_ticket_id", None):
-        assert not is_search_object(name)
+    for other in ("messages", "ix_messages_ticket_id", None):
+        assert not is_search_object(other)
     assert models_only(None, "messages", "table", True, None)
