@@ -51,6 +51,7 @@ bench: install  ## the benchmarks of docs/benchmarks.md, on SQLite and PostgreSQ
 	$(PY) bench/report.py
 	$(PY) bench/billing.py
 	$(PY) bench/duplicates.py
+	$(PY) bench/search.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

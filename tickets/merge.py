@@ -22,7 +22,7 @@ from tickets.mail_threads import thread_headers
 from tickets.model import Channel, Direction, OutboxKind, Route, TicketStatus
 from tickets.payloads import NoticePayload, add_mail_headers, enqueue
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.tables import AuditEntry, MailId, Message, Response, Ticket, TicketTag
+from tickets.tables import MailId, Message, Response, Ticket, TicketTag
 
 MERGED = "merged"  # audit action on the merged ticket; `into` names the survivor
 
@@ -73,9 +73,10 @@ class Merger:
             survivor, merged = locked[survivor_number], locked[merged_number]
             if survivor.status == TicketStatus.CLOSED.value:
                 raise InvalidAction(f"#{survivor.id} is closed; reopen it first")
-            earlier = await _merged_into(session, merged.id)
-            if earlier is not None:
-                raise InvalidAction(f"#{merged.id} was already merged into #{earlier}")
+            if merged.merged_into_id is not None:
+                raise InvalidAction(
+                    f"#{merged.id} was already merged into #{merged.merged_into_id}"
+                )
             moved = await session.scalar(
                 select(func.count()).select_from(Message).where(Message.ticket_id == merged.id)
             )
@@ -97,6 +98,7 @@ class Merger:
             merged.closed_at = now
             merged.waiting_since = merged.due_at = None
             merged.waiting_message_id = None
+            merged.merged_into_id = survivor.id
             merged.updated_at = now
             session.add(
                 Message(
@@ -206,15 +208,3 @@ async def _move_tags(session: AsyncSession, merged: int, survivor: int, now: dat
     ).all():
         if tag.tag not in have:
             session.add(TicketTag(ticket_id=survivor, tag=tag.tag, created_at=now))
-
-
-async def _merged_into(session: AsyncSession, number: int) -> int | None:
-    found = await session.scalar(
-        select(AuditEntry.details)
-        .where(AuditEntry.ticket_id == number, AuditEntry.action == MERGED)
-        .order_by(AuditEntry.id.desc())
-        .limit(1)
-    )
-    if isinstance(found, dict) and isinstance(found.get("into"), int):
-        return int(found["into"])
-    return None

@@ -262,3 +262,26 @@ async def test_audit_entry_of_merge_names_both(
     assert entry is not None and entry.actor == f"agent:{AGENT}"
     assert entry.details == {"merged": b.ticket, "messages": 1, "other_customer": False}
     assert closed is not None and closed.closed_at == clock() - timedelta(0)
+
+
+async def test_later_messages_of_a_merged_ticket_join_the_survivor(
+    database: Database, desk: Desk, clock: Clock, agent: int
+) -> None:
+    """Telegram merged into email: the Telegram customer's next message, and a mail tagged with
+    the merged ticket's number, both land in the survivor."""
+    mail = await desk.receive(helpers.email("bob@example.org", "first by mail"))
+    chat = await desk.receive(helpers.telegram(7, "then on Telegram", name="Bob"))
+    await desk.merger.merge(chat.ticket, mail.ticket, AGENT)
+    clock.advance(hours=1)
+    again = await desk.receive(helpers.telegram(7, "and again", name="Bob"))
+    assert again.ticket == mail.ticket and not again.opened and not again.reopened
+    tagged = await desk.receive(
+        helpers.email(
+            "bob@example.org", "tagged", subject=f"Re: [#{chat.ticket}] hi", ticket_tag=chat.ticket
+        )
+    )
+    assert tagged.ticket == mail.ticket
+    merged = await helpers.ticket(database, chat.ticket)
+    assert merged.status == TicketStatus.CLOSED.value and merged.merged_into_id == mail.ticket
+    texts = [m.text for m in await helpers.messages(database, mail.ticket)]
+    assert texts == ["first by mail", "then on Telegram", "and again", "tagged"]

@@ -1,4 +1,5 @@
-"""Full-text search over subjects and messages (issue 15, point 1).
+"""Full-text search over subjects and messages (issue 15, point 1), and `tickets.merged_into_id`
+for `/merge` (point 3).
 
 SQLite: FTS5 tables over `messages.text` and `tickets.subject` (external content, so the text is
 stored once), kept by triggers on insert, update and delete; `rebuild` indexes the rows already
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
@@ -26,6 +28,8 @@ _INDEXED = (("messages_fts", "messages", "text"), ("tickets_fts", "tickets", "su
 
 
 def upgrade() -> None:
+    # `/merge` (issue 15, point 3): the ticket a merged ticket now lives in.
+    op.add_column("tickets", sa.Column("merged_into_id", sa.Integer(), nullable=True))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "CREATE INDEX ix_messages_search ON messages "
@@ -61,8 +65,11 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX ix_tickets_search")
         op.execute("DROP INDEX ix_messages_search")
+        op.drop_column("tickets", "merged_into_id")
         return
     for fts, _table, _column in _INDEXED:
         for suffix in ("ai", "ad", "au"):
             op.execute(f"DROP TRIGGER {fts}_{suffix}")
         op.execute(f"DROP TABLE {fts}")
+    # SQLite 3.35+ drops a column in place (a batch copy of `tickets` would trip its foreign keys)
+    op.execute("ALTER TABLE tickets DROP COLUMN merged_into_id")
