@@ -27,11 +27,11 @@ from accounts.ledger import (
 from accounts.linking import is_address, linked_account
 from accounts.money import cents
 from accounts.refund_plans import Reading, eligibility_summary
-from accounts.tables import Account
+from accounts.tables import Account, AccountLink, Payment
 from tickets import audit
 from tickets.errors import AgentNotFound, InvalidAction, NotFound, SupportbotError
 from tickets.ports import Clock, Renderer, utcnow
-from tickets.tables import Agent, Customer, Message, Ticket
+from tickets.tables import Agent, Customer, CustomerEmail, Message, Ticket
 
 IDENTITY_LABELS = {
     Identity.LINKED: "linked by email code",
@@ -301,3 +301,18 @@ class BalanceLookups:
             payments=[{**p, "amount": p["amount_usd"]} for p in _payments(summary)],
             as_of=summary.as_of,
         )
+
+
+async def customers_paying(sessions: async_sessionmaker[AsyncSession], tx_hash: str) -> list[int]:
+    """The customers of the account a payment with this hash came into: those linked to it and
+    those writing from its address (what `/search TX` looks tickets up by)."""
+    async with sessions() as session:
+        accounts = select(Payment.account_id).where(func.lower(Payment.tx_hash) == tx_hash.lower())
+        linked = select(AccountLink.customer_id).where(AccountLink.account_id.in_(accounts))
+        by_address = (
+            select(CustomerEmail.customer_id)
+            .join(Account, Account.email == CustomerEmail.address)
+            .where(Account.id.in_(accounts))
+        )
+        found = await session.scalars(linked.union(by_address))
+        return sorted({int(c) for c in found.all()})

@@ -281,6 +281,8 @@ class AgentGroup:
             await query.answer("This button is not valid.", show_alert=True)
             return
         on = await self._ticket_of_buttons(pressed)
+        if press.action is Action.OPEN and on is None:
+            on = 0  # a list of found tickets outside any ticket's topic
         if on != press.ticket:
             where = f"a message of #{on}" if on is not None else "a message of no ticket"
             reason = f"a button of #{press.ticket} pressed on {where}"
@@ -322,6 +324,8 @@ class AgentGroup:
         """Balance, draft and refund buttons, each handled by its own part; False for others."""
         if press.action is Action.BALANCE:
             await self._balance_button(query, pressed, agent, press.ticket)
+        elif press.action is Action.OPEN:
+            await self._console.finder.on_open(query, pressed, press, agent)
         elif press.action in DRAFT_ACTIONS:
             await self._console.on_draft_button(query, pressed, press, agent)
         elif press.action in BUTTON_ACTIONS:

@@ -27,6 +27,9 @@ class Action(StrEnum):
     DRAFT_SEND = "dsend"
     DRAFT_NOTE = "dnote"
     DRAFT_DISCARD = "ddisc"
+    # Search and history results (bot/console_search.py): the argument is the ticket to open;
+    # the press's ticket is the one whose topic the list is in (0: the group's general chat).
+    OPEN = "open"
 
 
 LABELS = {

@@ -14,6 +14,7 @@ from telegram.constants import MessageEntityType
 from telegram.error import Forbidden, TelegramError
 
 from bot.buttons import Action, ButtonSigner, Press
+from bot.console_search import SEARCH_COMMANDS, TicketFinder
 from bot.console_store import PENDING, ConsoleBook, Draft
 from bot.convert import content_of
 from bot.customers import ChatParts
@@ -43,6 +44,7 @@ CONSOLE_COMMANDS = {
     "tag": "Tag a ticket: /tag N word…",
     "audit": "A ticket's audit trail: /audit N",
     "agent": "Admins: /agent add|remove @user|ID [agent|admin]",
+    **SEARCH_COMMANDS,
 }
 USAGE = {
     "assign": "/assign N @agent|ID (in a ticket's topic: /assign @agent|ID)",
@@ -92,6 +94,7 @@ class AgentConsole:
         self._signer = signer
         self._places = places
         self._book = ConsoleBook(parts.desk.sessions, parts.clock)
+        self.finder = TicketFinder(parts, signer, places)
         self.reply_mode = reply_mode
         self.edit_window = edit_window
 
@@ -137,7 +140,7 @@ class AgentConsole:
         }
         handler = handlers.get(name)
         if handler is None:
-            return False
+            return await self.finder.command(message, agent, ticket, name, args)
         await handler(message, agent, ticket, args)
         return True
 

@@ -208,13 +208,20 @@ async def run(
     events = PrometheusEvents()
     with only_process(settings.database_url):
         async with build(settings, clock=clock, events=events) as service:
-            await _run_service(service, stop, channels, leadership_retry=leadership_retry)
+            await _run_service(
+                service, stop, channels, events=events, leadership_retry=leadership_retry
+            )
 
 
 async def _run_service(
-    service: Service, stop: asyncio.Event, channels: list[str], *, leadership_retry: float
+    service: Service,
+    stop: asyncio.Event,
+    channels: list[str],
+    *,
+    events: PrometheusEvents,
+    leadership_retry: float,
 ) -> None:
-    settings, clock, events = service.settings, service.clock, service.events
+    settings, clock = service.settings, service.clock
     await take_back_dead_leases(service)
     telegram = await start_telegram(service) if settings.telegram else None
     smtp = smtp_sender(settings, telegram, clock)
@@ -235,7 +242,7 @@ async def _run_service(
                     hook = telegram.webhook_server()
                     if hook is not None:  # every replica takes updates; the leader handles them
                         tasks.create_task(hook.serve(stop))
-                    for job in telegram_jobs(service, telegram):
+                    for job in telegram_jobs(service, telegram, events):
                         tasks.create_task(while_leading(leadership, TELEGRAM, job, stop))
                 if intake is not None:
                     imap = intake
@@ -274,13 +281,13 @@ def imap_intake(service: Service) -> ImapIntake | None:
 
 
 def telegram_jobs(
-    service: Service, telegram: TelegramChannel
+    service: Service, telegram: TelegramChannel, events: PrometheusEvents
 ) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
     """Everything that talks to Telegram, run by the replica that leads TELEGRAM only: intake
     and placing tickets, the agents' notices, the messages to customers (one rate budget)."""
     jobs: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = [telegram.run]
     for route, sender in telegram.senders().items():  # a worker per route: see outbox_workers
-        jobs.append(partial(_deliver, service, {route: CountingSender(sender, service.events)}))
+        jobs.append(partial(_deliver, service, {route: CountingSender(sender, events)}))
     return jobs
 
 
@@ -302,7 +309,6 @@ async def leadership_of(
         yield AdvisoryLeadership(engine, roles, retry=retry)
     finally:
         await asyncio.shield(engine.dispose())
-
 
 
 def retention_job(service: Service) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:

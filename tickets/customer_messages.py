@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -71,6 +72,8 @@ _LATEST_TICKET = (
 )
 _TICKET_BY_ID = select(*_TICKET_COLUMNS).where(tickets.c.id == bindparam("ticket_id"))
 _TICKET_BY_ID_LOCKED = _TICKET_BY_ID.with_for_update()
+_MERGED_INTO = select(tickets.c.merged_into_id).where(tickets.c.id == bindparam("ticket_id"))
+MERGE_HOPS = 5  # a chain of merges followed this far (each merge closes its ticket)
 _THREAD_TICKET = (
     select(mail_ids.c.ticket_id)
     .where(mail_ids.c.message_id.in_(bindparam("references", expanding=True)))
@@ -298,6 +301,8 @@ class Receiver:
             ).first()
         elif not incoming.new_ticket:
             found = (await connection.execute(_LATEST_TICKET, {"customer_id": customer.id})).first()
+        if found is not None and found.status != TicketStatus.OPEN.value:
+            found = await _follow_merges(connection, found)
         if found is not None:
             ticket = unwritten.tickets.get(found.id) or TicketState(**found._asdict())
             unwritten.tickets[ticket.id] = ticket
@@ -596,6 +601,19 @@ class Receiver:
             outbox_row(route, recipient, OutboxKind.RECEIPT, payload, at, ticket_id=ticket.id)
         )
         return True
+
+
+async def _follow_merges(connection: AsyncConnection, found: Any) -> Any:
+    """A merged ticket's messages go to the ticket it was merged into (locked in turn)."""
+    for _ in range(MERGE_HOPS):
+        into = (await connection.execute(_MERGED_INTO, {"ticket_id": found.id})).scalar()
+        if into is None:
+            return found
+        survivor = (await connection.execute(_TICKET_BY_ID_LOCKED, {"ticket_id": into})).first()
+        if survivor is None:
+            return found
+        found = survivor
+    return found
 
 
 async def answering(session: AsyncSession, ticket_id: int) -> Message | None:

@@ -31,6 +31,7 @@ from tickets.errors import AgentNotFound, InvalidAction, NotAllowed, TicketNotFo
 from tickets.group_commit import Coalescer, in_transactions
 from tickets.languages import LOCALES, choose
 from tickets.mail_threads import thread_headers
+from tickets.merge import Merger
 from tickets.model import (
     Attachment,
     Channel,
@@ -53,6 +54,7 @@ from tickets.payloads import ReplyPayload, add_mail_headers, enqueue
 from tickets.policy import SlaPolicy
 from tickets.ports import INTAKE, NO_EVENTS, AccountPlans, Clock, Events, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
+from tickets.search import TicketSearch
 from tickets.tables import (
     Agent,
     Customer,
@@ -94,6 +96,10 @@ class Desk:
         self._outcomes = DeliveryOutcomes(policy, templates)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
         self.console = Console(sessions, templates, clock=clock, wakeup=self._wakeup)
+        self.search = TicketSearch(sessions)
+        self.merger = Merger(
+            sessions, templates, clock=clock, wakeup=self._wakeup, mail_domain=mail_domain
+        )
 
     # -- customers -------------------------------------------------------------------------
 

@@ -153,6 +153,9 @@ class Ticket(Base):
     opened_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # `/merge`: the ticket this one was merged into (closed since). A customer message or mail
+    # that would join this ticket joins that one (tickets/customer_messages.py).
+    merged_into_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Message(Base):

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from supportbot.schema import metadata
+from supportbot.schema import metadata, models_only
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -12,6 +12,7 @@ context.configure(
     connection=connection,
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
+    include_object=models_only,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -7,12 +7,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
 from supportbot import db
-from supportbot.schema import metadata
+from supportbot.schema import metadata, models_only
 from tests.conftest import Database
 
 
 def _differences(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": models_only}
+    )
     return list(compare_metadata(context, metadata))
 
 
