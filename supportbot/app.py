@@ -113,6 +113,7 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
             wakeup=wakeups,
             mail_domain=domain,
             plans=AddressPlans(),
+            auto_close_days=settings.sla.auto_close_days,
         )
         billing = following(
             billing_of(settings, sessions), sessions, templates, clock=clock, wakeup=wakeups
@@ -242,6 +243,8 @@ def periodic_jobs(
     if watching:
         watch = watch_from(service)
         jobs.append(partial(_every, watch.rules.interval_seconds, watch.sweep))
+    # `/pending` reminders and closes, and AUTO_CLOSE_DAYS (issue 15, point 5).
+    jobs.append(partial(_every, settings.sla.watch_interval_seconds, service.desk.pending.sweep))
     if settings.uptime is not None:  # automatic SLA credits, 1st to 10th, hourly
         credits = MonthlyCredits(
             service.sessions,

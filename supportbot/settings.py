@@ -344,6 +344,7 @@ def load_settings(
         watch_interval_seconds=float(
             read.integer("SLA_WATCH_INTERVAL_SECONDS", 60, low=1, high=3600)
         ),
+        auto_close_days=read.integer("AUTO_CLOSE_DAYS", 0, low=0, high=3650),
     )
     for key, hours in (
         ("SLA_ESCALATE_AFTER_HOURS", sla.escalate_after_hours),

@@ -46,6 +46,7 @@ from tickets.model import (
 from tickets.notices import notify_agents
 from tickets.outbox import Delivery
 from tickets.payloads import ReplyPayload, add_mail_headers, enqueue
+from tickets.pending import Pending, unpark
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
@@ -77,6 +78,7 @@ class Desk:
         wakeup: Callable[[], None] | None = None,
         mail_domain: str = "supportbot.invalid",
         plans: AccountPlans | None = None,
+        auto_close_days: int = 0,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -88,6 +90,15 @@ class Desk:
         self._outcomes = DeliveryOutcomes(policy, templates)
         self._arrivals: Coalescer[IncomingMessage, Intake] = Coalescer(self.receive_many)
         self.console = Console(sessions, templates, clock=clock, wakeup=self._wakeup)
+        self.pending = Pending(
+            sessions,
+            policy,
+            templates,
+            clock=clock,
+            wakeup=self._wakeup,
+            mail_domain=mail_domain,
+            auto_close_days=auto_close_days,
+        )
 
     # -- customers -------------------------------------------------------------------------
 
@@ -512,6 +523,7 @@ class Desk:
             ticket.waiting_message_id = None
             ticket.due_at = None
             ticket.updated_at = now
+            await unpark(session, ticket.id)
 
     async def reopen(self, number: int, agent_id: int) -> None:
         """Reopen a closed ticket; the SLA clock starts again only when the customer writes."""

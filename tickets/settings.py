@@ -17,3 +17,5 @@ class SlaSettings:
     escalate_after_hours: float = 2.0
     stale_claim_hours: float = 4.0
     watch_interval_seconds: float = 60.0
+    # Answered tickets close after this many business days without a customer reply (0 = off).
+    auto_close_days: int = 0

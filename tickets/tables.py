@@ -362,6 +362,28 @@ class TicketTag(Base):
     created_at: Mapped[datetime]
 
 
+class PendingTicket(Base):
+    """A ticket parked by `/pending` while the desk waits on its customer (issue 15, point 5).
+
+    It is out of the SLA queue; the customer is reminded at `remind_at` and the ticket closes at
+    `close_at`. A customer message after `after_message_id` ends it (the sweep drops the row);
+    so does a close.
+    """
+
+    __tablename__ = "pending_tickets"
+    __table_args__ = (Index("ix_pending_tickets_remind_at", "remind_at"),)
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    since: Mapped[datetime]
+    days: Mapped[int] = mapped_column(Integer)
+    # The customer's latest message when it was parked: a newer one ends the wait on them.
+    after_message_id: Mapped[int | None] = mapped_column(Integer)
+    remind_at: Mapped[datetime]
+    close_at: Mapped[datetime]
+    reminded_at: Mapped[datetime | None]
+
+
 # The tables as SQLAlchemy Core sees them, for the batched statements of intake and delivery.
 customers = cast(Table, Customer.__table__)
 customer_emails = cast(Table, CustomerEmail.__table__)

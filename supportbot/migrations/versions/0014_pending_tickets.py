@@ -1,0 +1,44 @@
+"""Pending tickets (issue 15, point 5): tickets parked by `/pending` while waiting on the customer.
+
+Revision ID: 0014
+Revises: 0012
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0014"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "pending_tickets",
+        sa.Column("ticket_id", sa.Integer(), nullable=False),
+        sa.Column("agent_id", sa.Integer(), nullable=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("days", sa.Integer(), nullable=False),
+        sa.Column("after_message_id", sa.Integer(), nullable=True),
+        sa.Column("remind_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("close_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reminded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"], ["tickets.id"], name="fk_pending_tickets_ticket_id_tickets"
+        ),
+        sa.ForeignKeyConstraint(
+            ["agent_id"], ["agents.id"], name="fk_pending_tickets_agent_id_agents"
+        ),
+        sa.PrimaryKeyConstraint("ticket_id", name="pk_pending_tickets"),
+    )
+    op.create_index("ix_pending_tickets_remind_at", "pending_tickets", ["remind_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_pending_tickets_remind_at", table_name="pending_tickets")
+    op.drop_table("pending_tickets")
