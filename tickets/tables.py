@@ -384,6 +384,18 @@ class PendingTicket(Base):
     reminded_at: Mapped[datetime | None]
 
 
+class MessageFile(Base):
+    """The bytes of a file a customer mailed (issue 15, point 2), kept so that the agents' feed
+    can post it into the ticket's place. `position` is the file's index in the message's
+    `attachments`; files over the mail intake's cap have no row (they are listed by size)."""
+
+    __tablename__ = "message_files"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 # The tables as SQLAlchemy Core sees them, for the batched statements of intake and delivery.
 customers = cast(Table, Customer.__table__)
 customer_emails = cast(Table, CustomerEmail.__table__)
@@ -393,3 +405,4 @@ inbound_keys = cast(Table, InboundKey.__table__)
 mail_ids = cast(Table, MailId.__table__)
 outbox = cast(Table, OutboxRow.__table__)
 audit_log = cast(Table, AuditEntry.__table__)
+message_files = cast(Table, MessageFile.__table__)

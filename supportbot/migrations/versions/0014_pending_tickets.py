@@ -1,4 +1,5 @@
-"""Pending tickets (issue 15, point 5): tickets parked by `/pending` while waiting on the customer.
+"""Issue 15, points 2 and 5: the bytes of files customers mail (`message_files`), and tickets
+parked by `/pending` while waiting on the customer (`pending_tickets`).
 
 Revision ID: 0014
 Revises: 0012
@@ -37,8 +38,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("ticket_id", name="pk_pending_tickets"),
     )
     op.create_index("ix_pending_tickets_remind_at", "pending_tickets", ["remind_at"])
+    op.create_table(
+        "message_files",
+        sa.Column("message_id", sa.Integer(), nullable=False),
+        sa.Column("position", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name="fk_message_files_message_id_messages"
+        ),
+        sa.PrimaryKeyConstraint("message_id", "position", name="pk_message_files"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("message_files")
     op.drop_index("ix_pending_tickets_remind_at", table_name="pending_tickets")
     op.drop_table("pending_tickets")
