@@ -27,6 +27,8 @@ class Action(StrEnum):
     DRAFT_SEND = "dsend"
     DRAFT_NOTE = "dnote"
     DRAFT_DISCARD = "ddisc"
+    # A customer's satisfaction score (bot/satisfaction.py); the argument is the score, 1–5.
+    CSAT = "csat"
 
 
 LABELS = {

@@ -27,6 +27,7 @@ from mail.imap import ImapIntake, health_notices
 from mail.smtp import SmtpSender
 from supportbot import db
 from supportbot.settings import Settings, notice_routes
+from supportbot.web import serve_scores
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Route
@@ -36,6 +37,7 @@ from tickets.periodic import run_every
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, utcnow
 from tickets.rendering import Templates, default_directory
+from tickets.satisfaction import Satisfaction, ScoreLinks
 from tickets.watch import SlaWatch, WatchRules
 
 log = logging.getLogger("supportbot")
@@ -105,6 +107,7 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
         templates = Templates(default_directory())
         wakeups = Wakeups()
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
+        satisfaction = satisfaction_from(settings, sessions, templates, clock, wakeups, domain)
         desk = Desk(
             sessions,
             policy,
@@ -114,6 +117,7 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
             mail_domain=domain,
             plans=AddressPlans(),
             auto_close_days=settings.sla.auto_close_days,
+            satisfaction=satisfaction,
         )
         billing = following(
             billing_of(settings, sessions), sessions, templates, clock=clock, wakeup=wakeups
@@ -145,6 +149,22 @@ async def build(settings: Settings, *, clock: Clock = utcnow) -> AsyncIterator[S
             )
         finally:
             await billing.close()
+
+
+def satisfaction_from(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    templates: Templates,
+    clock: Clock,
+    wakeups: Wakeups,
+    domain: str,
+) -> Satisfaction | None:
+    """The satisfaction ask after a close, when `CSAT_ENABLED` (issue 15, point 7)."""
+    found = settings.satisfaction
+    if found is None:
+        return None
+    links = ScoreLinks(found.secret, found.base_url)
+    return Satisfaction(sessions, templates, links, clock=clock, wakeup=wakeups, mail_domain=domain)
 
 
 def billing_of(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Billing:
@@ -205,6 +225,13 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock = utcnow)
                     tasks.create_task(intake.run(stop))
                 for job in periodic_jobs(service, watching=telegram is not None):
                     tasks.create_task(job(stop))
+                found = settings.satisfaction
+                if found is not None and service.desk.satisfaction is not None:
+                    tasks.create_task(
+                        serve_scores(
+                            service.desk.satisfaction, found.listen_host, found.listen_port, stop
+                        )
+                    )
         finally:
             if smtp is not None:
                 await smtp.close()

@@ -17,7 +17,7 @@ from accounts.settings import UptimeSettings
 from bot.settings import ReplyMode, TelegramSettings
 from mail.settings import ImapSettings, SmtpSettings, Tls
 from tickets.errors import SupportbotError
-from tickets.settings import SlaSettings
+from tickets.settings import SatisfactionSettings, SlaSettings
 from tickets.sla import BusinessCalendar
 
 DEFAULT_DATABASE_URL = "sqlite:///supportbot.db"
@@ -55,6 +55,8 @@ class Settings:
     billing_max_age: timedelta = timedelta(hours=1)
     # How often the accounts behind open tickets are read again for their plans.
     plan_refresh_seconds: float = 300.0
+    # CSAT_ENABLED: the satisfaction ask after a close; None: off.
+    satisfaction: SatisfactionSettings | None = None
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -163,6 +165,28 @@ def _calendar(read: _Reader) -> BusinessCalendar:
         return BusinessCalendar.from_strings(**values)
     except ValueError as error:
         raise SettingsError("SLA_HOURS", str(error)) from None
+
+
+def _satisfaction(read: _Reader) -> SatisfactionSettings | None:
+    enabled = read.text("CSAT_ENABLED", "false").lower()
+    if enabled not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise SettingsError("CSAT_ENABLED", f"expected true or false, got {enabled!r}")
+    if enabled not in ("true", "1", "yes", "on"):
+        return None
+    base_url = read.required("CSAT_BASE_URL", "score links in mail point there (CSAT_ENABLED)")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError("CSAT_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
+    listen = read.text("CSAT_LISTEN", "127.0.0.1:8088")
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError("CSAT_LISTEN", f"expected HOST:PORT, got {listen!r}")
+    secret = read.text("CSAT_SECRET") or read.text("TELEGRAM_TOKEN")
+    if len(secret) < 16:
+        raise SettingsError("CSAT_SECRET", "needed (16 characters or more) to sign score links")
+    return SatisfactionSettings(
+        secret=secret, base_url=base_url.rstrip("/"), listen_host=host, listen_port=int(port)
+    )
 
 
 def _telegram(read: _Reader) -> TelegramSettings | None:
@@ -360,6 +384,7 @@ def load_settings(
         raise SettingsError(
             "TELEGRAM_TOKEN", "missing; agents answer email from the Telegram agents' group"
         )
+    satisfaction = _satisfaction(read)
     billing_factory = read.text("BILLING_FACTORY", DEFAULT_BILLING_FACTORY)
     if not _DOTTED.match(billing_factory):
         raise SettingsError("BILLING_FACTORY", f"expected module:function, got {billing_factory!r}")
@@ -367,6 +392,7 @@ def load_settings(
         refund_approval_above=_refund_approval_above(read),
         database_url=database_url,
         sla=sla,
+        satisfaction=satisfaction,
         telegram=telegram,
         imap=imap,
         smtp=smtp,

@@ -31,19 +31,45 @@ async def notify_customer(
     **context: Any,
 ) -> str | None:
     """Queue a factual notice to the ticket's customer; returns where it goes (or None)."""
+    return await queue_notice(
+        session,
+        templates,
+        ticket_id,
+        {"": template},
+        at=at,
+        mail_domain=mail_domain,
+        context=context,
+    )
+
+
+async def queue_notice(
+    session: AsyncSession,
+    templates: Renderer,
+    ticket_id: int,
+    template_by_channel: dict[str, str],
+    *,
+    at: datetime,
+    mail_domain: str,
+    context: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> str | None:
+    """`notify_customer` with a template per channel (`""`: any other) and `extra` payload keys
+    that the channel's sender reads (e.g. the satisfaction buttons on Telegram)."""
     ticket = await session.get(Ticket, ticket_id)
     if ticket is None:
         return None
     last_in = await answering(session, ticket_id)
     if last_in is None or not last_in.reply_address or last_in.channel is None:
         return None
-    text = templates.render(template, ticket=ticket_id, **context)
+    chosen = template_by_channel.get(last_in.channel) or template_by_channel[""]
+    text = templates.render(chosen, ticket=ticket_id, **context)
     payload: NoticePayload = {
         "text": text,
         "ticket": ticket_id,
         "subject": ticket.subject,
         "automatic": True,
     }
+    payload.update(extra or {})  # type: ignore[typeddict-item]
     if last_in.channel == Channel.EMAIL.value:
         headers = await thread_headers(
             await session.connection(),

@@ -50,6 +50,7 @@ from tickets.pending import Pending, unpark
 from tickets.policy import SlaPolicy
 from tickets.ports import AccountPlans, Clock, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
+from tickets.satisfaction import Satisfaction
 from tickets.tables import (
     Agent,
     Customer,
@@ -79,6 +80,7 @@ class Desk:
         mail_domain: str = "supportbot.invalid",
         plans: AccountPlans | None = None,
         auto_close_days: int = 0,
+        satisfaction: Satisfaction | None = None,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -98,7 +100,9 @@ class Desk:
             wakeup=self._wakeup,
             mail_domain=mail_domain,
             auto_close_days=auto_close_days,
+            satisfaction=satisfaction,
         )
+        self.satisfaction = satisfaction
 
     # -- customers -------------------------------------------------------------------------
 
@@ -524,6 +528,8 @@ class Desk:
             ticket.due_at = None
             ticket.updated_at = now
             await unpark(session, ticket.id)
+            if self.satisfaction is not None:
+                await self.satisfaction.ask(session, ticket, now)
 
     async def reopen(self, number: int, agent_id: int) -> None:
         """Reopen a closed ticket; the SLA clock starts again only when the customer writes."""

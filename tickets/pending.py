@@ -31,6 +31,7 @@ from tickets.model import Direction, TicketStatus
 from tickets.notices import notify_agents
 from tickets.policy import SlaPolicy
 from tickets.ports import Clock, Renderer, utcnow
+from tickets.satisfaction import Satisfaction
 from tickets.sla import BusinessCalendar
 from tickets.tables import Message, PendingTicket, Ticket
 
@@ -86,6 +87,7 @@ class Pending:
         wakeup: Callable[[], None] | None = None,
         mail_domain: str = "supportbot.invalid",
         auto_close_days: int = 0,
+        satisfaction: Satisfaction | None = None,
     ) -> None:
         self._sessions = sessions
         self._calendar = policy.calendar
@@ -94,6 +96,7 @@ class Pending:
         self._wakeup = wakeup or (lambda: None)
         self._mail_domain = mail_domain
         self.auto_close_days = auto_close_days
+        self._satisfaction = satisfaction
 
     async def park(self, number: int, agent_id: int, days: int = DEFAULT_PENDING_DAYS) -> Parked:
         """Mark a ticket as waiting on its customer: out of the SLA queue, reminder, then close."""
@@ -266,6 +269,8 @@ class Pending:
         ticket.due_at = None
         ticket.updated_at = now
         audit.record(session, at=now, action="close", ticket_id=ticket.id, reason=event, days=days)
+        if self._satisfaction is not None:
+            await self._satisfaction.ask(session, ticket, now)
         notify_agents(
             session,
             self._templates,

@@ -396,6 +396,24 @@ class MessageFile(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class SatisfactionAsk(Base):
+    """The one satisfaction ask of a ticket (issue 15, point 7) and its score, once given.
+
+    One row per ticket, ever: a ticket closed twice is asked once. `agent_id` is the agent whose
+    delivered answer was the ticket's last when it was asked: the score counts for them.
+    """
+
+    __tablename__ = "satisfaction"
+    __table_args__ = (Index("ix_satisfaction_answered_at", "answered_at"),)
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    asked_at: Mapped[datetime]
+    score: Mapped[int | None] = mapped_column(Integer)
+    answered_at: Mapped[datetime | None]
+
+
 # The tables as SQLAlchemy Core sees them, for the batched statements of intake and delivery.
 customers = cast(Table, Customer.__table__)
 customer_emails = cast(Table, CustomerEmail.__table__)
