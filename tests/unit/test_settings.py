@@ -156,6 +156,25 @@ def test_secrets_stay_out_of_repr() -> None:
         ({"BILLING_MAX_AGE": "a while"}, "BILLING_MAX_AGE", "15m or 1h"),
         ({"BILLING_MAX_AGE": "0s"}, "BILLING_MAX_AGE", "1 s to 366 days"),
         ({"PLAN_REFRESH_SECONDS": "1"}, "PLAN_REFRESH_SECONDS", "5 to 86400"),
+        ({"AUTO_CLOSE_DAYS": "-1"}, "AUTO_CLOSE_DAYS", "0"),
+        ({"AUTO_CLOSE_DAYS": "soon"}, "AUTO_CLOSE_DAYS", "whole number"),
+        ({"CSAT_ENABLED": "maybe"}, "CSAT_ENABLED", "true or false"),
+        ({"CSAT_ENABLED": "true"}, "CSAT_BASE_URL", "missing"),
+        (
+            {"CSAT_ENABLED": "true", "CSAT_BASE_URL": "support.example.com"},
+            "CSAT_BASE_URL",
+            "http(s) URL",
+        ),
+        (
+            {"CSAT_ENABLED": "on", "CSAT_BASE_URL": "https://s.example.com", "CSAT_LISTEN": "8088"},
+            "CSAT_LISTEN",
+            "HOST:PORT",
+        ),
+        (
+            {"CSAT_ENABLED": "yes", "CSAT_BASE_URL": "https://s.example.com"},
+            "CSAT_SECRET",
+            "16 characters",
+        ),
     ],
 )
 def test_broken_setting_names_its_key(environ: dict[str, str], key: str, fragment: str) -> None:
@@ -224,3 +243,27 @@ def test_billing_settings() -> None:
     assert settings.plan_refresh_seconds == 60
     default = load_settings({}, env_file=None)
     assert default.billing_http is None and default.billing_max_age == timedelta(hours=1)
+
+
+def test_pending_and_satisfaction_settings() -> None:
+    defaults = load_settings({}, env_file=None)
+    assert defaults.sla.auto_close_days == 0 and defaults.satisfaction is None
+    settings = load_settings(
+        {
+            "AUTO_CLOSE_DAYS": "5",
+            "CSAT_ENABLED": "true",
+            "CSAT_BASE_URL": "https://support.example.com/",
+            "CSAT_LISTEN": "0.0.0.0:9000",
+            "CSAT_SECRET": "a secret of enough length",
+        },
+        env_file=None,
+    )
+    assert settings.sla.auto_close_days == 5
+    found = settings.satisfaction
+    assert found is not None
+    assert (found.base_url, found.listen_host, found.listen_port) == (
+        "https://support.example.com",
+        "0.0.0.0",
+        9000,
+    )
+    assert "a secret" not in repr(found)
