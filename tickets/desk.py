@@ -528,8 +528,11 @@ class Desk:
             ticket.due_at = None
             ticket.updated_at = now
             await unpark(session, ticket.id)
-            if self.satisfaction is not None:
-                await self.satisfaction.ask(session, ticket, now)
+            asked = self.satisfaction is not None and await self.satisfaction.ask(
+                session, ticket, now
+            )
+        if asked:
+            self._wakeup()  # the ask is committed: the outbox sends it now
 
     async def reopen(self, number: int, agent_id: int) -> None:
         """Reopen a closed ticket; the SLA clock starts again only when the customer writes."""

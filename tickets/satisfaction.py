@@ -82,7 +82,8 @@ class Satisfaction:
 
     async def ask(self, session: AsyncSession, ticket: Ticket, at: datetime) -> bool:
         """In the closing transaction: queue the ticket's one ask, if it has none yet and an
-        agent's answer reached the customer. True when asked."""
+        agent's answer reached the customer. True when asked (the caller wakes the outbox once
+        it has committed)."""
         if await session.get(SatisfactionAsk, ticket.id) is not None:
             return False
         agent_id = await session.scalar(
@@ -115,7 +116,6 @@ class Satisfaction:
             context={"links": links},
             extra={"event": "csat", "csat": ticket.id},
         )
-        self._wakeup()
         return where is not None
 
     async def record(self, ticket: int, score: int, *, telegram_id: int | None = None) -> Scored:

@@ -28,10 +28,17 @@ AGENT, ADMIN = 9002, 9001
 LINKS = ScoreLinks("a test secret of some length", "https://support.example.com/")
 
 
-def asking_desk(database: Database, policy: SlaPolicy, clock: Clock, **kw: int) -> Desk:
+def asking_desk(
+    database: Database, policy: SlaPolicy, clock: Clock, *, auto_close_days: int = 0
+) -> Desk:
     satisfaction = Satisfaction(database.sessions, Templates(), LINKS, clock=clock)
     return Desk(
-        database.sessions, policy, Templates(), clock=clock, satisfaction=satisfaction, **kw
+        database.sessions,
+        policy,
+        Templates(),
+        clock=clock,
+        satisfaction=satisfaction,
+        auto_close_days=auto_close_days,
     )
 
 
