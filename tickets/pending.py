@@ -203,8 +203,8 @@ class Pending:
     async def _answered_candidates(self, now: datetime) -> list[int]:
         if self.auto_close_days <= 0:
             return []
-        # Business days are never shorter than calendar days: this cut keeps every ticket due.
-        cutoff = now - timedelta(days=self.auto_close_days)
+        # Business time never runs faster than the wall clock: this cut keeps every ticket due.
+        cutoff = now - timedelta(hours=self.auto_close_days * day_hours(self._calendar))
         answered = func.max(Message.delivered_at)
         async with self._sessions() as session:
             found = await session.scalars(

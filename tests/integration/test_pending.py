@@ -233,6 +233,19 @@ async def test_auto_close_counts_business_days_and_is_off_at_zero(
     assert await desk.pending.sweep() == Swept(auto_closed=1)
 
 
+async def test_auto_close_with_office_hours(database: Database, clock: Clock) -> None:
+    await add_agents(database, clock)
+    office = SlaPolicy(calendar=BusinessCalendar.from_strings(hours="09:00-17:00"))
+    desk = auto_closing(database, office, clock, 1)
+    clock.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday 09:00
+    intake = await desk.receive(telegram(1001, "question"))
+    await answer(desk, database, clock, intake.ticket, "Answer.")
+    clock.now = datetime(2026, 11, 23, 16, 59, tzinfo=UTC)
+    assert await desk.pending.sweep() == Swept()
+    clock.now = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)  # one business day: 8 hours
+    assert await desk.pending.sweep() == Swept(auto_closed=1)
+
+
 async def test_a_customer_reply_keeps_a_ticket_open(
     database: Database, policy: SlaPolicy, clock: Clock
 ) -> None:
