@@ -17,6 +17,7 @@ from bot.convert import content_of
 from bot.customers import ChatParts, split_command
 from bot.refunds import BUTTON_ACTIONS, AgentRefunds
 from bot.reports import send_report
+from bot.satisfaction import on_score
 from bot.sending import answer_agent
 from bot.settings import ReplyMode
 from bot.store import PlaceBook
@@ -276,6 +277,10 @@ class AgentGroup:
         user = query.from_user
         press = self._signer.check(query.data)
         pressed = query.message  # possibly "inaccessible" (too old to show): id and chat only
+        mine = pressed is not None and pressed.chat.id == user.id  # a customer's private chat
+        if press is not None and press.action is Action.CSAT and mine:
+            await on_score(query, press, self._desk, user.id)
+            return
         if press is None or pressed is None or pressed.chat.id != self.chat_id:
             await self._desk.refused(user.id, "button", f"invalid button data {query.data!r}")
             await query.answer("This button is not valid.", show_alert=True)

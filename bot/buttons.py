@@ -30,6 +30,8 @@ class Action(StrEnum):
     # Search and history results (bot/console_search.py): the argument is the ticket to open;
     # the press's ticket is the one whose topic the list is in (0: the group's general chat).
     OPEN = "open"
+    # A customer's satisfaction score (bot/satisfaction.py); the argument is the score, 1–5.
+    CSAT = "csat"
 
 
 LABELS = {

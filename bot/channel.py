@@ -219,7 +219,7 @@ class TelegramChannel:
         """The outbox senders this channel delivers with."""
         assert self._feed is not None, "start() first"
         return {
-            Route.TELEGRAM: CustomerSender(self.bot, self.limiter, self._desk),
+            Route.TELEGRAM: CustomerSender(self.bot, self.limiter, self._desk, self.signer),
             Route.AGENTS: self._feed,
         }
 

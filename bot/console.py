@@ -25,6 +25,7 @@ from bot.store import POST, PlaceBook
 from tickets.console import TrailEntry, edit_in_window
 from tickets.errors import SupportbotError
 from tickets.model import MAX_ROW_ID, Attachment, Channel, Role
+from tickets.pending import DEFAULT_PENDING_DAYS, MAX_PENDING_DAYS
 from tickets.rate_limits import RateRule
 from tickets.rendering import when
 
@@ -45,6 +46,7 @@ CONSOLE_COMMANDS = {
     "audit": "A ticket's audit trail: /audit N",
     "agent": "Admins: /agent add|remove @user|ID [agent|admin]",
     **SEARCH_COMMANDS,
+    "pending": "Wait on the customer: /pending N [days]",
 }
 USAGE = {
     "assign": "/assign N @agent|ID (in a ticket's topic: /assign @agent|ID)",
@@ -52,6 +54,8 @@ USAGE = {
     "audit": "/audit N",
     "mine": "/mine",
     "agent": "/agent add @user|ID [agent|admin] · /agent remove @user|ID",
+    "pending": f"/pending N [days] (days 1–{MAX_PENDING_DAYS}, default {DEFAULT_PENDING_DAYS}; "
+    "in a ticket's topic: /pending [days])",
 }
 DRAFT_ACTIONS = {
     Action.DRAFT_SEND: "sent",
@@ -137,6 +141,7 @@ class AgentConsole:
             "tag": self._tag,
             "audit": self._audit,
             "agent": self._agent,
+            "pending": self._pending,
         }
         handler = handlers.get(name)
         if handler is None:
@@ -198,6 +203,32 @@ class AgentConsole:
             raise Usage("tag")
         tags = await self._console.tag(number, agent, words)
         await self._answer(message, f"🏷 #{number}: {html.escape(', '.join(tags))}")
+
+    async def _pending(self, message: Message, agent: int, ticket: int | None, args: str) -> None:
+        words = args.split()
+        # In a topic one bare number is the days; "#N", or two words, name the ticket first.
+        names_ticket = len(words) == 2 or (len(words) == 1 and ticket is None)
+        if words and (words[0].startswith("#") or names_ticket):
+            number: int | None = _ticket_number(words[0], "pending")
+            words = words[1:]
+        else:
+            number = ticket
+        if number is None or len(words) > 1:
+            raise Usage("pending")
+        days = DEFAULT_PENDING_DAYS
+        if words:
+            word = words[0]
+            if not (word.isascii() and word.isdigit()) or not 1 <= int(word) <= MAX_PENDING_DAYS:
+                raise Usage("pending")
+            days = int(word)
+        parked = await self._desk.pending.park(number, agent, days)
+        left = " It left the SLA queue." if parked.was_waiting else ""
+        remind, close = html.escape(when(parked.remind_at)), html.escape(when(parked.close_at))
+        await self._answer(
+            message,
+            f"⏸ #{number} waits on the customer.{left} Reminder {remind}, closes {close} unless "
+            "they write; a message from them ends the wait.",
+        )
 
     async def _audit(self, message: Message, agent: int, ticket: int | None, args: str) -> None:
         words = args.split()

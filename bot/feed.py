@@ -31,16 +31,20 @@ from bot.format import (
     digest_capacity,
     digest_line,
     digest_text,
+    escape,
     mentions_html,
     notice_html,
     shown_len,
     sla_state,
 )
 from bot.limits import TelegramLimiter
+from bot.mail_files import as_photo, caption, listing_html, size_text, split_files
 from bot.outage import GroupAlarm, GroupOutage
 from bot.posting import FeedStats, GroupPoster, OutOfBudget
 from bot.sending import outcome_for, quiet_httpx
 from bot.store import MessageFacts, Place, PlaceBook, TicketFacts
+from tickets.customer_messages import MAIL_FILES
+from tickets.mailed_files import MailedFile, mailed_files
 from tickets.outbox import Deferred, Delivered, Failed, OutboxItem, Outcome, Report
 from tickets.ports import Clock, Renderer
 
@@ -117,6 +121,20 @@ class _Notice:
     def shows_part(self) -> bool:
         """Whether the notice shows only the start of its message (the rest goes as a file)."""
         return bool(self.item.payload.get("truncated")) and self.message is not None
+
+
+@dataclass
+class _FileSteps:
+    """A mail's files still to show: posts first, then one message listing the rest."""
+
+    notice: _Notice
+    posted: list[MailedFile]
+    listed: list[MailedFile]
+    done: int
+
+    @property
+    def total(self) -> int:
+        return len(self.posted) + (1 if self.listed else 0)
 
 
 @dataclass
@@ -198,6 +216,7 @@ class AgentFeed:
         self.chat_id = chat_id
         self._limiter = limiter
         self._book = PlaceBook(sessions, chat_id, clock)
+        self._sessions = sessions
         self._clock = clock
         self._group = GroupPoster(
             bot, limiter, self._book, forum=forum, signer=signer, patience=patience
@@ -239,9 +258,19 @@ class AgentFeed:
     # -- the Sender protocol --------------------------------------------------------------
 
     async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
-        """Deliver notices in order: each into its place while the budget allows, else digests."""
+        """Deliver notices in order: each into its place while the budget allows, else digests.
+
+        A customer's mailed files are never digested: their row goes on its own, in its turn.
+        """
         if not items:
             return
+        files_at = next((i for i, it in enumerate(items) if _files_row(it)), None)
+        if files_at == 0:
+            async with self._lock:
+                await self._mail_files(items[0], report)
+            return
+        if files_at is not None:
+            items = items[:files_at]  # the rest are handed back, and come again in order
         async with self._lock:
             wait = self._window_wait()
             if wait > 0:
@@ -511,6 +540,87 @@ class AgentFeed:
             log.warning("agents' feed: #%s keeps its old SLA state shown: %s", ticket.number, error)
             self._restates[ticket.number] = at_risk
 
+    # -- mailed files -------------------------------------------------------------------------
+
+    async def _mail_files(self, item: OutboxItem, report: Report) -> None:
+        """Post a mail's files into its ticket's place, one group message each, paced; the
+        number done is saved after each, so a retry posts only the rest."""
+        [notice] = await self._notices([item], report)
+        message_id = item.payload.get("message_id")
+        files = (
+            await mailed_files(self._sessions, message_id) if isinstance(message_id, int) else []
+        )
+        posted, listed = split_files(files)
+        done = (item.progress or {}).get("files_done", 0)
+        steps = _FileSteps(
+            notice, posted, listed, done if isinstance(done, int) and done >= 0 else 0
+        )
+        try:
+            outcome = await self._file_steps(steps)
+        except OutOfBudget as short:
+            outcome = Deferred(after=short.wait)
+        except Forbidden as error:
+            outcome = Deferred(after=self._alarm.refused(error))
+        except TelegramError as error:
+            outcome = outcome_for(error)
+            if isinstance(outcome, Failed):
+                log.error("agents' feed: mailed files (row %s) refused: %s", item.id, error)
+        report.outcome(item, outcome)
+
+    async def _file_steps(self, steps: _FileSteps) -> Outcome:
+        ticket = steps.notice.ticket
+        if ticket is None or steps.done >= steps.total:
+            return Delivered(external_id=None)
+        place = self._group.place_of(ticket)
+        placing = self._group.place_cost(place)
+        wait = self._window_wait()
+        if wait > 0:
+            return Deferred(after=wait)
+        cost = steps.total - steps.done + placing
+        one_at_a_time = not self._affordable(cost, self._reserve, placing=bool(placing))
+        if one_at_a_time and (wait := self._paced_wait()) > 0:
+            return Deferred(after=wait)
+        if not self._group.ready(place):
+            body = await self._book.latest_customer_message(ticket.number)
+            place = await self._group.create_place(ticket, body, CARD_MARKER)
+        while steps.done < steps.total:
+            if steps.done < len(steps.posted):
+                await self._post_file(place, ticket.number, steps.posted[steps.done])
+            else:
+                await self._group.post(
+                    place, ticket.number, listing_html(ticket.number, steps.listed)
+                )
+            steps.done += 1
+            await steps.notice.report.progress(steps.notice.item, {"files_done": steps.done})
+            if one_at_a_time and steps.done < steps.total:
+                return Deferred(after=max(self._paced_wait(), 0.1))
+        self._alarm.posted()
+        return Delivered(external_id=None)
+
+    async def _post_file(self, place: Place, number: int, file: MailedFile) -> None:
+        """One file: an image as a photo (as a document if Telegram will not take it so); a
+        file Telegram refuses is said in its place rather than lost in silence."""
+        assert file.data is not None
+        text = caption(number, file)
+        if as_photo(file):
+            try:
+                await self._group.mailed_file(
+                    place, number, file.filename, file.data, text, photo=True
+                )
+                return
+            except BadRequest as error:
+                log.warning(
+                    "agents' feed: %s of #%s not taken as a photo: %s", file.filename, number, error
+                )
+        try:
+            await self._group.mailed_file(
+                place, number, file.filename, file.data, text, photo=False
+            )
+        except BadRequest as error:
+            name = f"{file.filename[:200]} ({size_text(file.size)})"
+            why = escape(f"📎 #{number}: {name} could not be posted: {error.message}")
+            await self._group.post(place, number, why)
+
     # -- digests --------------------------------------------------------------------------
 
     async def _digest(self, notices: Sequence[_Notice]) -> list[Outcome]:
@@ -557,6 +667,10 @@ class AgentFeed:
         if ticket.unverified:  # the warning travels with every line of the ticket
             line = replace(line, lead=f"{line.lead.removesuffix(': ')} ⚠️ unverified sender: ")
         return line
+
+
+def _files_row(item: OutboxItem) -> bool:
+    return item.payload.get("event") == MAIL_FILES
 
 
 def _shown_at_risk(notice: _Notice) -> bool:

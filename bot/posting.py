@@ -254,6 +254,34 @@ class GroupPoster:
             )
         await self._book.record(ticket.number, POST, sent.message_id, thread)
 
+    async def mailed_file(
+        self, place: Place, number: int, name: str, data: bytes, caption: str, *, photo: bool
+    ) -> int:
+        """A file a customer mailed, into the ticket's place: an image as a photo, else a file."""
+        thread, reply = self._where(place)
+        upload = InputFile(data, filename=name)
+        async with self.slot():
+            if photo:
+                sent = await self._bot.send_photo(
+                    self.chat_id,
+                    upload,
+                    caption=escape(caption),
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                )
+            else:
+                sent = await self._bot.send_document(
+                    self.chat_id,
+                    upload,
+                    caption=escape(caption),
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=thread,
+                    reply_parameters=reply,
+                )
+        await self._book.record(number, POST, sent.message_id, thread)
+        return sent.message_id
+
     async def copy(self, message: MessageFacts, place: Place, number: int) -> None:
         """Show the customer's original (photo, file, voice…) in the ticket's place."""
         origin = message.telegram_origin()

@@ -14,8 +14,10 @@ from functools import partial
 from typing import Any, Protocol
 
 import telegram
+from telegram import InlineKeyboardMarkup
 from telegram.error import Forbidden, TelegramError
 
+from bot.buttons import Action, ButtonSigner
 from bot.feed import AgentFeed
 from bot.format import fits_caption, split_text
 from bot.limits import TelegramLimiter
@@ -29,6 +31,7 @@ from tickets.outbox import (
     Report,
     deliver_in_order,
 )
+from tickets.satisfaction import SCORES
 
 __all__ = ["AgentFeed", "CustomerSender", "Part", "parts_of"]
 
@@ -95,11 +98,16 @@ class CustomerSender:
     """Delivers answers and receipts to customers' private chats, one row after another."""
 
     def __init__(
-        self, bot: telegram.Bot, limiter: TelegramLimiter, desk: CustomerDirectory
+        self,
+        bot: telegram.Bot,
+        limiter: TelegramLimiter,
+        desk: CustomerDirectory,
+        signer: ButtonSigner | None = None,
     ) -> None:
         self._bot = bot
         self._limiter = limiter
         self._desk = desk
+        self._signer = signer
         quiet_httpx()
 
     async def deliver(self, items: Sequence[OutboxItem], report: Report) -> None:
@@ -121,13 +129,15 @@ class CustomerSender:
             return Deferred(after=max(chat_wait, overall_wait))
         progress = _Progress.of(item)
         saved = progress.sent if progress else 0
+        buttons = score_buttons(self._signer, item.payload)
         try:
-            for part in parts[saved:]:
+            for index, part in enumerate(parts[saved:], start=saved):
                 if progress is not None and progress.sent > saved:  # before the next message
                     await report.progress(item, progress.state())
                     saved = progress.sent
+                last = index == len(parts) - 1
                 async with self._limiter.sending(chat_id, keep=KEEP_FOR_AGENTS):
-                    message = await self._send(chat_id, part)
+                    message = await self._send(chat_id, part, buttons if last else None)
                 if progress is None:
                     progress = _Progress(0, message.message_id)
                 progress.sent += 1
@@ -145,9 +155,25 @@ class CustomerSender:
             return Failed("the customer has blocked the bot")
         return Failed(f"the customer cannot be reached on Telegram: {error.message}")
 
-    async def _send(self, chat_id: int, part: Part) -> telegram.Message:
+    async def _send(
+        self, chat_id: int, part: Part, buttons: InlineKeyboardMarkup | None = None
+    ) -> telegram.Message:
         if part.attachment is not None:
             return await send_file(self._bot, chat_id, dict(part.attachment), caption=part.text)
         assert part.text is not None
         # Customer texts and templates are plain text: no parse mode, nothing to escape.
-        return await self._bot.send_message(chat_id, part.text, parse_mode=None)
+        return await self._bot.send_message(
+            chat_id, part.text, parse_mode=None, reply_markup=buttons
+        )
+
+
+def score_buttons(
+    signer: ButtonSigner | None, payload: Mapping[str, Any]
+) -> InlineKeyboardMarkup | None:
+    """The five signed score buttons of a satisfaction ask (`payload["csat"]`: its ticket)."""
+    ticket = payload.get("csat")
+    if signer is None or not isinstance(ticket, int) or isinstance(ticket, bool):
+        return None
+    return InlineKeyboardMarkup(
+        [[signer.button(f"{score} ⭐", Action.CSAT, ticket, str(score)) for score in SCORES]]
+    )

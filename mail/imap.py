@@ -23,7 +23,9 @@ Choices where the design is silent:
   in the SLA.
 * The ticket keeps `visible_text` (quotes and signature trimmed; the full text when trimming
   leaves nothing). The full original stays on the server; attachments are kept as metadata whose
-  ref ``imap:UIDVALIDITY:UID:INDEX`` names the mail and the attachment's position in it.
+  ref ``imap:UIDVALIDITY:UID:INDEX`` names the mail and the attachment's position in it, and
+  their bytes (under the attachment cap) in the core's ``message_files``, for the agents' feed
+  to post into the ticket's topic.
 * A bounce of our mail is filed under the address our mail went to (not under mailer-daemon), so
   no stray customer is created and the ticket's answer address stays the customer's; the
   bounce's Message-IDs also count as thread references, so a bounced receipt finds its ticket.
@@ -356,6 +358,7 @@ class ImapIntake:
                 filename=item.filename,
                 mime_type=item.content_type,
                 size=item.size,
+                data=item.data,
             )
             for index, item in enumerate(parsed.attachments)
         )

@@ -40,6 +40,7 @@ from supportbot.leadership import (
 from supportbot.metrics import CountingSender, PrometheusEvents
 from supportbot.settings import Settings, notice_routes
 from supportbot.single_process import only_process
+from supportbot.web import serve_scores
 from tickets.desk import Desk
 from tickets.errors import SupportbotError
 from tickets.model import Route
@@ -51,6 +52,7 @@ from tickets.ports import NO_EVENTS, Clock, Events, utcnow
 from tickets.rendering import Templates, default_directory
 from tickets.retention import prune_periodically
 from tickets.vitals import database_answers, read_vitals
+from tickets.satisfaction import Satisfaction, ScoreLinks
 from tickets.watch import SlaWatch, WatchRules
 
 log = logging.getLogger("supportbot")
@@ -125,6 +127,7 @@ async def build(
         templates = Templates(default_directory(), default_locale=settings.agent_language)
         wakeups = Wakeups()
         domain = (settings.support_address or "@supportbot.invalid").rpartition("@")[2]
+        satisfaction = satisfaction_from(settings, sessions, templates, clock, wakeups, domain)
         desk = Desk(
             sessions,
             policy,
@@ -134,6 +137,8 @@ async def build(
             mail_domain=domain,
             plans=AddressPlans(),
             events=events,
+            auto_close_days=settings.sla.auto_close_days,
+            satisfaction=satisfaction,
         )
         billing = following(
             billing_of(settings, sessions), sessions, templates, clock=clock, wakeup=wakeups
@@ -166,6 +171,22 @@ async def build(
             )
         finally:
             await billing.close()
+
+
+def satisfaction_from(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    templates: Templates,
+    clock: Clock,
+    wakeups: Wakeups,
+    domain: str,
+) -> Satisfaction | None:
+    """The satisfaction ask after a close, when `CSAT_ENABLED` (issue 15, point 7)."""
+    found = settings.satisfaction
+    if found is None:
+        return None
+    links = ScoreLinks(found.secret, found.base_url)
+    return Satisfaction(sessions, templates, links, clock=clock, wakeup=wakeups, mail_domain=domain)
 
 
 def billing_of(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Billing:
@@ -254,6 +275,13 @@ async def _run_service(
                     host, port = settings.http_listen
                     probes = probes_of(service, telegram, intake, leadership.roles)
                     tasks.create_task(http_server.serve(make_app(probes, events), host, port, stop))
+                found = settings.satisfaction
+                if found is not None and service.desk.satisfaction is not None:
+                    tasks.create_task(
+                        serve_scores(
+                            service.desk.satisfaction, found.listen_host, found.listen_port, stop
+                        )
+                    )
         finally:
             if smtp is not None:
                 await smtp.close()
@@ -365,6 +393,8 @@ def periodic_jobs(
     if watching:
         watch = watch_from(service)
         jobs.append(partial(_every, watch.rules.interval_seconds, watch.sweep))
+    # `/pending` reminders and closes, and AUTO_CLOSE_DAYS (issue 15, point 5).
+    jobs.append(partial(_every, settings.sla.watch_interval_seconds, service.desk.pending.sweep))
     if settings.uptime is not None:  # automatic SLA credits, 1st to 10th, hourly
         credits = MonthlyCredits(
             service.sessions,

@@ -18,7 +18,7 @@ from bot.settings import ReplyMode, TelegramSettings, WebhookSettings
 from mail.settings import ImapSettings, SmtpSettings, Tls
 from tickets.errors import SupportbotError
 from tickets.languages import LOCALES, normalise
-from tickets.settings import SlaSettings
+from tickets.settings import SatisfactionSettings, SlaSettings
 from tickets.sla import BusinessCalendar
 
 DEFAULT_DATABASE_URL = "sqlite:///supportbot.db"
@@ -64,6 +64,8 @@ class Settings:
     health_cache_seconds: float = 30.0
     # The one language the agents' group reads (AGENT_LANGUAGE): a shipped locale.
     agent_language: str = "en"
+    # CSAT_ENABLED: the satisfaction ask after a close; None: off.
+    satisfaction: SatisfactionSettings | None = None
 
     def channels(self) -> list[str]:
         """The customer channels this configuration can run."""
@@ -172,6 +174,28 @@ def _calendar(read: _Reader) -> BusinessCalendar:
         return BusinessCalendar.from_strings(**values)
     except ValueError as error:
         raise SettingsError("SLA_HOURS", str(error)) from None
+
+
+def _satisfaction(read: _Reader) -> SatisfactionSettings | None:
+    enabled = read.text("CSAT_ENABLED", "false").lower()
+    if enabled not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise SettingsError("CSAT_ENABLED", f"expected true or false, got {enabled!r}")
+    if enabled not in ("true", "1", "yes", "on"):
+        return None
+    base_url = read.required("CSAT_BASE_URL", "score links in mail point there (CSAT_ENABLED)")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError("CSAT_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
+    listen = read.text("CSAT_LISTEN", "127.0.0.1:8088")
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError("CSAT_LISTEN", f"expected HOST:PORT, got {listen!r}")
+    secret = read.text("CSAT_SECRET") or read.text("TELEGRAM_TOKEN")
+    if len(secret) < 16:
+        raise SettingsError("CSAT_SECRET", "needed (16 characters or more) to sign score links")
+    return SatisfactionSettings(
+        secret=secret, base_url=base_url.rstrip("/"), listen_host=host, listen_port=int(port)
+    )
 
 
 def _telegram(read: _Reader) -> TelegramSettings | None:
@@ -390,6 +414,7 @@ def load_settings(
         watch_interval_seconds=float(
             read.integer("SLA_WATCH_INTERVAL_SECONDS", 60, low=1, high=3600)
         ),
+        auto_close_days=read.integer("AUTO_CLOSE_DAYS", 0, low=0, high=3650),
     )
     for key, hours in (
         ("SLA_ESCALATE_AFTER_HOURS", sla.escalate_after_hours),
@@ -405,6 +430,7 @@ def load_settings(
         raise SettingsError(
             "TELEGRAM_TOKEN", "missing; agents answer email from the Telegram agents' group"
         )
+    satisfaction = _satisfaction(read)
     billing_factory = read.text("BILLING_FACTORY", DEFAULT_BILLING_FACTORY)
     if not _DOTTED.match(billing_factory):
         raise SettingsError("BILLING_FACTORY", f"expected module:function, got {billing_factory!r}")
@@ -412,6 +438,7 @@ def load_settings(
         refund_approval_above=_refund_approval_above(read),
         database_url=database_url,
         sla=sla,
+        satisfaction=satisfaction,
         telegram=telegram,
         imap=imap,
         smtp=smtp,

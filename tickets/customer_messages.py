@@ -50,6 +50,8 @@ EXCERPT = 3500
 RECEIPTS_PER_ADDRESS = RateRule("receipts_per_address", 3, timedelta(hours=1))
 # A Telegram customer's new tickets; over it, messages join their latest ticket.
 NEW_TICKETS_PER_CUSTOMER = RateRule("new_tickets", 5, timedelta(hours=1))
+# The agents' notice that posts a customer's mailed files into the ticket's place.
+MAIL_FILES = "mail_files"
 
 _TICKET_COLUMNS = (
     tickets.c.id,
@@ -211,12 +213,40 @@ class Receiver:
                 message_id=message_id,
             )
         )
+        if incoming.channel is Channel.EMAIL and incoming.attachments and not incoming.automated:
+            self._mail_files(unwritten, ticket, incoming, message_id, now)
         return Intake(
             ticket=ticket.id,
             message_id=message_id,
             opened=opened,
             reopened=reopened,
             receipt=receipt,
+        )
+
+    def _mail_files(
+        self,
+        unwritten: Unwritten,
+        ticket: TicketState,
+        incoming: IncomingMessage,
+        message_id: int,
+        now: datetime,
+    ) -> None:
+        """Keep a customer's mailed files and queue their post into the ticket's place (after
+        the message's own notice): the agents' feed posts them, paced like any notice."""
+        for position, attachment in enumerate(incoming.attachments):
+            if attachment.data is not None:
+                unwritten.files.append(
+                    {"message_id": message_id, "position": position, "data": attachment.data}
+                )
+        unwritten.outbox_rows.append(
+            agents_notice(
+                self._templates,
+                MAIL_FILES,
+                ticket_id=ticket.id,
+                at=now,
+                files=len(incoming.attachments),
+                message_id=message_id,
+            )
         )
 
     async def _dedup(

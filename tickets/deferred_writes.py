@@ -22,6 +22,7 @@ from tickets.rate_limits import RateKey, Window, lock_windows, save_windows
 from tickets.tables import (
     inbound_keys,
     mail_ids,
+    message_files,
     outbox,
     tickets,
 )
@@ -36,6 +37,7 @@ KEY_MESSAGE = (
     .values(message_id=bindparam("message_id"))
 )
 NEW_OUTBOX_ROWS = insert(outbox)
+NEW_MESSAGE_FILES = insert(message_files)
 SAVED_TICKET = ("status", "plan", "closed_at", "waiting_since", "waiting_message_id", "due_at")
 SAVE_TICKET = (
     update(tickets)
@@ -78,6 +80,7 @@ class Unwritten:
         self.outbox_rows: list[dict[str, Any]] = []
         self.keyed: dict[tuple[str, str], Intake] = {}
         self.mail_ids: list[dict[str, Any]] = []
+        self.files: list[dict[str, Any]] = []  # bytes of mailed files (message_files rows)
         self.threads: dict[str, int] = {}  # the batch's Message-IDs → ticket, oldest first
         self.opened: set[int] = set()  # tickets the batch opened: all their mail is in it
         # What the batch read ahead: its senders (None: not a customer when the batch began)
@@ -120,6 +123,8 @@ class Unwritten:
                     for t in changed
                 ],
             )
+        if self.files:
+            await connection.execute(NEW_MESSAGE_FILES, self.files)
         if self.outbox_rows:
             await connection.execute(NEW_OUTBOX_ROWS, self.outbox_rows)
         if self.mail_ids:

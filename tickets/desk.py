@@ -51,10 +51,12 @@ from tickets.model import (
 from tickets.notices import notify_agents
 from tickets.outbox import Delivery
 from tickets.payloads import ReplyPayload, add_mail_headers, enqueue
+from tickets.pending import Pending, unpark
 from tickets.policy import SlaPolicy
 from tickets.ports import INTAKE, NO_EVENTS, AccountPlans, Clock, Events, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
 from tickets.search import TicketSearch
+from tickets.satisfaction import Satisfaction
 from tickets.tables import (
     Agent,
     Customer,
@@ -84,6 +86,8 @@ class Desk:
         mail_domain: str = "supportbot.invalid",
         plans: AccountPlans | None = None,
         events: Events = NO_EVENTS,
+        auto_close_days: int = 0,
+        satisfaction: Satisfaction | None = None,
     ) -> None:
         self.sessions = sessions
         self._events = events
@@ -100,6 +104,17 @@ class Desk:
         self.merger = Merger(
             sessions, templates, clock=clock, wakeup=self._wakeup, mail_domain=mail_domain
         )
+        self.pending = Pending(
+            sessions,
+            policy,
+            templates,
+            clock=clock,
+            wakeup=self._wakeup,
+            mail_domain=mail_domain,
+            auto_close_days=auto_close_days,
+            satisfaction=satisfaction,
+        )
+        self.satisfaction = satisfaction
 
     # -- customers -------------------------------------------------------------------------
 
@@ -557,6 +572,12 @@ class Desk:
             ticket.waiting_message_id = None
             ticket.due_at = None
             ticket.updated_at = now
+            await unpark(session, ticket.id)
+            asked = self.satisfaction is not None and await self.satisfaction.ask(
+                session, ticket, now
+            )
+        if asked:
+            self._wakeup()  # the ask is committed: the outbox sends it now
 
     async def vouch(self, number: int, agent_id: int) -> int:
         """An agent vouches for a ticket's unverified senders: the warning ends (audited) until

@@ -105,13 +105,18 @@ def storable_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class Attachment:
-    """A file that came with a message; `ref` is the channel's handle (Telegram file_id, …)."""
+    """A file that came with a message; `ref` is the channel's handle (Telegram file_id, …).
+
+    `data` holds the bytes when the channel has them at hand (a mailed file under the intake's
+    cap): they are kept in `message_files`, never in the message's JSON.
+    """
 
     kind: str
     ref: str
     filename: str | None = None
     mime_type: str | None = None
     size: int | None = None
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

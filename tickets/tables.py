@@ -379,6 +379,58 @@ class TicketTag(Base):
     created_at: Mapped[datetime]
 
 
+class PendingTicket(Base):
+    """A ticket parked by `/pending` while the desk waits on its customer (issue 15, point 5).
+
+    It is out of the SLA queue; the customer is reminded at `remind_at` and the ticket closes at
+    `close_at`. A customer message after `after_message_id` ends it (the sweep drops the row);
+    so does a close.
+    """
+
+    __tablename__ = "pending_tickets"
+    __table_args__ = (Index("ix_pending_tickets_remind_at", "remind_at"),)
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    since: Mapped[datetime]
+    days: Mapped[int] = mapped_column(Integer)
+    # The customer's latest message when it was parked: a newer one ends the wait on them.
+    after_message_id: Mapped[int | None] = mapped_column(Integer)
+    remind_at: Mapped[datetime]
+    close_at: Mapped[datetime]
+    reminded_at: Mapped[datetime | None]
+
+
+class MessageFile(Base):
+    """The bytes of a file a customer mailed (issue 15, point 2), kept so that the agents' feed
+    can post it into the ticket's place. `position` is the file's index in the message's
+    `attachments`; files over the mail intake's cap have no row (they are listed by size)."""
+
+    __tablename__ = "message_files"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SatisfactionAsk(Base):
+    """The one satisfaction ask of a ticket (issue 15, point 7) and its score, once given.
+
+    One row per ticket, ever: a ticket closed twice is asked once. `agent_id` is the agent whose
+    delivered answer was the ticket's last when it was asked: the score counts for them.
+    """
+
+    __tablename__ = "satisfaction"
+    __table_args__ = (Index("ix_satisfaction_answered_at", "answered_at"),)
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    asked_at: Mapped[datetime]
+    score: Mapped[int | None] = mapped_column(Integer)
+    answered_at: Mapped[datetime | None]
+
+
 # The tables as SQLAlchemy Core sees them, for the batched statements of intake and delivery.
 customers = cast(Table, Customer.__table__)
 customer_emails = cast(Table, CustomerEmail.__table__)
@@ -388,3 +440,4 @@ inbound_keys = cast(Table, InboundKey.__table__)
 mail_ids = cast(Table, MailId.__table__)
 outbox = cast(Table, OutboxRow.__table__)
 audit_log = cast(Table, AuditEntry.__table__)
+message_files = cast(Table, MessageFile.__table__)

@@ -192,6 +192,25 @@ def test_webhook_settings() -> None:
         ({**WEBHOOK, "TELEGRAM_WEBHOOK_URL": "bot.example.com"}, "TELEGRAM_WEBHOOK_URL", "https"),
         ({**WEBHOOK, "TELEGRAM_WEBHOOK_LISTEN": "8443"}, "TELEGRAM_WEBHOOK_LISTEN", "host:port"),
         ({**WEBHOOK, "TELEGRAM_WEBHOOK_LISTEN": "h:0"}, "TELEGRAM_WEBHOOK_LISTEN", "host:port"),
+        ({"AUTO_CLOSE_DAYS": "-1"}, "AUTO_CLOSE_DAYS", "0"),
+        ({"AUTO_CLOSE_DAYS": "soon"}, "AUTO_CLOSE_DAYS", "whole number"),
+        ({"CSAT_ENABLED": "maybe"}, "CSAT_ENABLED", "true or false"),
+        ({"CSAT_ENABLED": "true"}, "CSAT_BASE_URL", "missing"),
+        (
+            {"CSAT_ENABLED": "true", "CSAT_BASE_URL": "support.example.com"},
+            "CSAT_BASE_URL",
+            "http(s) URL",
+        ),
+        (
+            {"CSAT_ENABLED": "on", "CSAT_BASE_URL": "https://s.example.com", "CSAT_LISTEN": "8088"},
+            "CSAT_LISTEN",
+            "HOST:PORT",
+        ),
+        (
+            {"CSAT_ENABLED": "yes", "CSAT_BASE_URL": "https://s.example.com"},
+            "CSAT_SECRET",
+            "16 characters",
+        ),
     ],
 )
 def test_broken_setting_names_its_key(environ: dict[str, str], key: str, fragment: str) -> None:
@@ -271,3 +290,25 @@ def test_operator_port_and_retention() -> None:
     assert settings.retention == timedelta(days=90)
     ipv6 = load_settings({"HTTP_LISTEN": "[::1]:9090"}, env_file=None)
     assert ipv6.http_listen == ("::1", 9090)
+def test_pending_and_satisfaction_settings() -> None:
+    defaults = load_settings({}, env_file=None)
+    assert defaults.sla.auto_close_days == 0 and defaults.satisfaction is None
+    settings = load_settings(
+        {
+            "AUTO_CLOSE_DAYS": "5",
+            "CSAT_ENABLED": "true",
+            "CSAT_BASE_URL": "https://support.example.com/",
+            "CSAT_LISTEN": "0.0.0.0:9000",
+            "CSAT_SECRET": "a secret of enough length",
+        },
+        env_file=None,
+    )
+    assert settings.sla.auto_close_days == 5
+    found = settings.satisfaction
+    assert found is not None
+    assert (found.base_url, found.listen_host, found.listen_port) == (
+        "https://support.example.com",
+        "0.0.0.0",
+        9000,
+    )
+    assert "a secret" not in repr(found)

@@ -33,6 +33,7 @@ from tickets.months import InvalidMonth, Month
 from tickets.policy import SlaPolicy
 
 __all__ = [
+    "AgentScores",
     "Breakdown",
     "InvalidMonth",
     "LateResponse",
@@ -131,6 +132,15 @@ class Breakdown:
 
 
 @dataclass(frozen=True)
+class AgentScores:
+    """Satisfaction scores (1–5) given in the month for one agent's tickets."""
+
+    name: str
+    count: int
+    average: float
+
+
+@dataclass(frozen=True)
 class LateResponse:
     """A response that took longer than the SLA."""
 
@@ -173,6 +183,8 @@ class MonthlyReport:
     distribution: tuple[tuple[str, tuple[float, ...]], ...]
     # Per tag of the answered ticket (`/tag`); a response of a ticket with two tags counts in both.
     by_tag: tuple[Breakdown, ...] = ()
+    # Satisfaction scores given in the month, per agent credited, the most scored first.
+    satisfaction: tuple[AgentScores, ...] = ()
 
     @property
     def breaches(self) -> int:

@@ -19,6 +19,7 @@ from tickets.policy import SlaPolicy
 from tickets.rendering import Templates
 from tickets.reports import query
 from tickets.reports.figures import (
+    AgentScores,
     Month,
     MonthlyReport,
     ResponseRow,
@@ -113,10 +114,16 @@ async def load(
     async with sessions() as session:
         waits = await query.open_waits(session, period.end)
         by_tag = tag_breakdown(await query.tagged_times(session, period.start, period.end), policy)
+        scores = tuple(
+            AgentScores(name, n, average)
+            for name, n, average in await query.agent_scores(session, period.start, period.end)
+        )
         if rows:
             every = await query.responses(session, period.start, period.end)
-            return replace(build_report(period, policy, every, waits), by_tag=by_tag), every
+            report = build_report(period, policy, every, waits)
+            return replace(report, by_tag=by_tag, satisfaction=scores), every
         times, late = await query.response_times(
             session, period.start, period.end, policy.response_hours
         )
-    return replace(report_from_times(period, policy, times, late, waits), by_tag=by_tag), late
+    report = report_from_times(period, policy, times, late, waits)
+    return replace(report, by_tag=by_tag, satisfaction=scores), late

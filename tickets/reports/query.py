@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickets.reports.figures import ResponseRow, ResponseTime, WaitRow, nearest_rank
-from tickets.tables import Agent, Response, Ticket, TicketTag
+from tickets.tables import Agent, Response, SatisfactionAsk, Ticket, TicketTag
 
 # Responses are streamed from the database in chunks of this many rows.
 CHUNK = 10_000
@@ -161,3 +161,22 @@ async def median_between(
         ).all()
     )
     return len(hours), nearest_rank(hours, 50)
+
+
+async def agent_scores(
+    session: AsyncSession, start: datetime, end: datetime
+) -> list[tuple[str, int, float]]:
+    """(agent, number of scores, average score) of satisfaction scores given in [start, end),
+    the most scored agent first."""
+    names = await agent_names(session)
+    count = func.count(SatisfactionAsk.score)
+    rows = await session.execute(
+        select(SatisfactionAsk.agent_id, count, func.avg(SatisfactionAsk.score))
+        .where(SatisfactionAsk.answered_at >= start, SatisfactionAsk.answered_at < end)
+        .group_by(SatisfactionAsk.agent_id)
+    )
+    found = [
+        (names.get(agent, "(no agent)") if agent is not None else "(no agent)", int(n), float(avg))
+        for agent, n, avg in rows.all()
+    ]
+    return sorted(found, key=lambda row: (-row[1], row[0]))
