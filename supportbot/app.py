@@ -51,8 +51,8 @@ from tickets.policy import SlaPolicy
 from tickets.ports import NO_EVENTS, Clock, Events, utcnow
 from tickets.rendering import Templates, default_directory
 from tickets.retention import prune_periodically
-from tickets.vitals import database_answers, read_vitals
 from tickets.satisfaction import Satisfaction, ScoreLinks
+from tickets.vitals import database_answers, read_vitals
 from tickets.watch import SlaWatch, WatchRules
 
 log = logging.getLogger("supportbot")

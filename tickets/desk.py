@@ -55,8 +55,8 @@ from tickets.pending import Pending, unpark
 from tickets.policy import SlaPolicy
 from tickets.ports import INTAKE, NO_EVENTS, AccountPlans, Clock, Events, Renderer, utcnow
 from tickets.rate_limits import RateRule, RateVerdict
-from tickets.search import TicketSearch
 from tickets.satisfaction import Satisfaction
+from tickets.search import TicketSearch
 from tickets.tables import (
     Agent,
     Customer,

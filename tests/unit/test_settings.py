@@ -290,6 +290,8 @@ def test_operator_port_and_retention() -> None:
     assert settings.retention == timedelta(days=90)
     ipv6 = load_settings({"HTTP_LISTEN": "[::1]:9090"}, env_file=None)
     assert ipv6.http_listen == ("::1", 9090)
+
+
 def test_pending_and_satisfaction_settings() -> None:
     defaults = load_settings({}, env_file=None)
     assert defaults.sla.auto_close_days == 0 and defaults.satisfaction is None
