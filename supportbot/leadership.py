@@ -5,11 +5,14 @@ Telegram at all (one rate budget), reading the mailbox, and the periodic jobs (S
 check, credit run, plan refresh). Each is a *role*. On PostgreSQL a role is held by whoever holds
 its advisory lock (`supportbot.leader_locks`) on a connection of its own, outside the pool:
 
-* a follower tries every `retry` seconds (1 s), so when a leader dies, SIGKILL included, its
-  connection closes, PostgreSQL frees the lock and a follower holds the role about a second later;
-* the leader checks its connection as often; the moment a check fails it gives up every role at
-  once (the lock may still be held for a few seconds until the server notices, never longer than
-  the keepalives allow), so it never acts as leader on a lock it may have lost;
+* every quarter of `retry` (1 s) a follower tries for the free roles and a leader checks its
+  connection; the moment a check fails the leader gives up every role at once (the lock may still
+  be held for a few seconds until the server notices, never longer than the keepalives allow), so
+  it never acts as leader on a lock it may have lost;
+* a follower that wins a lock waits `settle` (half of `retry`, at least 0.5 s) before it leads:
+  by then a leader whose connection was cut has run its check, failed it and stopped its jobs, so
+  a job never runs on two replicas at once. When a leader dies, SIGKILL included, its connection
+  closes, PostgreSQL frees the lock, and a follower leads well within a second;
 * on `stop` (SIGTERM) the connection is closed first, so another replica takes over while this
   one finishes the sends in flight.
 
@@ -122,6 +125,8 @@ class AdvisoryLeadership(_Roles):
         super().__init__(roles)
         self._engine = engine
         self._retry = retry
+        self._tick = retry / 4
+        self._settle = max(retry / 2, 0.5)
         self._check_timeout = check_timeout
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,15 +144,22 @@ class AdvisoryLeadership(_Roles):
         self._drop_all("stopping")
 
     async def _hold(self, connection: AsyncConnection, stop: asyncio.Event) -> None:
+        clock = asyncio.get_running_loop().time
+        won: dict[str, float] = {}  # locks held but not led yet: since when
         try:
             while not stop.is_set():
                 for role in self._held:
-                    if not self.is_leader(role) and await self._checked(
-                        leader_locks.try_lock(connection, role)
-                    ):
-                        self._take(role)
+                    if self.is_leader(role):
+                        continue
+                    if role in won:
+                        if clock() - won[role] >= self._settle:
+                            del won[role]
+                            self._take(role)
+                    elif await self._checked(leader_locks.try_lock(connection, role)):
+                        won[role] = clock()
                 await self._checked(leader_locks.ping(connection))
-                await sleep_until_stopped(stop, self._retry)
+                waits = [self._settle - (clock() - since) for since in won.values()]
+                await sleep_until_stopped(stop, max(0.0, min([self._tick, *waits])))
         finally:
             # Closing the connection (leaving this block) frees the locks on the server; the
             # roles are given up here first, so no job runs on a lock that is going away.
