@@ -53,10 +53,8 @@ from bench.common import (  # noqa: E402
     Database,
     Stats,
     analyze,
-    arguments,
     database,
-    launch,
-    machine,
+    each_database,
     table,
     verdict,
 )
@@ -303,17 +301,9 @@ def report(results: Sequence[Result]) -> None:
             print(f"    {line}")
 
 
-async def main() -> int:
-    args = arguments("Benchmark balance lookups over 100,000 accounts, 1,000,000 entries.")
-    for label, value in await machine(args.kinds, args.postgres_url):
-        print(f"{label}: {value}")
-    results = []
-    for kind in args.kinds:
-        print(f"running on {kind} …", flush=True)
-        results.append(await run(kind, args.postgres_url))
-    report(results)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(launch(main))
+    sys.exit(
+        each_database(
+            "Benchmark balance lookups over 100,000 accounts, 1,000,000 entries.", run, report
+        )
+    )

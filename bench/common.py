@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Row, insert, select, text
@@ -57,6 +57,30 @@ def launch(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     except (asyncio.CancelledError, KeyboardInterrupt):
         print("interrupted; the benchmark databases were removed", file=sys.stderr)
         return 130
+
+
+_R = TypeVar("_R")
+
+
+def each_database(
+    description: str,
+    run: Callable[[str, str], Coroutine[Any, Any, _R]],
+    report: Callable[[list[_R]], None],
+) -> int:
+    """A benchmark's run: the machine, then `run` on each database asked for, then `report`."""
+
+    async def main() -> int:
+        args = arguments(description)
+        for label, value in await machine(args.kinds, args.postgres_url):
+            print(f"{label}: {value}")
+        results = []
+        for kind in args.kinds:
+            print(f"running on {kind} …", flush=True)
+            results.append(await run(kind, args.postgres_url))
+        report(results)
+        return 0
+
+    return launch(main)
 
 
 def arguments(description: str) -> argparse.Namespace:

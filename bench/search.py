@@ -44,10 +44,8 @@ from bench.common import (  # noqa: E402
     Database,
     Stats,
     analyze,
-    arguments,
     database,
-    launch,
-    machine,
+    each_database,
     seed_people,
     table,
     verdict,
@@ -308,17 +306,5 @@ def report(results: list[Result]) -> None:
                 print("    " + line)
 
 
-async def main() -> int:
-    args = arguments("Benchmark /search over 1,000,000 messages.")
-    for label, value in await machine(args.kinds, args.postgres_url):
-        print(f"{label}: {value}")
-    results = []
-    for kind in args.kinds:
-        print(f"running on {kind} …", flush=True)
-        results.append(await run(kind, args.postgres_url))
-    report(results)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(launch(main))
+    sys.exit(each_database("Benchmark /search over 1,000,000 messages.", run, report))
