@@ -221,64 +221,49 @@ class GroupPoster:
         group), one group message however long the text: splitting 14,000 characters would
         take four of the group's 20 a minute.
         """
-        thread, reply = self._where(place) if place is not None else (None, None)
         text = message.text.strip()
         data = f"#{ticket.number} · {ticket.customer}\n\n{text}\n".encode()
         caption = f"📄 #{ticket.number}: the whole message, {len(text):,} characters"
-        async with self.slot():
-            sent = await self._bot.send_document(
-                self.chat_id,
-                InputFile(data, filename=f"ticket-{ticket.number}-message-{message.id}.txt"),
-                caption=escape(caption),
-                parse_mode=ParseMode.HTML,
-                message_thread_id=thread,
-                reply_parameters=reply,
-            )
-        await self._book.record(ticket.number, POST, sent.message_id, thread)
+        name = f"ticket-{ticket.number}-message-{message.id}.txt"
+        await self._post_file(place, ticket.number, name, data, caption)
 
     async def raw_source(
         self, place: Place | None, ticket: TicketFacts, message: MessageFacts, raw: bytes
     ) -> None:
         """The raw source of a mail with broken MIME, as an `.eml` file beside its notice: the
         notice shows the best text decoded from it, the file shows everything."""
-        thread, reply = self._where(place) if place is not None else (None, None)
         caption = f"📄 #{ticket.number}: the mail's raw source (its MIME structure was broken)"
-        async with self.slot():
-            sent = await self._bot.send_document(
-                self.chat_id,
-                InputFile(raw, filename=f"ticket-{ticket.number}-message-{message.id}.eml"),
-                caption=escape(caption),
-                parse_mode=ParseMode.HTML,
-                message_thread_id=thread,
-                reply_parameters=reply,
-            )
-        await self._book.record(ticket.number, POST, sent.message_id, thread)
+        name = f"ticket-{ticket.number}-message-{message.id}.eml"
+        await self._post_file(place, ticket.number, name, raw, caption)
 
     async def mailed_file(
         self, place: Place, number: int, name: str, data: bytes, caption: str, *, photo: bool
     ) -> int:
         """A file a customer mailed, into the ticket's place: an image as a photo, else a file."""
-        thread, reply = self._where(place)
-        upload = InputFile(data, filename=name)
+        return await self._post_file(place, number, name, data, caption, photo=photo)
+
+    async def _post_file(
+        self,
+        place: Place | None,
+        number: int,
+        name: str,
+        data: bytes,
+        caption: str,
+        *,
+        photo: bool = False,
+    ) -> int:
+        """Post a file (or a photo) into the ticket's place, or the group without one, in budget."""
+        thread, reply = self._where(place) if place is not None else (None, None)
+        send = self._bot.send_photo if photo else self._bot.send_document
         async with self.slot():
-            if photo:
-                sent = await self._bot.send_photo(
-                    self.chat_id,
-                    upload,
-                    caption=escape(caption),
-                    parse_mode=ParseMode.HTML,
-                    message_thread_id=thread,
-                    reply_parameters=reply,
-                )
-            else:
-                sent = await self._bot.send_document(
-                    self.chat_id,
-                    upload,
-                    caption=escape(caption),
-                    parse_mode=ParseMode.HTML,
-                    message_thread_id=thread,
-                    reply_parameters=reply,
-                )
+            sent = await send(
+                self.chat_id,
+                InputFile(data, filename=name),
+                caption=escape(caption),
+                parse_mode=ParseMode.HTML,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            )
         await self._book.record(number, POST, sent.message_id, thread)
         return sent.message_id
 
